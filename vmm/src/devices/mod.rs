@@ -1,0 +1,2 @@
+//! Emulated devices: legacy PIO devices and virtio-mmio devices.
+pub mod virtio;

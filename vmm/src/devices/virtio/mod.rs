@@ -1,0 +1,56 @@
+//! Virtio devices on the virtio-mmio transport (virtio 1.x, modern only).
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Guest memory as the virtio devices see it.
+pub type GuestMemory = GuestMemoryMmap<()>;
+
+/// Raises the device's interrupt in the guest (used-buffer or config change).
+pub trait Interrupt: Send + Sync {
+    /// Sets `status` bits (VIRTIO_MMIO_INT_VRING / _CONFIG) and injects the IRQ.
+    fn trigger(&self, status: u32) -> std::io::Result<()>;
+}
+
+/// Error from activating a virtio device.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver set up the queues in a way the device cannot use.
+    #[error("invalid queue configuration: {0}")]
+    BadQueues(String),
+    /// The device's worker could not be started.
+    #[error("cannot start device worker: {0}")]
+    Worker(#[source] std::io::Error),
+}
+
+/// A virtio device behind a transport. The transport owns the generic
+/// registers; the device owns features, config space and the queues once
+/// the driver sets DRIVER_OK.
+pub trait VirtioDevice: Send {
+    /// Virtio device ID (e.g. 19 for vsock).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Device feature bits offered to the driver (VIRTIO_F_VERSION_1 included).
+    fn features(&self) -> u64;
+    /// Records the features the driver accepted.
+    fn ack_features(&mut self, features: u64);
+    /// Reads the device-specific configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration space.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device: the driver set DRIVER_OK. `queue_evts[i]` is
+    /// signalled when the driver notifies queue `i`.
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<dyn Interrupt>,
+        queues: Vec<Queue>,
+        queue_evts: Vec<EventFd>,
+    ) -> Result<(), ActivateError>;
+    /// Stops the device on a driver reset; returns false if it cannot be reset.
+    fn reset(&mut self) -> bool;
+}
