@@ -1,1 +1,23 @@
-//! agent
+//! vessel-agent: PID 1 of a vessel pod VM, serving the agent API over vsock.
+//!
+//! The host (vesseld, the e2e tests) uses this same crate as a client: [`proto`]
+//! holds the generated API and [`client`] connects to an agent through the VMM's
+//! hybrid vsock socket or, for tests, a plain Unix socket.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod init;
+pub mod logging;
+pub mod proto;
+pub mod reaper;
+pub mod server;
+pub mod shutdown;
+
+/// Version of the agent API this build speaks, reported by `Agent.Version`.
+pub const AGENT_API_VERSION: u32 = 1;
+
+/// vsock port the agent listens on inside the guest.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// Version of this vessel-agent build.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

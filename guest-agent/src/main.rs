@@ -1,1 +1,124 @@
-fn main() {}
+//! vessel-agent: PID 1 of the pod VM, or an ordinary process serving on a Unix
+//! socket (`--unix PATH`) for tests.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use vessel_agent::reaper::Reaper;
+use vessel_agent::server::{self, Listen};
+use vessel_agent::shutdown::ShutdownSignal;
+use vessel_agent::{init, logging, AGENT_VERSION, AGENT_VSOCK_PORT};
+
+/// Command line of the agent.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "vessel guest agent: serves the agent API on vsock (or a Unix socket)"
+)]
+struct Args {
+    /// vsock port to listen on.
+    #[arg(long, default_value_t = AGENT_VSOCK_PORT)]
+    vsock_port: u32,
+    /// Listen on this Unix socket instead of vsock (running as a host process).
+    #[arg(long, value_name = "PATH", conflicts_with = "vsock_port")]
+    unix: Option<PathBuf>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            vsock_port: AGENT_VSOCK_PORT,
+            unix: None,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    if !init::is_pid1() {
+        return host_main(Args::parse());
+    }
+    logging::init();
+    // First line on the serial console: proves the kernel reached init.
+    tracing::info!(version = %AGENT_VERSION, pid1 = true, "vessel-agent starting");
+    init::install_panic_hook();
+    // Before the runtime: setup changes the environment, which is unsound with threads.
+    init::setup();
+    let reason = match run(pid1_args(), true) {
+        Ok(()) => "shutdown",
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "agent failed");
+            "agent failed"
+        }
+    };
+    init::reboot(reason)
+}
+
+/// The agent as an ordinary process: errors end it with status 1.
+fn host_main(args: Args) -> ExitCode {
+    logging::init();
+    tracing::info!(version = %AGENT_VERSION, pid1 = false, "vessel-agent starting");
+    match run(args, false) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Arguments for PID 1, where the kernel passes leftover command line words:
+/// anything unparsable there must not stop init, so it falls back to defaults.
+fn pid1_args() -> Args {
+    Args::try_parse().unwrap_or_else(|err| {
+        let first_line = err
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        tracing::warn!(error = first_line, "ignoring init arguments");
+        Args::default()
+    })
+}
+
+fn run(args: Args, pid1: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the Tokio runtime")?;
+    runtime.block_on(serve(args, pid1))
+}
+
+async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
+    // Held for the agent's lifetime; container supervision will register children with it.
+    let _reaper = Reaper::start()?;
+    let shutdown = ShutdownSignal::new();
+    shutdown_on_signals(&shutdown)?;
+    let listen = match args.unix {
+        Some(path) => Listen::Unix(path),
+        None => Listen::Vsock(args.vsock_port),
+    };
+    server::serve(&listen, shutdown, pid1)
+        .await
+        .with_context(|| format!("serving on {listen}"))?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT start the same graceful shutdown as the `Shutdown` RPC.
+fn shutdown_on_signals(shutdown: &ShutdownSignal) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        shutdown.trigger();
+    });
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `Agent` service: version facts and guest shutdown.
+
+use nix::sys::utsname::uname;
+use nix::unistd::{sysconf, SysconfVar};
+use tonic::{Request, Response, Status};
+
+use crate::proto::agent_server::Agent;
+use crate::proto::{ShutdownRequest, ShutdownResponse, VersionRequest, VersionResponse};
+use crate::shutdown::ShutdownSignal;
+use crate::{AGENT_API_VERSION, AGENT_VERSION};
+
+/// Serves `Agent.Version` and `Agent.Shutdown`.
+#[derive(Clone, Debug)]
+pub struct AgentService {
+    shutdown: ShutdownSignal,
+    pid1: bool,
+}
+
+impl AgentService {
+    /// `Shutdown` fires `shutdown`; `pid1` is reported by `Version`.
+    pub fn new(shutdown: ShutdownSignal, pid1: bool) -> Self {
+        Self { shutdown, pid1 }
+    }
+}
+
+/// CPUs online now (not `available_parallelism`, which follows this thread's affinity).
+fn online_cpus() -> u32 {
+    match sysconf(SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) => u32::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn version(
+        &self,
+        _: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        let uts = uname().map_err(|errno| Status::internal(format!("uname failed: {errno}")))?;
+        Ok(Response::new(VersionResponse {
+            agent_version: AGENT_VERSION.to_owned(),
+            api_version: AGENT_API_VERSION,
+            kernel_release: uts.release().to_string_lossy().into_owned(),
+            pid1: self.pid1,
+            online_cpus: online_cpus(),
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        tracing::info!("shutdown requested");
+        // The server drains in-flight calls before it returns, so this reply is
+        // flushed before the caller of `serve` syncs and reboots.
+        self.shutdown.trigger();
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}
