@@ -1,3 +1,10 @@
 //! vessel-vmm: the per-pod microVM monitor.
+pub mod boot;
 pub mod bus;
+pub mod cli;
+pub mod config;
 pub mod devices;
+pub mod exit;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;

@@ -1,1 +1,74 @@
-fn main() {}
+//! `vessel-vmm`: boots one microVM and exits with a code that says why it stopped
+//! (see `vessel_vmm::exit`).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vessel_vmm::cli::Cli;
+use vessel_vmm::config::VmConfig;
+use vessel_vmm::exit::{ExitReason, EXIT_VMM_ERROR};
+use vessel_vmm::vm::Vm;
+
+fn run(cli: Cli) -> anyhow::Result<ExitReason> {
+    let config = VmConfig::from_cli(cli).context("invalid configuration")?;
+    let vm = Vm::build(config).context("cannot set up the VM")?;
+    Ok(vm.run())
+}
+
+/// Squeezes clap's multi-line error (message, usage, hint) into one line:
+/// the message paragraph only, without its `error:` prefix.
+fn one_line(rendered: &str) -> String {
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let joined = message.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+fn main() -> ExitCode {
+    // Parse errors exit 1 like every other bad input (clap's own code, 2,
+    // would read as "guest crashed"); --help and --version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("vessel-vmm: {}", one_line(&e.render().to_string()));
+            return ExitCode::from(EXIT_VMM_ERROR);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("VESSEL_VMM_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    match run(cli) {
+        Ok(reason) => {
+            let code = reason.code();
+            if code != 0 {
+                eprintln!("vessel-vmm: {reason}");
+            }
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            // One line: the context, then our error, whose text already names
+            // the flag or path and embeds its own cause (so stop there).
+            match e.chain().nth(1) {
+                Some(cause) => eprintln!("vessel-vmm: {e}: {cause}"),
+                None => eprintln!("vessel-vmm: {e}"),
+            }
+            ExitCode::from(EXIT_VMM_ERROR)
+        }
+    }
+}

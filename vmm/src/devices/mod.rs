@@ -1,2 +1,3 @@
 //! Emulated devices: legacy PIO devices and virtio-mmio devices.
+pub mod legacy;
 pub mod virtio;

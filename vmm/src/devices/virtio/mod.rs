@@ -1,5 +1,10 @@
 //! Virtio devices on the virtio-mmio transport (virtio 1.x, modern only).
 
+pub mod mmio;
+#[cfg(test)]
+mod test_driver;
+pub mod vsock;
+
 use std::sync::Arc;
 
 use virtio_queue::Queue;
@@ -13,6 +18,14 @@ pub type GuestMemory = GuestMemoryMmap<()>;
 pub trait Interrupt: Send + Sync {
     /// Sets `status` bits (VIRTIO_MMIO_INT_VRING / _CONFIG) and injects the IRQ.
     fn trigger(&self, status: u32) -> std::io::Result<()>;
+
+    /// Marks the device as needing a reset (DEVICE_NEEDS_RESET) after the
+    /// guest broke it, and tells the driver with a config-change interrupt.
+    /// The default only raises the interrupt; transports override it to also
+    /// set the status bit.
+    fn set_needs_reset(&self) -> std::io::Result<()> {
+        self.trigger(virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_CONFIG)
+    }
 }
 
 /// Error from activating a virtio device.

@@ -1,0 +1,47 @@
+//! Command-line flags of `vessel-vmm` (clap derive; the doc comments are the `--help` text).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Boots one KVM microVM (one vessel pod) and exits when the guest stops.
+///
+/// Exit status: 0 when the guest resets itself (e.g. `reboot`), 1 on a VMM
+/// error (bad flags, setup or runtime failure), 2 when the guest crashes
+/// (triple fault, KVM internal error, failed VM entry).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "vessel-vmm", version, about, long_about)]
+pub struct Cli {
+    /// Guest kernel: an uncompressed ELF vmlinux. Booted through its PVH entry
+    /// point when it has one, otherwise through the 64-bit Linux boot protocol.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+
+    /// Initramfs (cpio archive, optionally compressed) loaded high in guest RAM.
+    #[arg(long, value_name = "PATH")]
+    pub initramfs: Option<PathBuf>,
+
+    /// Extra kernel command-line arguments, appended after the defaults
+    /// (`console=ttyS0 reboot=k panic=1 quiet` and one
+    /// `virtio_mmio.device=` per device). Use ` -- ` to pass arguments to init.
+    #[arg(long, value_name = "STR", allow_hyphen_values = true)]
+    pub cmdline: Option<String>,
+
+    /// Number of vCPUs (1 to 32).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u64,
+
+    /// Guest memory in MiB (64 to 65536, and no more than the host's MemTotal).
+    #[arg(long, value_name = "MiB", default_value_t = 256)]
+    pub memory: u64,
+
+    /// Host Unix socket of the guest's vsock device (hybrid vsock, guest CID 3).
+    /// Host programs connect to it and write `CONNECT <port>\n`.
+    #[arg(long, value_name = "PATH")]
+    pub vsock: Option<PathBuf>,
+
+    /// Where the guest's serial console (ttyS0) goes: a file path (created or
+    /// truncated), `-` for stdout, or `none` to drop it (and `console=ttyS0`).
+    #[arg(long, value_name = "PATH|-|none", default_value = "-")]
+    pub console: String,
+}

@@ -1,0 +1,179 @@
+//! virtio-vsock (device ID 19) with a Firecracker-style hybrid backend: the
+//! host end of every guest stream is a Unix socket.
+//!
+//! Host → guest: a client connects to `uds_path`, writes `CONNECT <port>\n`,
+//! reads `OK <host port>\n`, then the stream is the guest's. Guest → host: a
+//! connection to CID 2 port P is forwarded to `<uds_path>_P`.
+
+mod connection;
+mod handshake;
+mod muxer;
+mod packet;
+mod uds;
+mod worker;
+
+use std::io;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use muxer::Muxer;
+use worker::{Worker, WorkerHandle};
+
+/// Queue size for rx, tx and event queues.
+const QUEUE_SIZE: u16 = 256;
+const QUEUE_SIZES: [u16; 3] = [QUEUE_SIZE; 3];
+
+/// Error from creating the vsock device.
+#[derive(Debug, thiserror::Error)]
+pub enum VsockError {
+    /// CIDs 0–2 are reserved and the upper 32 bits must be zero (§5.10.4).
+    #[error("invalid guest CID {0}: must be between 3 and 4294967294")]
+    InvalidCid(u64),
+    /// A live listener already owns the path.
+    #[error("vsock socket {} is in use by another process", .0.display())]
+    InUse(PathBuf),
+    /// The path exists and is something other than a socket.
+    #[error("vsock socket path {} exists and is not a socket", .0.display())]
+    NotASocket(PathBuf),
+    /// Binding, probing or removing the socket failed.
+    #[error("vsock socket {}: {}", .0.display(), .1)]
+    Io(PathBuf, #[source] io::Error),
+}
+
+/// The virtio-vsock device.
+pub struct Vsock {
+    guest_cid: u64,
+    uds_path: PathBuf,
+    socket_id: (u64, u64),
+    listener: UnixListener,
+    acked_features: u64,
+    worker: Option<WorkerHandle>,
+}
+
+impl Vsock {
+    /// Creates the device for guest `guest_cid` and binds the host listener
+    /// at `uds_path` now, so host clients can queue before the guest is up.
+    pub fn new(guest_cid: u64, uds_path: &Path) -> Result<Vsock, VsockError> {
+        if !(3..u64::from(u32::MAX)).contains(&guest_cid) {
+            return Err(VsockError::InvalidCid(guest_cid));
+        }
+        let (listener, socket_id) = uds::bind_listener(uds_path)?;
+        Ok(Vsock {
+            guest_cid,
+            uds_path: uds_path.to_path_buf(),
+            socket_id,
+            listener,
+            acked_features: 0,
+            worker: None,
+        })
+    }
+
+    /// The guest's CID.
+    pub fn guest_cid(&self) -> u64 {
+        self.guest_cid
+    }
+
+    /// Where host clients connect.
+    pub fn uds_path(&self) -> &Path {
+        &self.uds_path
+    }
+
+    fn stop_worker(&mut self) -> bool {
+        match self.worker.take() {
+            Some(w) => w.stop(),
+            None => true,
+        }
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn features(&self) -> u64 {
+        1u64 << VIRTIO_F_VERSION_1
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_vsock_config { le64 guest_cid; }
+        let config = self.guest_cid.to_le_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|o| config.get(o).copied())
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        debug!(
+            offset,
+            len = data.len(),
+            "vsock: ignored write to read-only config"
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<dyn Interrupt>,
+        queues: Vec<Queue>,
+        queue_evts: Vec<EventFd>,
+    ) -> Result<(), ActivateError> {
+        if self.worker.is_some() {
+            return Err(ActivateError::BadQueues("vsock is already active".into()));
+        }
+        if queues.len() != QUEUE_SIZES.len() || queue_evts.len() != QUEUE_SIZES.len() {
+            return Err(ActivateError::BadQueues(format!(
+                "vsock needs 3 queues, got {} queues and {} eventfds",
+                queues.len(),
+                queue_evts.len()
+            )));
+        }
+        // The worker gets its own descriptor; ours keeps the socket bound
+        // and listening across driver resets.
+        let listener = self.listener.try_clone().map_err(ActivateError::Worker)?;
+        let muxer = Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
+            .map_err(ActivateError::Worker)?;
+        let worker = Worker::new(mem, interrupt, queues, queue_evts, muxer)
+            .map_err(ActivateError::Worker)?;
+        self.worker = Some(worker.spawn().map_err(ActivateError::Worker)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        let ok = self.stop_worker();
+        if !ok {
+            warn!("vsock: worker did not stop cleanly");
+        }
+        ok
+    }
+}
+
+impl Drop for Vsock {
+    fn drop(&mut self) {
+        self.stop_worker();
+        uds::unlink_if_ours(&self.uds_path, self.socket_id);
+    }
+}
+
+#[cfg(test)]
+mod tests;

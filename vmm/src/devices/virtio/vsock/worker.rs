@@ -1,0 +1,276 @@
+//! The vsock device's worker thread: one epoll loop over the queue
+//! notifications, the Unix listener and every connection's socket. Every
+//! socket is non-blocking, so nothing here waits except `epoll_wait`.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tracing::{debug, error, warn};
+use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::muxer::Muxer;
+use super::packet::{RxBuffer, TxPacket, MAX_PKT_DATA};
+use crate::devices::virtio::{GuestMemory, Interrupt};
+
+const TOKEN_RX: u64 = 0;
+const TOKEN_TX: u64 = 1;
+const TOKEN_EVQ: u64 = 2;
+const TOKEN_STOP: u64 = 3;
+/// Epoll events handled per wake-up.
+const EVENT_BATCH: usize = 64;
+
+/// A running worker: how to stop it and wait for it.
+pub struct WorkerHandle {
+    stop: EventFd,
+    thread: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker and waits for it; false if it had panicked.
+    pub fn stop(self) -> bool {
+        if let Err(e) = self.stop.write(1) {
+            // Without the wake-up join would hang; this cannot really fail.
+            error!("vsock: cannot signal the worker to stop: {e}");
+            return false;
+        }
+        self.thread.join().is_ok()
+    }
+}
+
+/// The device's side of the virtqueues plus the connection muxer.
+pub struct Worker {
+    mem: GuestMemory,
+    interrupt: Arc<dyn Interrupt>,
+    rxq: Queue,
+    txq: Queue,
+    queue_evts: Vec<EventFd>,
+    stop: EventFd,
+    muxer: Muxer,
+    tx_stalled: bool,
+    rx_data: Vec<u8>,
+    tx_data: Vec<u8>,
+}
+
+impl Worker {
+    /// Builds a worker; `queues` and `queue_evts` are rx, tx, event in order.
+    pub fn new(
+        mem: GuestMemory,
+        interrupt: Arc<dyn Interrupt>,
+        queues: Vec<Queue>,
+        queue_evts: Vec<EventFd>,
+        muxer: Muxer,
+    ) -> std::io::Result<Worker> {
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "need 3 queues");
+        let mut queues = queues.into_iter();
+        let rxq = queues.next().ok_or_else(bad)?;
+        let txq = queues.next().ok_or_else(bad)?;
+        if queue_evts.len() != 3 {
+            return Err(bad());
+        }
+        let stop = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?;
+        let epoll = muxer.epoll();
+        for (token, fd) in [
+            (TOKEN_RX, queue_evts[0].as_raw_fd()),
+            (TOKEN_TX, queue_evts[1].as_raw_fd()),
+            (TOKEN_EVQ, queue_evts[2].as_raw_fd()),
+            (TOKEN_STOP, stop.as_raw_fd()),
+        ] {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
+        Ok(Worker {
+            mem,
+            interrupt,
+            rxq,
+            txq,
+            queue_evts,
+            stop,
+            muxer,
+            tx_stalled: false,
+            rx_data: vec![0; MAX_PKT_DATA],
+            tx_data: vec![0; MAX_PKT_DATA],
+        })
+    }
+
+    /// Starts the worker thread.
+    pub fn spawn(self) -> std::io::Result<WorkerHandle> {
+        let stop = self.stop.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name("vsock".into())
+            .spawn(move || self.run())?;
+        Ok(WorkerHandle { stop, thread })
+    }
+
+    fn run(mut self) {
+        let mut events = [EpollEvent::default(); EVENT_BATCH];
+        // Buffers may have been queued before the first notification.
+        let mut kick_tx = true;
+        loop {
+            if let Err(e) = self.process_queues(kick_tx) {
+                warn!("vsock: guest broke the device, it needs a reset: {e}");
+                if let Err(e) = self.interrupt.set_needs_reset() {
+                    warn!("vsock: cannot signal the guest: {e}");
+                }
+                // Stop touching the queues and close every connection, so
+                // host clients see EOF; then wait for the driver's reset.
+                let Worker { muxer, stop, .. } = self;
+                drop(muxer);
+                wait_for_stop(&stop);
+                return;
+            }
+            let timeout = self.muxer.timeout_ms(Instant::now());
+            let n = match self.muxer.epoll().wait(timeout, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    error!("vsock: epoll_wait failed, worker exits: {e}");
+                    return;
+                }
+            };
+            kick_tx = false;
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_STOP => return,
+                    TOKEN_RX => drain(&self.queue_evts[0]),
+                    TOKEN_TX => {
+                        drain(&self.queue_evts[1]);
+                        kick_tx = true;
+                    }
+                    // Nothing uses the event queue (no live migration).
+                    TOKEN_EVQ => drain(&self.queue_evts[2]),
+                    token => self.muxer.handle_event(token, ev.event_set()),
+                }
+            }
+            self.muxer.handle_timeouts(Instant::now());
+        }
+    }
+
+    fn process_queues(&mut self, kick_tx: bool) -> Result<(), String> {
+        // A stalled TX queue is retried on every wake-up: any of them may
+        // have drained a host socket.
+        if kick_tx || self.tx_stalled {
+            self.process_tx()?;
+        }
+        self.process_rx()
+    }
+
+    /// Takes packets from the guest until the TX queue is empty or the
+    /// next one must wait for buffer space.
+    fn process_tx(&mut self) -> Result<(), String> {
+        self.tx_stalled = false;
+        let mut used = false;
+        loop {
+            let chain = match self.txq.iter(&self.mem) {
+                Ok(mut it) => it.next(),
+                Err(e) => return Err(format!("TX queue: {e}")),
+            };
+            let Some(chain) = chain else { break };
+            let head = chain.head_index();
+            match TxPacket::parse(&self.mem, chain) {
+                Ok(mut pkt) => {
+                    if self.muxer.tx_would_block(&pkt.hdr) {
+                        self.txq.go_to_previous_position();
+                        self.tx_stalled = true;
+                        break;
+                    }
+                    match pkt.read_data(&mut self.tx_data) {
+                        Ok(data) => self.muxer.handle_tx(&pkt.hdr, data),
+                        Err(e) => debug!("vsock: dropping TX packet: {e}"),
+                    }
+                }
+                Err(e) => debug!("vsock: dropping TX packet: {e}"),
+            }
+            self.txq
+                .add_used(&self.mem, head, 0)
+                .map_err(|e| format!("TX used ring: {e}"))?;
+            used = true;
+        }
+        if used {
+            self.notify_used(true)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the guest packets while it has RX buffers and we have packets.
+    fn process_rx(&mut self) -> Result<(), String> {
+        let mut used = false;
+        while self.muxer.has_rx_work() {
+            let chain = match self.rxq.iter(&self.mem) {
+                Ok(mut it) => it.next(),
+                Err(e) => return Err(format!("RX queue: {e}")),
+            };
+            let Some(chain) = chain else { break };
+            let head = chain.head_index();
+            let buf = RxBuffer::new(&self.mem, chain).map_err(|e| format!("RX buffer: {e}"))?;
+            let cap = buf.data_capacity();
+            match self.muxer.next_rx_packet(&mut self.rx_data[..cap]) {
+                Some((hdr, n)) => {
+                    let len = buf
+                        .write(&hdr, &self.rx_data[..n])
+                        .map_err(|e| format!("RX buffer: {e}"))?;
+                    self.rxq
+                        .add_used(&self.mem, head, len)
+                        .map_err(|e| format!("RX used ring: {e}"))?;
+                    used = true;
+                }
+                None => {
+                    self.rxq.go_to_previous_position();
+                    break;
+                }
+            }
+        }
+        if used {
+            self.notify_used(false)?;
+        }
+        Ok(())
+    }
+
+    fn notify_used(&mut self, tx: bool) -> Result<(), String> {
+        let q = if tx { &mut self.txq } else { &mut self.rxq };
+        let needed = q
+            .needs_notification(&self.mem)
+            .map_err(|e| format!("used event: {e}"))?;
+        if needed {
+            if let Err(e) = self.interrupt.trigger(VIRTIO_MMIO_INT_VRING) {
+                warn!("vsock: cannot interrupt the guest: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// After the device broke: only the stop request matters now.
+fn wait_for_stop(stop: &EventFd) {
+    let mut events = [EpollEvent::default(); 1];
+    let Ok(epoll) = vmm_sys_util::epoll::Epoll::new() else {
+        return;
+    };
+    let ev = EpollEvent::new(EventSet::IN, TOKEN_STOP);
+    if epoll
+        .ctl(ControlOperation::Add, stop.as_raw_fd(), ev)
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        match epoll.wait(-1, &mut events) {
+            Ok(n) if n > 0 => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn drain(evt: &EventFd) {
+    // Non-blocking: EAGAIN just means someone drained it already.
+    let _ = evt.read();
+}

@@ -1,0 +1,247 @@
+//! vCPUs: setup (CPUID, MSRs, LAPIC, boot registers) and the run loop that
+//! dispatches PIO/MMIO exits to the buses and reports why the VM stops.
+
+pub mod cpuid;
+pub mod kick;
+pub mod msrs;
+pub mod regs;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use kvm_bindings::{
+    CpuId, KVM_INTERNAL_ERROR_EMULATION, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+
+use crate::boot::BootEntry;
+use crate::bus::Bus;
+use crate::exit::{ExitLatch, ExitReason};
+
+/// What every vCPU thread shares: the buses and the exit latch.
+pub struct VcpuContext {
+    /// Port I/O devices.
+    pub pio: Bus,
+    /// MMIO devices.
+    pub mmio: Bus,
+    /// Where the first exit reason is recorded.
+    pub exit: Arc<ExitLatch>,
+}
+
+/// Error setting up or starting a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// A KVM ioctl failed.
+    #[error("vCPU {index}: {what} failed: {source}")]
+    Kvm {
+        /// vCPU index.
+        index: u8,
+        /// The operation.
+        what: &'static str,
+        /// The KVM error.
+        source: kvm_ioctls::Error,
+    },
+    /// KVM refused some of the boot MSRs.
+    #[error("vCPU {index}: KVM set only {written} of {total} boot MSRs")]
+    Msrs {
+        /// vCPU index.
+        index: u8,
+        /// How many KVM accepted.
+        written: usize,
+        /// How many were asked for.
+        total: usize,
+    },
+    /// The MSR list could not be built.
+    #[error("vCPU {0}: cannot build the MSR list")]
+    MsrList(u8),
+    /// The thread could not be started.
+    #[error("vCPU {index}: cannot start thread: {source}")]
+    Spawn {
+        /// vCPU index.
+        index: u8,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A configured vCPU, ready to run on its own thread.
+pub struct Vcpu {
+    index: u8,
+    fd: VcpuFd,
+    ctx: Arc<VcpuContext>,
+}
+
+/// What the run loop does after one exit.
+enum Step {
+    Continue,
+    Interrupted,
+    InternalError,
+    Stop(ExitReason),
+}
+
+impl Vcpu {
+    /// Creates vCPU `index` of `count` and sets its CPUID, MSRs and LAPIC;
+    /// the boot vCPU (`boot` is Some) also gets its entry registers. The
+    /// others wait for INIT/SIPI from the guest, which resets their registers.
+    pub fn new(
+        vm: &VmFd,
+        index: u8,
+        count: u8,
+        supported_cpuid: &CpuId,
+        tsc_deadline: bool,
+        boot: Option<BootEntry>,
+        ctx: Arc<VcpuContext>,
+    ) -> Result<Self, VcpuError> {
+        let kvm_err = |what| {
+            move |source| VcpuError::Kvm {
+                index,
+                what,
+                source,
+            }
+        };
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+
+        let mut cpuid = supported_cpuid.clone();
+        cpuid::patch(&mut cpuid, index, count, tsc_deadline);
+        fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+
+        let msrs = msrs::boot_msrs().map_err(|_| VcpuError::MsrList(index))?;
+        let total = msrs.as_slice().len();
+        let written = fd.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+        if written != total {
+            return Err(VcpuError::Msrs {
+                index,
+                written,
+                total,
+            });
+        }
+
+        let lapic = fd.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+        fd.set_lapic(&regs::boot_lapic(lapic))
+            .map_err(kvm_err("KVM_SET_LAPIC"))?;
+
+        if let Some(boot) = boot {
+            regs::setup_boot_cpu(&fd, boot).map_err(kvm_err("setting boot registers"))?;
+        }
+        Ok(Vcpu { index, fd, ctx })
+    }
+
+    /// Starts the run loop on a thread named `vcpuN`.
+    pub fn spawn(self) -> Result<JoinHandle<()>, VcpuError> {
+        let index = self.index;
+        std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || self.run())
+            .map_err(|source| VcpuError::Spawn { index, source })
+    }
+
+    /// Runs the vCPU until it or another thread records an exit reason.
+    fn run(mut self) {
+        let index = self.index;
+        let ctx = self.ctx;
+        let mut fd = kick::Registration::new(&mut self.fd);
+        let reason = loop {
+            // Checked before every entry: a kick that arrived while this
+            // thread was handling an exit must not be lost.
+            if ctx.exit.is_set() {
+                break None;
+            }
+            let step = match fd.run() {
+                Ok(exit) => handle_exit(&ctx, index, exit),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    Step::Interrupted
+                }
+                Err(e) => Step::Stop(ExitReason::VmmError(format!(
+                    "vCPU {index}: KVM_RUN failed: {e}"
+                ))),
+            };
+            match step {
+                Step::Continue => {}
+                Step::Interrupted => fd.set_kvm_immediate_exit(0),
+                Step::InternalError => {
+                    // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so
+                    // the kernel filled the `internal` member of the union.
+                    let sub = unsafe { fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                    let what = if sub == KVM_INTERNAL_ERROR_EMULATION {
+                        " (instruction emulation failed)"
+                    } else {
+                        ""
+                    };
+                    break Some(ExitReason::GuestCrash(format!(
+                        "vCPU {index}: KVM internal error, suberror {sub}{what}"
+                    )));
+                }
+                Step::Stop(reason) => break Some(reason),
+            }
+        };
+        if let Some(reason) = reason {
+            tracing::debug!("vCPU {index} stops: {reason}");
+            ctx.exit.set(reason);
+        }
+    }
+}
+
+/// Handles one VM exit.
+fn handle_exit(ctx: &VcpuContext, index: u8, exit: VcpuExit<'_>) -> Step {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if !ctx.pio.read(u64::from(port), data) {
+                // Nothing there: read as zero (no stale kvm_run bytes).
+                data.fill(0);
+            }
+        }
+        VcpuExit::IoOut(port, data) => {
+            ctx.pio.write(u64::from(port), data);
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !ctx.mmio.read(addr, data) {
+                tracing::trace!("unmapped MMIO read at {addr:#x}");
+                data.fill(0);
+            }
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            if !ctx.mmio.write(addr, data) {
+                tracing::trace!("unmapped MMIO write at {addr:#x}");
+            }
+        }
+        VcpuExit::Intr => return Step::Interrupted,
+        VcpuExit::Shutdown => {
+            return Step::Stop(ExitReason::GuestCrash(format!(
+                "vCPU {index}: triple fault (KVM_EXIT_SHUTDOWN)"
+            )))
+        }
+        VcpuExit::FailEntry(reason, cpu) => {
+            return Step::Stop(ExitReason::GuestCrash(format!(
+                "vCPU {index}: VM entry failed (KVM_EXIT_FAIL_ENTRY), hardware reason {reason:#x} on host CPU {cpu}"
+            )))
+        }
+        VcpuExit::InternalError => return Step::InternalError,
+        VcpuExit::SystemEvent(kind, _) => match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_RESET => {
+                return Step::Stop(ExitReason::GuestReset)
+            }
+            KVM_SYSTEM_EVENT_CRASH => {
+                return Step::Stop(ExitReason::GuestCrash(format!(
+                    "vCPU {index}: guest reported a crash (KVM_SYSTEM_EVENT_CRASH)"
+                )))
+            }
+            other => tracing::warn!("vCPU {index}: ignoring system event {other}"),
+        },
+        VcpuExit::Hlt => {
+            // The in-kernel LAPIC handles HLT; seeing it here means the vCPU
+            // halted for good.
+            return Step::Stop(ExitReason::GuestCrash(format!(
+                "vCPU {index}: halted (KVM_EXIT_HLT)"
+            )));
+        }
+        other => {
+            return Step::Stop(ExitReason::GuestCrash(format!(
+                "vCPU {index}: unexpected exit {other:?}"
+            )))
+        }
+    }
+    Step::Continue
+}

@@ -1,0 +1,189 @@
+//! Putting devices on the buses and wiring their interrupts and doorbells
+//! into KVM (irqfd, ioeventfd).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::{IoEventAddress, VmFd};
+use vm_superio::Trigger;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::cmdline::VirtioMmioArg;
+use crate::boot::layout::{
+    virtio_mmio_slot, I8042_PORT_BASE, I8042_PORT_LEN, MAX_VIRTIO_DEVICES, SERIAL_IRQ,
+    SERIAL_PORT_BASE, SERIAL_PORT_LEN, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SLOT_SIZE,
+};
+use crate::bus::{Bus, BusError};
+use crate::devices::legacy::i8042::I8042;
+use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
+use crate::devices::legacy::EventFdTrigger;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::vsock::Vsock;
+use crate::devices::virtio::VirtioDevice;
+use crate::exit::{ExitLatch, ExitReason};
+use crate::memory::GuestMemory;
+
+/// Offset of the QueueNotify register in a virtio-mmio window.
+const VIRTIO_MMIO_QUEUE_NOTIFY: u64 = 0x50;
+/// Guest CID of the vsock device (2 is the host; 3 is the first guest CID).
+pub const VSOCK_GUEST_CID: u64 = 3;
+
+/// Error attaching a device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// An eventfd could not be created.
+    #[error("cannot create an eventfd for the {0}: {1}")]
+    EventFd(&'static str, std::io::Error),
+    /// A KVM registration (irqfd, ioeventfd) failed.
+    #[error("cannot register the {what} of the {device} with KVM: {source}")]
+    Kvm {
+        /// The device.
+        device: &'static str,
+        /// What was registered.
+        what: &'static str,
+        /// The KVM error.
+        source: kvm_ioctls::Error,
+    },
+    /// The device's range is taken.
+    #[error("cannot map the {0}: {1}")]
+    Bus(&'static str, BusError),
+    /// No virtio-mmio slot or IRQ left.
+    #[error("too many virtio devices (at most {MAX_VIRTIO_DEVICES})")]
+    NoSlot,
+    /// The virtio-mmio transport rejected the device.
+    #[error("virtio-mmio transport for the {device}: {reason}")]
+    Transport {
+        /// The device.
+        device: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The vsock device could not be created (e.g. its socket path is busy).
+    #[error("--vsock {}: {reason}", path.display())]
+    Vsock {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Puts the 16550 at COM1 with its IRQ as an irqfd; returns it for flushing.
+pub fn attach_serial(
+    vm: &VmFd,
+    pio: &mut Bus,
+    out: ConsoleWriter,
+) -> Result<Arc<Mutex<SerialDevice>>, DeviceError> {
+    const NAME: &str = "serial console";
+    let irq = EventFdTrigger::new().map_err(|e| DeviceError::EventFd(NAME, e))?;
+    vm.register_irqfd(irq.event_fd(), SERIAL_IRQ)
+        .map_err(|source| DeviceError::Kvm {
+            device: NAME,
+            what: "irqfd",
+            source,
+        })?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(irq, out)));
+    pio.insert(serial.clone(), SERIAL_PORT_BASE, SERIAL_PORT_LEN)
+        .map_err(|e| DeviceError::Bus(NAME, e))?;
+    Ok(serial)
+}
+
+/// Reports the guest's i8042 reset request as the VM's exit reason.
+pub struct ResetTrigger(Arc<ExitLatch>);
+
+impl Trigger for ResetTrigger {
+    type E = std::convert::Infallible;
+
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.set(ExitReason::GuestReset);
+        Ok(())
+    }
+}
+
+/// Puts the i8042 at 0x60/0x64; its reset request stops the VM via `exit`.
+pub fn attach_i8042(pio: &mut Bus, exit: Arc<ExitLatch>) -> Result<(), DeviceError> {
+    let dev = Arc::new(Mutex::new(I8042::new(ResetTrigger(exit))));
+    pio.insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)
+        .map_err(|e| DeviceError::Bus("i8042", e))
+}
+
+/// Maps `device` behind a virtio-mmio transport in slot `slot`: queue
+/// notifications become ioeventfds (no VM exit to userspace), the interrupt
+/// an irqfd. Returns what the kernel command line must announce.
+pub fn attach_virtio(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    mem: &GuestMemory,
+    name: &'static str,
+    device: Box<dyn VirtioDevice>,
+    slot: u32,
+) -> Result<VirtioMmioArg, DeviceError> {
+    if slot >= MAX_VIRTIO_DEVICES {
+        return Err(DeviceError::NoSlot);
+    }
+    let base = virtio_mmio_slot(slot);
+    let irq = VIRTIO_IRQ_BASE + slot;
+    let kvm_err = |what| {
+        move |source| DeviceError::Kvm {
+            device: name,
+            what,
+            source,
+        }
+    };
+    let transport_err = |e: &dyn std::fmt::Display| DeviceError::Transport {
+        device: name,
+        reason: e.to_string(),
+    };
+
+    let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| DeviceError::EventFd(name, e))?;
+    let irq_evt_dup = irq_evt
+        .try_clone()
+        .map_err(|e| DeviceError::EventFd(name, e))?;
+    let transport =
+        MmioTransport::new(device, mem.clone(), irq_evt_dup).map_err(|e| transport_err(&e))?;
+    for (queue, evt) in transport.queue_events().map_err(|e| transport_err(&e))? {
+        vm.register_ioevent(
+            &evt,
+            &IoEventAddress::Mmio(base + VIRTIO_MMIO_QUEUE_NOTIFY),
+            queue,
+        )
+        .map_err(kvm_err("queue ioeventfd"))?;
+    }
+    vm.register_irqfd(&irq_evt, irq).map_err(kvm_err("irqfd"))?;
+    mmio.insert(Arc::new(Mutex::new(transport)), base, VIRTIO_MMIO_SLOT_SIZE)
+        .map_err(|e| DeviceError::Bus(name, e))?;
+    tracing::debug!("{name}: virtio-mmio at {base:#x}, IRQ {irq}");
+    Ok(VirtioMmioArg { base, irq })
+}
+
+/// Creates the hybrid vsock device (guest CID 3) with its host socket at
+/// `path` and attaches it in `slot`.
+pub fn attach_vsock(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    mem: &GuestMemory,
+    path: &Path,
+    slot: u32,
+) -> Result<VirtioMmioArg, DeviceError> {
+    let vsock = Vsock::new(VSOCK_GUEST_CID, path).map_err(|e| DeviceError::Vsock {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    attach_virtio(vm, mmio, mem, "vsock device", Box::new(vsock), slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_trigger_records_guest_reset() {
+        let latch = Arc::new(ExitLatch::new());
+        let mut pio = Bus::new();
+        attach_i8042(&mut pio, latch.clone()).unwrap();
+        assert!(!latch.is_set());
+        assert!(pio.write(0x64, &[0xfe]));
+        assert!(latch.is_set());
+        assert_eq!(latch.wait(), ExitReason::GuestReset);
+    }
+}
