@@ -1,1 +1,85 @@
-//! e2e helpers
+//! Shared helpers of the end-to-end tests: where the artifacts are, booting a
+//! VM, and checking that nothing of it is left behind.
+//!
+//! These tests boot real VMs, so they run through `tests/kvm-host/run`
+//! (`tests/e2e/run.sh` does that). Outside it they fail with a message that
+//! says how to run them; they never skip.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vessel_host_runtime::vm::{VmConfig, VmProcess};
+
+/// How long a guest may take to answer: the nested test host is slow.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long a guest may take to reset after `Shutdown`.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn env_path(name: &str) -> PathBuf {
+    match std::env::var_os(name) {
+        Some(v) => PathBuf::from(v),
+        None => panic!(
+            "{name} is not set: run the end-to-end suite with tests/e2e/run.sh \
+             (after eval \"$(tests/artifacts.sh)\"), which boots the VMs through tests/kvm-host"
+        ),
+    }
+}
+
+/// A fresh directory for one VM's sockets and logs, under `$VESSEL_SCRATCH`
+/// (a filesystem that can hold Unix sockets, set by tests/kvm-host).
+pub fn fresh_state_dir(name: &str) -> PathBuf {
+    let dir = env_path("VESSEL_SCRATCH").join(format!("{name}-{}", std::process::id()));
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            panic!("cannot clear {}: {e}", dir.display());
+        }
+    }
+    dir
+}
+
+/// A VM configuration from the artifacts named in the environment.
+pub fn vm_config(name: &str, cpus: u32, memory_mib: u32) -> VmConfig {
+    VmConfig {
+        vmm: env_path("VESSEL_VMM"),
+        kernel: env_path("VESSEL_KERNEL"),
+        initramfs: env_path("VESSEL_INITRAMFS"),
+        cpus,
+        memory_mib,
+        extra_cmdline: None,
+        state_dir: fresh_state_dir(name),
+    }
+}
+
+/// Pids of live processes running the `vessel-vmm` binary.
+pub fn running_vmms() -> Vec<u32> {
+    let vmm = env_path("VESSEL_VMM");
+    let vmm = std::fs::canonicalize(&vmm).unwrap_or(vmm);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == vmm))
+        .collect()
+}
+
+/// The console log of a VM, for failure messages.
+pub fn console_tail(vm: &VmProcess) -> String {
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let console = read(vm.config().console_path());
+    let vmm_log = read(vm.config().vmm_log_path());
+    let tail: String = console
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("--- vmm log ---\n{vmm_log}\n--- console (last 40 lines) ---\n{tail}")
+}
+
+pub mod rss;

@@ -1,0 +1,8 @@
+//! Pod VMs as seen from the host: how to start a `vessel-vmm` process, reach
+//! its agent over the hybrid vsock socket, and stop it.
+
+mod config;
+mod process;
+
+pub use config::{VmConfig, VmConfigError};
+pub use process::{VmError, VmExit, VmProcess, AGENT_VSOCK_PORT};

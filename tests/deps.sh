@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what vessel's build and tests need on a fresh Debian 12 machine.
+# Idempotent and cheap when everything is already there: it checks before it
+# installs, so the warm path costs a few dpkg queries.
+set -euo pipefail
+
+apt_pkgs=(
+  build-essential pkg-config cpio gzip lz4 file   # initramfs, static agent
+  qemu-system-x86                                 # nested test host + peer VMM
+  busybox-static                                  # test images
+  python3 python3-pip
+)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >&2
+fi
+
+# clippy and rustfmt ship with the machine's toolchain; say so clearly if not.
+for tool in cargo-clippy rustfmt; do
+  command -v "$tool" >/dev/null || { echo "deps: $tool missing: rustup component add ${tool#cargo-}" >&2; exit 1; }
+done

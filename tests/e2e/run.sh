@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the end-to-end suite: builds the test binaries on this machine, then
+# runs each one through tests/kvm-host/run, where guests can boot (natively
+# or nested). Needs VESSEL_KERNEL, VESSEL_INITRAMFS and VESSEL_VMM in the
+# environment (eval "$(tests/artifacts.sh)").
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+: "${VESSEL_KERNEL:?run eval \"\$(tests/artifacts.sh)\" first}"
+: "${VESSEL_INITRAMFS:?}" "${VESSEL_VMM:?}"
+
+# Build once here, run there: the nested host is slow at compiling.
+mapfile -t bins < <(cargo test -p vessel-e2e --no-run --message-format=json -q 2>/dev/null |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+        if "test" in m["target"]["kind"]:
+            print(m["executable"])
+')
+[ "${#bins[@]}" -gt 0 ] || { echo "e2e: no test binaries were built" >&2; exit 1; }
+
+# One nested host for the whole suite: its boot is the expensive part.
+# The script lives in the tree, not /tmp: the nested host sees the host's
+# files but mounts its own /tmp.
+script=${CARGO_TARGET_DIR:-$repo/target}/e2e-suite.sh
+{
+  echo 'set -e'
+  echo 'rc=0'
+  for b in "${bins[@]}"; do
+    printf 'echo "e2e: running %s"\n' "$(basename "$b")"
+    printf '%q --test-threads=1 --nocapture || rc=1\n' "$b"
+  done
+  echo 'exit $rc'
+} >"$script"
+tests/kvm-host/run bash "$script"

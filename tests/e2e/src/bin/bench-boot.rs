@@ -1,0 +1,181 @@
+//! Boot benchmark: vessel-vmm against QEMU microvm, same guest, same run.
+//!
+//! Each round boots one VM with each VMM, interleaved so that drift in the
+//! (noisy, nested) host hits both alike. "Agent ready" is the time from
+//! spawning the VMM process to the first `Health.Check` that answers SERVING
+//! over vsock: the hybrid vsock socket for vessel-vmm, AF_VSOCK through
+//! vhost-vsock for QEMU. RSS excludes guest RAM and is read right after the
+//! agent is ready. Prints a Markdown table; run it through tests/kvm-host
+//! (tests/bench/boot.sh does that).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vessel_agent::client;
+use vessel_agent::proto::{health_client::HealthClient, CheckRequest};
+use vessel_e2e::rss::rss_excluding_guest_kib;
+use vessel_e2e::{vm_config, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use vessel_host_runtime::vm::{VmExit, VmProcess, AGENT_VSOCK_PORT};
+
+const MEMORY_MIB: u32 = 256;
+/// The guest command line vessel-vmm uses by default, so both boot alike.
+const CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
+
+struct Sample {
+    ready: Duration,
+    rss_kib: u64,
+}
+
+fn env_path(name: &str) -> PathBuf {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{name} is not set: run tests/bench/boot.sh"))
+}
+
+async fn boot_vessel(round: usize) -> Sample {
+    let config = vm_config(&format!("bench-vessel-{round}"), 1, MEMORY_MIB);
+    let state_dir = config.state_dir.clone();
+    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
+    let channel = vm.connect_agent(BOOT_TIMEOUT).await.expect("agent ready");
+    let ready = vm.started().elapsed();
+    let rss_kib = rss_excluding_guest_kib(vm.pid().expect("pid"), u64::from(MEMORY_MIB) << 20)
+        .expect("smaps of vessel-vmm");
+    vessel_agent::proto::agent_client::AgentClient::new(channel)
+        .shutdown(vessel_agent::proto::ShutdownRequest {})
+        .await
+        .expect("Shutdown");
+    assert_eq!(
+        vm.wait_exit(SHUTDOWN_TIMEOUT).await.expect("exit"),
+        VmExit::Code(0)
+    );
+    let _ = std::fs::remove_dir_all(state_dir);
+    Sample { ready, rss_kib }
+}
+
+fn spawn_qemu(cid: u32, console: &Path) -> Child {
+    Command::new("qemu-system-x86_64")
+        .args(["-M", "microvm,x-option-roms=off,rtc=off,isa-serial=on"])
+        .args(["-accel", "kvm", "-cpu", "host", "-smp", "1"])
+        .args(["-m", &MEMORY_MIB.to_string()])
+        .args(["-nodefaults", "-no-user-config", "-nographic"])
+        // A file, not stdio: QEMU's serial into a pipe stalls in the nested host.
+        .args(["-serial", &format!("file:{}", console.display())])
+        .arg("-kernel")
+        .arg(env_path("VESSEL_KERNEL"))
+        .arg("-initrd")
+        .arg(env_path("VESSEL_INITRAMFS"))
+        .args(["-append", CMDLINE])
+        .args(["-device", &format!("vhost-vsock-device,guest-cid={cid}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("qemu-system-x86_64 starts")
+}
+
+async fn boot_qemu(round: usize) -> Sample {
+    let console = env_path("VESSEL_SCRATCH").join(format!("qemu-console-{round}.log"));
+    let cid = 100 + round as u32;
+    let started = Instant::now();
+    let mut child = spawn_qemu(cid, &console);
+    let deadline = started + BOOT_TIMEOUT;
+    let ready = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "qemu exited early ({status}): {}",
+                std::fs::read_to_string(&console).unwrap_or_default()
+            );
+        }
+        if let Ok(channel) = client::connect_vsock(cid, AGENT_VSOCK_PORT).await {
+            if HealthClient::new(channel)
+                .check(CheckRequest {})
+                .await
+                .is_ok()
+            {
+                break started.elapsed();
+            }
+        }
+        assert!(Instant::now() < deadline, "QEMU guest not ready in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let rss_kib =
+        rss_excluding_guest_kib(child.id(), u64::from(MEMORY_MIB) << 20).expect("smaps of qemu");
+    // QEMU microvm does not exit on the guest's i8042 reset in the nested
+    // host, so it is killed once measured.
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(console);
+    Sample { ready, rss_kib }
+}
+
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Stats {
+        median,
+        min: v[0],
+        max: v[n - 1],
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let runs: usize = std::env::var("VESSEL_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+        .max(1);
+    let (mut vessel, mut qemu) = (Vec::new(), Vec::new());
+    for round in 0..runs {
+        // Alternate which goes first, so neither always runs on a warmer host.
+        if round % 2 == 0 {
+            vessel.push(boot_vessel(round).await);
+            qemu.push(boot_qemu(round).await);
+        } else {
+            qemu.push(boot_qemu(round).await);
+            vessel.push(boot_vessel(round).await);
+        }
+        eprintln!(
+            "round {round}: vessel-vmm {} ms, qemu {} ms",
+            vessel[round].ready.as_millis(),
+            qemu[round].ready.as_millis()
+        );
+    }
+    let ms = |s: &[Sample]| stats(s.iter().map(|x| x.ready.as_secs_f64() * 1e3).collect());
+    let kib = |s: &[Sample]| stats(s.iter().map(|x| x.rss_kib as f64).collect());
+    let (vb, qb, vr, qr) = (ms(&vessel), ms(&qemu), kib(&vessel), kib(&qemu));
+    println!("| metric ({runs} runs, 1 vCPU, {MEMORY_MIB} MiB) | vessel-vmm median (min–max) | QEMU microvm median (min–max) | ratio vessel/QEMU |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| boot to agent-ready (ms) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} |",
+        vb.median,
+        vb.min,
+        vb.max,
+        qb.median,
+        qb.min,
+        qb.max,
+        vb.median / qb.median
+    );
+    println!(
+        "| VMM RSS excluding guest RAM (KiB) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} |",
+        vr.median,
+        vr.min,
+        vr.max,
+        qr.median,
+        qr.min,
+        qr.max,
+        vr.median / qr.median
+    );
+}

@@ -1,0 +1,54 @@
+//! Resident memory of a VMM process, excluding its guest's RAM.
+
+/// RSS in KiB of the mappings of `pid` that are not guest RAM.
+///
+/// Guest RAM is recognised as any mapping at least `guest_bytes` long: no
+/// VMM maps anything else that large, and both vessel-vmm and QEMU map guest
+/// RAM in one piece below 3 GiB.
+pub fn rss_excluding_guest_kib(pid: u32, guest_bytes: u64) -> std::io::Result<u64> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    Ok(parse_smaps(&smaps, guest_bytes))
+}
+
+fn parse_smaps(smaps: &str, guest_bytes: u64) -> u64 {
+    let mut total = 0;
+    let mut in_guest_ram = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-') {
+            if let (Ok(s), Ok(e)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16)) {
+                in_guest_ram = e.saturating_sub(s) >= guest_bytes;
+                continue;
+            }
+        }
+        if let Some(rest) = line.strip_prefix("Rss:") {
+            if !in_guest_ram {
+                total += rest
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn guest_ram_mapping_is_excluded() {
+        let smaps = "\
+55d0a000-55d0b000 r-xp 00000000 08:01 1 /usr/bin/vmm
+Size:                  4 kB
+Rss:                   4 kB
+7f0000000000-7f0010000000 rw-s 00000000 00:01 2 /memfd:guest (deleted)
+Size:             262144 kB
+Rss:               20000 kB
+7f0010000000-7f0010100000 rw-p 00000000 00:00 0
+Rss:                 100 kB
+";
+        assert_eq!(super::parse_smaps(smaps, 256 << 20), 104);
+    }
+}
