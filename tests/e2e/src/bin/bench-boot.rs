@@ -55,7 +55,12 @@ async fn boot_vessel(round: usize) -> Sample {
 
 fn spawn_qemu(cid: u32, console: &Path) -> Child {
     Command::new("qemu-system-x86_64")
-        .args(["-M", "microvm,x-option-roms=off,rtc=off,isa-serial=on"])
+        // acpi=off: our kernel has no ACPI, and only then does QEMU announce
+        // its virtio-mmio devices on the kernel command line.
+        .args([
+            "-M",
+            "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on",
+        ])
         .args(["-accel", "kvm", "-cpu", "host", "-smp", "1"])
         .args(["-m", &MEMORY_MIB.to_string()])
         .args(["-nodefaults", "-no-user-config", "-nographic"])
