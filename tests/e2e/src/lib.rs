@@ -48,6 +48,7 @@ pub fn vm_config(name: &str, cpus: u32, memory_mib: u32) -> VmConfig {
         memory_mib,
         extra_cmdline: None,
         state_dir: fresh_state_dir(name),
+        api_socket: false,
     }
 }
 
@@ -83,3 +84,15 @@ pub fn console_tail(vm: &VmProcess) -> String {
 }
 
 pub mod rss;
+
+/// How long one agent call may take before the test gives up on it.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than
+/// [`RPC_TIMEOUT`]: a guest that stops answering must fail a test, not hang it.
+pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: no answer within {RPC_TIMEOUT:?}"),
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 use vessel_agent::proto::health_client::HealthClient;
 use vessel_agent::proto::{agent_client::AgentClient, check_response::ServingStatus};
 use vessel_agent::proto::{CheckRequest, ShutdownRequest, VersionRequest};
-use vessel_e2e::{console_tail, running_vmms, vm_config, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use vessel_e2e::{console_tail, running_vmms, vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{VmExit, VmProcess};
 
 /// Boots one VM, checks the agent, shuts it down, and checks that nothing is
@@ -24,18 +24,22 @@ async fn boot_check_shutdown(name: &str, cpus: u32) {
     };
     let ready_ms = vm.started().elapsed().as_millis();
 
-    let health = HealthClient::new(channel.clone())
-        .check(CheckRequest {})
-        .await
-        .expect("Health.Check answers")
-        .into_inner();
+    let health = within(
+        "Health.Check",
+        HealthClient::new(channel.clone()).check(CheckRequest {}),
+    )
+    .await
+    .expect("Health.Check answers")
+    .into_inner();
     assert_eq!(health.status(), ServingStatus::Serving);
 
-    let version = AgentClient::new(channel.clone())
-        .version(VersionRequest {})
-        .await
-        .expect("Agent.Version answers")
-        .into_inner();
+    let version = within(
+        "Agent.Version",
+        AgentClient::new(channel.clone()).version(VersionRequest {}),
+    )
+    .await
+    .expect("Agent.Version answers")
+    .into_inner();
     assert_eq!(version.agent_version, env!("CARGO_PKG_VERSION"));
     assert!(version.api_version >= 1);
     assert!(version.pid1, "the agent must run as PID 1 in the guest");
@@ -47,10 +51,12 @@ async fn boot_check_shutdown(name: &str, cpus: u32) {
     assert_eq!(version.online_cpus, cpus, "vCPUs online in the guest");
 
     let asked = Instant::now();
-    AgentClient::new(channel)
-        .shutdown(ShutdownRequest {})
-        .await
-        .expect("Agent.Shutdown answers");
+    within(
+        "Agent.Shutdown",
+        AgentClient::new(channel).shutdown(ShutdownRequest {}),
+    )
+    .await
+    .expect("Agent.Shutdown answers");
     let exit = match vm.wait_exit(SHUTDOWN_TIMEOUT).await {
         Ok(exit) => exit,
         Err(e) => panic!("{name}: {e}\n{}", console_tail(&vm)),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use vessel_agent::client;
 use vessel_agent::proto::{health_client::HealthClient, CheckRequest};
 use vessel_e2e::rss::rss_excluding_guest_kib;
-use vessel_e2e::{vm_config, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use vessel_e2e::{vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{VmExit, VmProcess, AGENT_VSOCK_PORT};
 
 const MEMORY_MIB: u32 = 256;
@@ -41,10 +41,13 @@ async fn boot_vessel(round: usize) -> Sample {
     let ready = vm.started().elapsed();
     let rss_kib = rss_excluding_guest_kib(vm.pid().expect("pid"), u64::from(MEMORY_MIB) << 20)
         .expect("smaps of vessel-vmm");
-    vessel_agent::proto::agent_client::AgentClient::new(channel)
-        .shutdown(vessel_agent::proto::ShutdownRequest {})
-        .await
-        .expect("Shutdown");
+    within(
+        "Agent.Shutdown",
+        vessel_agent::proto::agent_client::AgentClient::new(channel)
+            .shutdown(vessel_agent::proto::ShutdownRequest {}),
+    )
+    .await
+    .expect("Shutdown");
     assert_eq!(
         vm.wait_exit(SHUTDOWN_TIMEOUT).await.expect("exit"),
         VmExit::Code(0)
