@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod container;
 pub mod init;
 pub mod logging;
 pub mod proto;
@@ -13,8 +14,8 @@ pub mod reaper;
 pub mod server;
 pub mod shutdown;
 
-/// Version of the agent API this build speaks, reported by `Agent.Version`.
-pub const AGENT_API_VERSION: u32 = 1;
+/// Version of the agent API this build speaks, reported by `Agent.Version` (2 added `Containers`).
+pub const AGENT_API_VERSION: u32 = 2;
 
 /// vsock port the agent listens on inside the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

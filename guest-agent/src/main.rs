@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
+use vessel_agent::container::{self, Engine};
 use vessel_agent::reaper::Reaper;
 use vessel_agent::server::{self, Listen};
 use vessel_agent::shutdown::ShutdownSignal;
@@ -37,6 +38,13 @@ impl Default for Args {
 }
 
 fn main() -> ExitCode {
+    // The container init stage: a re-exec of this binary, never the agent itself.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == container::INIT_ARG)
+    {
+        container::init::main();
+    }
     if !init::is_pid1() {
         return host_main(Args::parse());
     }
@@ -93,15 +101,20 @@ fn run(args: Args, pid1: bool) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
-    // Held for the agent's lifetime; container supervision will register children with it.
-    let _reaper = Reaper::start()?;
+    if !pid1 {
+        // Container inits are reparented to the agent when their parent exits; as PID 1
+        // that is automatic, as an ordinary process it needs the subreaper flag.
+        nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
+    }
+    let reaper = Reaper::start()?;
+    let engine = Engine::new(reaper);
     let shutdown = ShutdownSignal::new();
     shutdown_on_signals(&shutdown)?;
     let listen = match args.unix {
         Some(path) => Listen::Unix(path),
         None => Listen::Vsock(args.vsock_port),
     };
-    server::serve(&listen, shutdown, pid1)
+    server::serve_with(&listen, shutdown, pid1, Some(engine))
         .await
         .with_context(|| format!("serving on {listen}"))?;
     tracing::info!("server stopped");

@@ -6,7 +6,7 @@
 //! its receiver: `std::process::Child::wait` or `tokio::process` would race with
 //! this reaper's `waitpid(-1)` and see `ECHILD`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
@@ -45,7 +45,15 @@ pub struct Supervised<T> {
 #[error("cannot install the SIGCHLD handler")]
 pub struct ReaperError(#[source] std::io::Error);
 
-type Subscribers = HashMap<i32, oneshot::Sender<ExitStatus>>;
+/// How many statuses of unregistered children are kept for a late [`Reaper::adopt`].
+const UNCLAIMED_LIMIT: usize = 64;
+
+#[derive(Debug, Default)]
+struct Subscribers {
+    waiting: HashMap<i32, oneshot::Sender<ExitStatus>>,
+    /// Orphans reaped before anyone adopted them, oldest first.
+    unclaimed: VecDeque<(i32, ExitStatus)>,
+}
 
 /// Reaps all children on SIGCHLD and publishes the statuses of supervised ones.
 #[derive(Clone, Debug, Default)]
@@ -80,8 +88,33 @@ impl Reaper {
         let mut subscribers = self.lock();
         let (child, pid) = spawn()?;
         let (tx, exit) = oneshot::channel();
-        subscribers.insert(pid.as_raw(), tx);
+        subscribers.waiting.insert(pid.as_raw(), tx);
         Ok(Supervised { child, pid, exit })
+    }
+
+    /// Registers a child gained by reparenting (a container's init); a status reaped just before is still delivered.
+    pub fn adopt(&self, pid: Pid) -> oneshot::Receiver<ExitStatus> {
+        let mut subscribers = self.lock();
+        let (tx, rx) = oneshot::channel();
+        let raw = pid.as_raw();
+        // A live process owns the pid now, so any cached status is of an older process.
+        let alive = nix::sys::signal::kill(pid, None) != Err(Errno::ESRCH);
+        let cached = subscribers
+            .unclaimed
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == raw)
+            .map(|(_, status)| *status);
+        subscribers.unclaimed.retain(|(p, _)| *p != raw);
+        match cached {
+            Some(status) if !alive => {
+                let _ = tx.send(status);
+            }
+            _ => {
+                subscribers.waiting.insert(raw, tx);
+            }
+        }
+        rx
     }
 
     fn lock(&self) -> MutexGuard<'_, Subscribers> {
@@ -111,12 +144,18 @@ impl Reaper {
                     return;
                 }
             };
-            match subscribers.remove(&pid.as_raw()) {
+            match subscribers.waiting.remove(&pid.as_raw()) {
                 // The receiver may be gone; the child is reaped either way.
                 Some(tx) => {
                     let _ = tx.send(status);
                 }
-                None => tracing::debug!(pid = pid.as_raw(), ?status, "reaped orphan"),
+                None => {
+                    tracing::debug!(pid = pid.as_raw(), ?status, "reaped orphan");
+                    if subscribers.unclaimed.len() >= UNCLAIMED_LIMIT {
+                        subscribers.unclaimed.pop_front();
+                    }
+                    subscribers.unclaimed.push_back((pid.as_raw(), status));
+                }
             }
         }
     }

@@ -75,4 +75,11 @@ async fn reaper_publishes_exit_statuses_and_reaps_orphans() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Adopted after it was reaped (a reparented container init that died early):
+    // the cached status is still delivered.
+    let adopted = tokio::time::timeout(Duration::from_secs(10), reaper.adopt(orphan))
+        .await
+        .expect("in time")
+        .expect("reaper alive");
+    assert_eq!(adopted, ExitStatus::Exited(0));
 }

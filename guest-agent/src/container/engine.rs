@@ -1,0 +1,279 @@
+//! Container state in the agent and the lifecycle operations on it.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+use super::error::EngineError;
+use super::spawn::{self, failure, next_message};
+use super::state::{unix_nanos, watch_exit, Container, ContainerState, ExitInfo, Pending};
+use super::sync::SyncMessage;
+use super::validate::{validate_id, CreateSpec};
+use crate::reaper::Reaper;
+
+/// How long `Delete` waits for a killed container to be reaped.
+pub const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `Start` waits for the exec to be confirmed.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+enum Slot {
+    /// The id is reserved while `Create` runs.
+    Creating,
+    Ready(Arc<Container>),
+}
+
+/// Holds an id in `Creating` state; frees it when dropped unless kept.
+struct Reservation<'a> {
+    engine: &'a Engine,
+    id: Option<String>,
+}
+
+impl Reservation<'_> {
+    /// The caller replaces the slot with the created container.
+    fn keep(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut containers = self.engine.lock();
+            if matches!(containers.get(&id), Some(Slot::Creating)) {
+                containers.remove(&id);
+            }
+        }
+    }
+}
+
+/// What `List` reports of one container.
+#[derive(Clone, Debug)]
+pub struct ContainerSummary {
+    /// Id.
+    pub id: String,
+    /// State.
+    pub state: ContainerState,
+    /// Pid in the agent's namespace.
+    pub pid: u32,
+    /// Exit, once stopped.
+    pub exit: Option<ExitInfo>,
+}
+
+/// All containers of the agent.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    reaper: Reaper,
+    containers: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+impl Engine {
+    /// An engine whose containers are reaped by `reaper`.
+    pub fn new(reaper: Reaper) -> Self {
+        Self {
+            reaper,
+            containers: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Container>, EngineError> {
+        validate_id(id)?;
+        match self.lock().get(id) {
+            Some(Slot::Ready(c)) => Ok(Arc::clone(c)),
+            Some(Slot::Creating) => Err(EngineError::FailedPrecondition(format!(
+                "container {id:?} is still being created"
+            ))),
+            None => Err(EngineError::NotFound(format!("container {id:?} not found"))),
+        }
+    }
+
+    fn reserve(&self, id: &str) -> Result<Reservation<'_>, EngineError> {
+        let mut containers = self.lock();
+        if containers.contains_key(id) {
+            return Err(EngineError::AlreadyExists(id.to_owned()));
+        }
+        containers.insert(id.to_owned(), Slot::Creating);
+        Ok(Reservation {
+            engine: self,
+            id: Some(id.to_owned()),
+        })
+    }
+
+    /// Creates a container whose process waits for [`Engine::start`]; returns its pid.
+    pub async fn create(&self, create: CreateSpec) -> Result<u32, EngineError> {
+        let id = create.id.clone();
+        let reservation = self.reserve(&id)?;
+        // If the caller goes away mid-create this future is dropped: the reservation
+        // frees the id, and the dropped start pipe makes the waiting process exit.
+        let spawned = match spawn::spawn(&self.reaper, &create).await {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                tracing::warn!(container_id = %id, error = %err, "create failed");
+                return Err(err);
+            }
+        };
+        reservation.keep();
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let container = Arc::new(Container {
+            id: id.clone(),
+            pid: spawned.pid,
+            pidfd: spawned.pidfd,
+            pending: tokio::sync::Mutex::new(Some(Pending {
+                start: spawned.start,
+                sync: spawned.sync,
+            })),
+            started_at: AtomicI64::new(0),
+            exit: exit_rx,
+        });
+        watch_exit(Arc::clone(&container), spawned.exit, exit_tx);
+        self.lock()
+            .insert(id.clone(), Slot::Ready(Arc::clone(&container)));
+        let pid = u32::try_from(container.pid.as_raw()).unwrap_or(0);
+        tracing::info!(container_id = %id, pid, "container created");
+        Ok(pid)
+    }
+
+    /// Runs the created container's process; fails if the exec fails.
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        let container = self.get(id)?;
+        let mut pending = container.pending.lock().await;
+        let Some(Pending {
+            mut start,
+            mut sync,
+        }) = pending.take()
+        else {
+            return Err(EngineError::FailedPrecondition(format!(
+                "container {id:?} was already started"
+            )));
+        };
+        if container.state() == ContainerState::Stopped {
+            return Err(EngineError::FailedPrecondition(format!(
+                "container {id:?} exited before it was started"
+            )));
+        }
+        container.started_at.store(unix_nanos(), Ordering::SeqCst);
+        start.write_all(&[1]).map_err(|e| {
+            EngineError::FailedPrecondition(format!("container {id:?} cannot be started: {e}"))
+        })?;
+        // The sync pipe closes on a successful exec (close-on-exec); a message means it failed.
+        let outcome = tokio::time::timeout(START_TIMEOUT, next_message(&mut sync)).await;
+        match outcome {
+            Ok(Ok(None)) => {
+                tracing::info!(container_id = %id, "container started");
+                Ok(())
+            }
+            Ok(Ok(Some(SyncMessage::Failed { kind, message }))) => {
+                tracing::warn!(container_id = %id, %message, "exec failed");
+                Err(failure(
+                    kind,
+                    format!("container {id:?} failed to start: {message}"),
+                ))
+            }
+            Ok(Ok(Some(other))) => Err(EngineError::Internal(format!(
+                "unexpected message from container {id:?}: {other:?}"
+            ))),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(EngineError::Internal(format!(
+                "container {id:?} did not confirm its exec within {START_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Sends `signal` to the running container's init process.
+    pub fn signal(&self, id: &str, signal: u32) -> Result<(), EngineError> {
+        let container = self.get(id)?;
+        let sig = i32::try_from(signal)
+            .ok()
+            .and_then(|n| Signal::try_from(n).ok())
+            .ok_or_else(|| {
+                EngineError::InvalidArgument(format!("signal {signal} is not a valid signal"))
+            })?;
+        match container.state() {
+            ContainerState::Created => Err(EngineError::FailedPrecondition(format!(
+                "container {id:?} is not started"
+            ))),
+            ContainerState::Stopped => Err(EngineError::FailedPrecondition(format!(
+                "container {id:?} has exited"
+            ))),
+            ContainerState::Running => match container.pidfd.signal(sig) {
+                Ok(()) | Err(Errno::ESRCH) => {
+                    tracing::info!(container_id = %id, signal = %sig, "signalled");
+                    Ok(())
+                }
+                Err(errno) => Err(EngineError::Internal(format!(
+                    "signal container {id:?}: {errno}"
+                ))),
+            },
+        }
+    }
+
+    /// Waits for the container's exit.
+    pub async fn wait(&self, id: &str) -> Result<ExitInfo, EngineError> {
+        Ok(self.get(id)?.wait().await)
+    }
+
+    /// Kills what is left of the container (its whole pid namespace) and forgets it.
+    pub async fn delete(&self, id: &str) -> Result<(), EngineError> {
+        let container = self.get(id)?;
+        if container.state() != ContainerState::Stopped {
+            // Killing a pid namespace's init kills every process in it.
+            match container.pidfd.signal(Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(errno) => {
+                    return Err(EngineError::Internal(format!(
+                        "kill container {id:?}: {errno}"
+                    )))
+                }
+            }
+        }
+        if tokio::time::timeout(DELETE_TIMEOUT, container.wait())
+            .await
+            .is_err()
+        {
+            return Err(EngineError::Internal(format!(
+                "container {id:?} did not exit within {DELETE_TIMEOUT:?} of SIGKILL"
+            )));
+        }
+        let mut containers = self.lock();
+        // A concurrent Delete may have removed it already; only remove this very container.
+        if let Some(Slot::Ready(c)) = containers.get(id) {
+            if Arc::ptr_eq(c, &container) {
+                containers.remove(id);
+            }
+        }
+        tracing::info!(container_id = %id, "container deleted");
+        Ok(())
+    }
+
+    /// Every container, sorted by id.
+    pub fn list(&self) -> Vec<ContainerSummary> {
+        let mut list: Vec<ContainerSummary> = self
+            .lock()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ready(c) => Some(ContainerSummary {
+                    id: c.id.clone(),
+                    state: c.state(),
+                    pid: u32::try_from(c.pid.as_raw()).unwrap_or(0),
+                    exit: *c.exit.borrow(),
+                }),
+                Slot::Creating => None,
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+}
