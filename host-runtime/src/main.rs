@@ -84,6 +84,7 @@ async fn boot_vm(args: BootVm) -> Result<()> {
         memory_mib: args.memory,
         extra_cmdline: None,
         state_dir: state_dir.clone(),
+        api_socket: false,
     };
     println!(
         "booting a VM: {} vCPU(s), {} MiB, kernel {}, initramfs {}",

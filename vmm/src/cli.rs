@@ -8,7 +8,8 @@ use clap::Parser;
 ///
 /// Exit status: 0 when the guest resets itself (e.g. `reboot`), 1 on a VMM
 /// error (bad flags, setup or runtime failure), 2 when the guest crashes
-/// (triple fault, KVM internal error, failed VM entry).
+/// (triple fault, KVM internal error, failed VM entry), 3 when stopped through
+/// the control API, 4 when stopped by SIGTERM or SIGINT.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "vessel-vmm", version, about, long_about)]
 pub struct Cli {
@@ -44,4 +45,22 @@ pub struct Cli {
     /// truncated), `-` for stdout, or `none` to drop it (and `console=ttyS0`).
     #[arg(long, value_name = "PATH|-|none", default_value = "-")]
     pub console: String,
+
+    /// Unix socket (mode 0600) of the control API: line-delimited JSON
+    /// requests `info`, `pause`, `resume`, `stop`, `counters` (docs/vmm-api.md).
+    #[arg(long, value_name = "PATH")]
+    pub api: Option<PathBuf>,
+
+    /// A virtio-blk disk on a raw image file or block device; repeat for more
+    /// (the guest sees them as vda, vdb, ... in this order). `ro` makes it
+    /// read-only; `serial=ID` (up to 20 characters) is what the guest reads
+    /// as its serial, by default the file name. The size must be a multiple
+    /// of 512 bytes.
+    #[arg(long = "disk", value_name = "PATH[,ro][,serial=ID]")]
+    pub disks: Vec<String>,
+
+    /// Leave out the virtio-rng device. By default the guest gets one, fed
+    /// from the host's getrandom(2), so its CRNG is ready early in boot.
+    #[arg(long)]
+    pub no_rng: bool,
 }

@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::cli::Cli;
+use crate::devices::virtio::block::disk::{DiskError, DiskImage, DiskSpec};
 
 /// Fewest vCPUs a VM can have.
 pub const MIN_CPUS: u64 = 1;
@@ -18,6 +19,8 @@ pub const MAX_CPUS: u64 = 32;
 pub const MIN_MEMORY_MIB: u64 = 64;
 /// Most guest memory in MiB.
 pub const MAX_MEMORY_MIB: u64 = 65536;
+/// Most `--disk` flags: leaves virtio-mmio slots for vsock, rng, net and fs.
+pub const MAX_DISKS: usize = 8;
 
 /// Error in the configuration; the message names the flag.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,12 @@ pub enum ConfigError {
     /// `--console` is an empty string.
     #[error("--console: empty path (use a file path, `-` or `none`)")]
     ConsoleEmpty,
+    /// A `--disk` flag is malformed or its image unusable.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// More `--disk` flags than virtio-mmio slots allow.
+    #[error("--disk: {0} disks given, at most {MAX_DISKS} are supported")]
+    TooManyDisks(usize),
 }
 
 /// Where the serial console output goes.
@@ -104,6 +113,10 @@ pub struct VmConfig {
     pub vsock: Option<PathBuf>,
     /// Serial console destination.
     pub console: Console,
+    /// virtio-blk disks, opened and checked, in guest order (vda, vdb, ...).
+    pub disks: Vec<DiskImage>,
+    /// Whether the guest gets a virtio-rng device.
+    pub rng: bool,
 }
 
 impl VmConfig {
@@ -121,6 +134,7 @@ impl VmConfig {
         if let Some(sock) = &cli.vsock {
             validate_vsock_path(sock)?;
         }
+        let disks = open_disks(&cli.disks)?;
         let console = open_console(&cli.console)?;
         Ok(VmConfig {
             kernel,
@@ -130,6 +144,8 @@ impl VmConfig {
             memory_bytes: memory_mib << 20,
             vsock: cli.vsock,
             console,
+            disks,
+            rng: !cli.no_rng,
         })
     }
 }
@@ -220,6 +236,22 @@ fn validate_vsock_path(path: &Path) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::VsockDir(path.to_path_buf()))
     }
+}
+
+/// Parses every `--disk` first, then opens them, so a typo in a later
+/// flag is reported before any image is touched.
+fn open_disks(args: &[String]) -> Result<Vec<DiskImage>, ConfigError> {
+    if args.len() > MAX_DISKS {
+        return Err(ConfigError::TooManyDisks(args.len()));
+    }
+    let specs = args
+        .iter()
+        .map(|a| DiskSpec::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(specs
+        .iter()
+        .map(DiskSpec::open)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Parses `--console` and opens the file it names.
@@ -355,5 +387,61 @@ mod tests {
         let cfg = VmConfig::from_cli(cli(&["--kernel", k, "--cmdline", "-x foo"])).unwrap();
         assert_eq!(cfg.cmdline_extra.as_deref(), Some("-x foo"));
         std::fs::remove_file(kernel).unwrap();
+    }
+
+    #[test]
+    fn disks_and_rng() {
+        let kernel = tmp_file("kernel3");
+        let k = kernel.to_str().unwrap();
+        let cfg = VmConfig::from_cli(cli(&["--kernel", k])).unwrap();
+        assert!(cfg.rng, "rng is on by default");
+        assert!(cfg.disks.is_empty());
+        let cfg = VmConfig::from_cli(cli(&["--kernel", k, "--no-rng"])).unwrap();
+        assert!(!cfg.rng);
+
+        let img = |name: &str, len: usize| {
+            let p =
+                std::env::temp_dir().join(format!("vessel-vmm-cfg-{}-{name}", std::process::id()));
+            std::fs::write(&p, vec![0u8; len]).unwrap();
+            p
+        };
+        let a = img("a.img", 4096);
+        let b = img("b.img", 512);
+        let a_arg = a.to_str().unwrap().to_string();
+        let b_arg = format!("{},ro,serial=data", b.display());
+        let cfg =
+            VmConfig::from_cli(cli(&["--kernel", k, "--disk", &a_arg, "--disk", &b_arg])).unwrap();
+        assert_eq!(cfg.disks.len(), 2);
+        assert_eq!((cfg.disks[0].sectors, cfg.disks[0].read_only), (8, false));
+        assert_eq!((cfg.disks[1].sectors, cfg.disks[1].read_only), (1, true));
+        assert_eq!(&cfg.disks[1].id[..5], b"data\0");
+        drop(cfg);
+
+        let err =
+            VmConfig::from_cli(cli(&["--kernel", k, "--disk", "/nonexistent/d.img"])).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("--disk /nonexistent/d.img: cannot open read-write"));
+        // A bad option is reported even when an earlier image is fine.
+        let err = VmConfig::from_cli(cli(&["--kernel", k, "--disk", &a_arg, "--disk", "x,rx"]))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("--disk x: unknown option"));
+        let odd = img("odd.img", 513);
+        let err =
+            VmConfig::from_cli(cli(&["--kernel", k, "--disk", odd.to_str().unwrap()])).unwrap_err();
+        assert!(err
+            .to_string()
+            .ends_with("size 513 bytes is not a multiple of 512"));
+        let many: Vec<&str> = (0..=MAX_DISKS).flat_map(|_| ["--disk", "x"]).collect();
+        let mut argv = vec!["--kernel", k];
+        argv.extend(many);
+        let err = VmConfig::from_cli(cli(&argv)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--disk: 9 disks given, at most 8 are supported"
+        );
+        for p in [a, b, odd, kernel] {
+            std::fs::remove_file(p).unwrap();
+        }
     }
 }

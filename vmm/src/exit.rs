@@ -5,6 +5,8 @@
 //! | 0    | the guest reset itself (i8042 reset, e.g. `reboot`): a clean stop |
 //! | 1    | VMM error: bad configuration, setup failure or runtime failure |
 //! | 2    | the guest crashed: triple fault, KVM internal error, entry failure |
+//! | 3    | stopped through the control API (`{"op":"stop"}`): a hard stop |
+//! | 4    | stopped by SIGTERM or SIGINT: console flushed, then a hard stop |
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -15,6 +17,11 @@ pub const EXIT_GUEST_RESET: u8 = 0;
 pub const EXIT_VMM_ERROR: u8 = 1;
 /// Exit code: the guest crashed (triple fault, internal error, failed entry).
 pub const EXIT_GUEST_CRASH: u8 = 2;
+/// Exit code: a control API client asked for a hard stop.
+pub const EXIT_API_STOP: u8 = 3;
+/// Exit code: SIGTERM or SIGINT stopped the VM (the guest got no say: it has
+/// no keyboard driver, so there is no ctrl-alt-del path to a clean reboot).
+pub const EXIT_SIGNAL: u8 = 4;
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +32,10 @@ pub enum ExitReason {
     GuestCrash(String),
     /// The VMM failed while the guest ran; the text says how.
     VmmError(String),
+    /// A control API client sent `stop`.
+    ApiStop,
+    /// The host sent this signal (its name, e.g. `SIGTERM`).
+    Signal(&'static str),
 }
 
 impl ExitReason {
@@ -34,6 +45,8 @@ impl ExitReason {
             ExitReason::GuestReset => EXIT_GUEST_RESET,
             ExitReason::VmmError(_) => EXIT_VMM_ERROR,
             ExitReason::GuestCrash(_) => EXIT_GUEST_CRASH,
+            ExitReason::ApiStop => EXIT_API_STOP,
+            ExitReason::Signal(_) => EXIT_SIGNAL,
         }
     }
 }
@@ -44,6 +57,8 @@ impl std::fmt::Display for ExitReason {
             ExitReason::GuestReset => write!(f, "guest reset"),
             ExitReason::GuestCrash(why) => write!(f, "guest crashed: {why}"),
             ExitReason::VmmError(why) => write!(f, "vmm error: {why}"),
+            ExitReason::ApiStop => write!(f, "stopped through the control API"),
+            ExitReason::Signal(name) => write!(f, "stopped by {name}"),
         }
     }
 }
@@ -105,6 +120,8 @@ mod tests {
         assert_eq!(ExitReason::GuestReset.code(), 0);
         assert_eq!(ExitReason::VmmError("x".into()).code(), 1);
         assert_eq!(ExitReason::GuestCrash("x".into()).code(), 2);
+        assert_eq!(ExitReason::ApiStop.code(), 3);
+        assert_eq!(ExitReason::Signal("SIGTERM").code(), 4);
     }
 
     #[test]

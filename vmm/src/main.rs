@@ -8,12 +8,34 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use vessel_vmm::cli::Cli;
 use vessel_vmm::config::VmConfig;
+use vessel_vmm::control::server::ApiSocket;
+use vessel_vmm::control::{self, signals};
 use vessel_vmm::exit::{ExitReason, EXIT_VMM_ERROR};
 use vessel_vmm::vm::Vm;
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
+    // Before any thread starts: every thread inherits the blocked mask.
+    let signals = signals::block().context("cannot block SIGTERM/SIGINT")?;
+    // Bound early so a busy path fails before any KVM setup.
+    let api = cli
+        .api
+        .as_deref()
+        .map(ApiSocket::bind)
+        .transpose()
+        .context("cannot create the control API socket")?;
     let config = VmConfig::from_cli(cli).context("invalid configuration")?;
     let vm = Vm::build(config).context("cannot set up the VM")?;
+    signals
+        .watch(vm.exit_latch())
+        .context("cannot start the signal thread")?;
+    // Kept until the VM stops; dropping it removes the socket file.
+    let _api = match api {
+        Some(sock) => Some(
+            sock.serve(vm.control())
+                .context("cannot start the control API")?,
+        ),
+        None => None,
+    };
     Ok(vm.run())
 }
 
@@ -33,6 +55,7 @@ fn one_line(rendered: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    control::mark_process_start();
     // Parse errors exit 1 like every other bad input (clap's own code, 2,
     // would read as "guest crashed"); --help and --version exit 0.
     let cli = match Cli::try_parse() {

@@ -19,6 +19,8 @@ pub struct VmConfig {
     pub extra_cmdline: Option<String>,
     /// Directory that holds the VM's sockets and logs; created if missing.
     pub state_dir: PathBuf,
+    /// Whether the VMM serves its control API on [`VmConfig::api_path`].
+    pub api_socket: bool,
 }
 
 /// A configuration that cannot start a VM.
@@ -68,6 +70,11 @@ impl VmConfig {
         self.state_dir.join("vsock.sock")
     }
 
+    /// The VMM's control API socket (when `api_socket` is set).
+    pub fn api_path(&self) -> PathBuf {
+        self.state_dir.join("api.sock")
+    }
+
     /// Where the guest's serial console is written.
     pub fn console_path(&self) -> PathBuf {
         self.state_dir.join("console.log")
@@ -95,6 +102,10 @@ impl VmConfig {
             "--console".into(),
             p(&self.console_path()),
         ];
+        if self.api_socket {
+            args.push("--api".into());
+            args.push(p(&self.api_path()));
+        }
         if let Some(extra) = &self.extra_cmdline {
             args.push("--cmdline".into());
             args.push(extra.clone());
@@ -116,6 +127,7 @@ mod tests {
             memory_mib: 256,
             extra_cmdline: Some("loglevel=4".into()),
             state_dir: dir.join("state"),
+            api_socket: true,
         }
     }
 
@@ -136,8 +148,13 @@ mod tests {
             "--memory 256",
             "--cmdline loglevel=4",
             "vsock.sock",
+            "--api",
+            "api.sock",
         ] {
             assert!(args.contains(want), "{args} lacks {want}");
         }
+        let mut no_api = config(dir.path());
+        no_api.api_socket = false;
+        assert!(!no_api.vmm_args().contains(&"--api".to_string()));
     }
 }

@@ -17,6 +17,8 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use crate::boot::BootEntry;
 use crate::bus::Bus;
+use crate::control::counters::{ExitKind, VcpuCounters};
+use crate::control::VmControl;
 use crate::exit::{ExitLatch, ExitReason};
 
 /// What every vCPU thread shares: the buses and the exit latch.
@@ -27,6 +29,8 @@ pub struct VcpuContext {
     pub mmio: Bus,
     /// Where the first exit reason is recorded.
     pub exit: Arc<ExitLatch>,
+    /// Pause state, exit counters and boot timing.
+    pub control: Arc<VmControl>,
 }
 
 /// Error setting up or starting a vCPU.
@@ -143,15 +147,34 @@ impl Vcpu {
         let index = self.index;
         let ctx = self.ctx;
         let mut fd = kick::Registration::new(&mut self.fd);
+        let no_counters = VcpuCounters::default();
+        let counters = ctx
+            .control
+            .exits
+            .vcpu(usize::from(index))
+            .unwrap_or(&no_counters);
+        let pause = &ctx.control.pause;
+        let _kickable = pause.register();
+        if index == 0 {
+            ctx.control.note_first_entry();
+        }
         let reason = loop {
             // Checked before every entry: a kick that arrived while this
             // thread was handling an exit must not be lost.
             if ctx.exit.is_set() {
                 break None;
             }
+            if pause.is_requested() {
+                pause.park();
+                continue;
+            }
             let step = match fd.run() {
-                Ok(exit) => handle_exit(&ctx, index, exit),
+                Ok(exit) => {
+                    counters.count(ExitKind::of(&exit));
+                    handle_exit(&ctx, index, exit)
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    counters.count(ExitKind::Intr);
                     Step::Interrupted
                 }
                 Err(e) => Step::Stop(ExitReason::VmmError(format!(
@@ -174,6 +197,12 @@ impl Vcpu {
                         "vCPU {index}: KVM internal error, suberror {sub}{what}"
                     )));
                 }
+                Step::Stop(ExitReason::GuestCrash(why)) => {
+                    break Some(ExitReason::GuestCrash(format!(
+                        "{why}; {}",
+                        crash_state(&fd)
+                    )))
+                }
                 Step::Stop(reason) => break Some(reason),
             }
         };
@@ -181,6 +210,18 @@ impl Vcpu {
             tracing::debug!("vCPU {index} stops: {reason}");
             ctx.exit.set(reason);
         }
+    }
+}
+
+/// The vCPU state worth reading after a guest crash: where it was and in
+/// which mode, so a rare crash can be diagnosed from the VMM's one-line reason.
+fn crash_state(fd: &kvm_ioctls::VcpuFd) -> String {
+    match (fd.get_regs(), fd.get_sregs()) {
+        (Ok(r), Ok(s)) => format!(
+            "rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x} idt={:#x}/{:#x}",
+            r.rip, r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector, s.idt.base, s.idt.limit
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("registers unreadable: {e}"),
     }
 }
 

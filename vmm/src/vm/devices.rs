@@ -17,8 +17,11 @@ use crate::bus::{Bus, BusError};
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::devices::legacy::EventFdTrigger;
+use crate::devices::virtio::block::disk::DiskImage;
+use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::vsock::Vsock;
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::vsock::{Vsock, VsockBytes};
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::{ExitLatch, ExitReason};
 use crate::memory::GuestMemory;
@@ -157,19 +160,45 @@ pub fn attach_virtio(
 }
 
 /// Creates the hybrid vsock device (guest CID 3) with its host socket at
-/// `path` and attaches it in `slot`.
+/// `path` and attaches it in `slot`; also returns its byte counters.
 pub fn attach_vsock(
     vm: &VmFd,
     mmio: &mut Bus,
     mem: &GuestMemory,
     path: &Path,
     slot: u32,
-) -> Result<VirtioMmioArg, DeviceError> {
+) -> Result<(VirtioMmioArg, Arc<VsockBytes>), DeviceError> {
     let vsock = Vsock::new(VSOCK_GUEST_CID, path).map_err(|e| DeviceError::Vsock {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    attach_virtio(vm, mmio, mem, "vsock device", Box::new(vsock), slot)
+    let bytes = vsock.bytes();
+    let arg = attach_virtio(vm, mmio, mem, "vsock device", Box::new(vsock), slot)?;
+    Ok((arg, bytes))
+}
+
+/// Attaches one virtio-blk device per disk (in order: vda, vdb, ...), then
+/// the virtio-rng if wanted, in the next free slots; appends what the
+/// command line must announce to `virtio`.
+pub fn attach_disks_and_rng(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    mem: &GuestMemory,
+    disks: Vec<DiskImage>,
+    rng: bool,
+    virtio: &mut Vec<VirtioMmioArg>,
+) -> Result<(), DeviceError> {
+    for disk in disks {
+        let slot = u32::try_from(virtio.len()).map_err(|_| DeviceError::NoSlot)?;
+        let dev = Box::new(Block::new(disk));
+        virtio.push(attach_virtio(vm, mmio, mem, "block device", dev, slot)?);
+    }
+    if rng {
+        let slot = u32::try_from(virtio.len()).map_err(|_| DeviceError::NoSlot)?;
+        let dev = Box::new(Rng::new());
+        virtio.push(attach_virtio(vm, mmio, mem, "rng device", dev, slot)?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

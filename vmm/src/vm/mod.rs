@@ -20,6 +20,7 @@ use crate::boot::layout::KVM_TSS_ADDRESS;
 use crate::boot::{self, BootError};
 use crate::bus::Bus;
 use crate::config::{Console, VmConfig};
+use crate::control::{self, ConfigInfo, VmControl};
 use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::exit::{ExitLatch, ExitReason};
 use crate::memory::{create_guest_memory, GuestMemory, MemoryError};
@@ -63,6 +64,7 @@ pub struct Vm {
     vcpus: Vec<Vcpu>,
     exit: Arc<ExitLatch>,
     serial: Arc<Mutex<SerialDevice>>,
+    control: Arc<VmControl>,
 }
 
 fn console_writer(console: Console) -> ConsoleWriter {
@@ -132,7 +134,31 @@ fn stop_threads(mut threads: Vec<JoinHandle<()>>) {
     }
 }
 
+/// The configuration as the control API reports it.
+fn control_config(cfg: &VmConfig, cmdline: &linux_loader::cmdline::Cmdline) -> ConfigInfo {
+    ConfigInfo {
+        cpus: cfg.cpus,
+        memory_mib: cfg.memory_bytes >> 20,
+        kernel: cfg.kernel.path.clone(),
+        initramfs: cfg.initramfs.as_ref().map(|i| i.path.clone()),
+        cmdline: cmdline
+            .as_cstring()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
 impl Vm {
+    /// The control state the API serves (pause, counters, info).
+    pub fn control(&self) -> Arc<VmControl> {
+        self.control.clone()
+    }
+
+    /// The latch that records why the VM stops (signals set it too).
+    pub fn exit_latch(&self) -> Arc<ExitLatch> {
+        self.exit.clone()
+    }
+
     /// Creates the VM from a validated configuration: KVM VM and irqchip,
     /// memory, devices, the loaded guest, and configured vCPUs.
     pub fn build(mut cfg: VmConfig) -> Result<Vm, VmError> {
@@ -167,11 +193,22 @@ impl Vm {
         let serial = devices::attach_serial(&vm, &mut pio, console_writer(console))?;
         devices::attach_i8042(&mut pio, exit.clone())?;
         let mut virtio = Vec::new();
+        let mut vsock_bytes = None;
         if let Some(path) = &cfg.vsock {
             let slot = virtio.len() as u32;
-            virtio.push(devices::attach_vsock(&vm, &mut mmio, &mem, path, slot)?);
+            let (arg, bytes) = devices::attach_vsock(&vm, &mut mmio, &mem, path, slot)?;
+            virtio.push(arg);
+            vsock_bytes = Some(bytes);
         }
+        let disks = std::mem::take(&mut cfg.disks);
+        devices::attach_disks_and_rng(&vm, &mut mmio, &mem, disks, cfg.rng, &mut virtio)?;
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
+        let control = Arc::new(VmControl::new(
+            control_config(&cfg, &cmdline),
+            control::describe_devices(&mmio, &virtio),
+            vsock_bytes,
+            exit.clone(),
+        ));
 
         tracing::debug!("devices ready at {:?}", started.elapsed());
         let kernel = boot::load_kernel(&mem, &mut cfg.kernel)?;
@@ -211,6 +248,7 @@ impl Vm {
             pio,
             mmio,
             exit: exit.clone(),
+            control: control.clone(),
         });
         let vcpus = (0..cfg.cpus)
             .map(|i| {
@@ -234,6 +272,7 @@ impl Vm {
             vcpus,
             exit,
             serial,
+            control,
         })
     }
 
@@ -251,6 +290,8 @@ impl Vm {
             }
         }
         let reason = self.exit.wait();
+        // Parked vCPUs wait on a condvar, which kicks do not interrupt.
+        self.control.pause.stop();
         let stopping = Instant::now();
         stop_threads(threads);
         tracing::info!(

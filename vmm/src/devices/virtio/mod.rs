@@ -1,6 +1,9 @@
 //! Virtio devices on the virtio-mmio transport (virtio 1.x, modern only).
 
+pub mod block;
 pub mod mmio;
+mod queue_worker;
+pub mod rng;
 #[cfg(test)]
 mod test_driver;
 pub mod vsock;

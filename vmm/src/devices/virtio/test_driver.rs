@@ -136,3 +136,47 @@ impl TestQueue {
         Some((u32::from_le(id), u32::from_le(len)))
     }
 }
+
+/// An interrupt line that counts triggers and records a needs-reset.
+#[derive(Default)]
+pub struct TestInterrupt {
+    /// Number of `trigger` calls.
+    pub count: std::sync::atomic::AtomicUsize,
+    /// Whether the device asked for a reset.
+    pub needs_reset: std::sync::atomic::AtomicBool,
+}
+
+impl super::Interrupt for TestInterrupt {
+    fn trigger(&self, _status: u32) -> std::io::Result<()> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    fn set_needs_reset(&self) -> std::io::Result<()> {
+        self.needs_reset
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl TestInterrupt {
+    /// Whether the device asked for a reset.
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl TestQueue {
+    /// Waits up to `timeout` for the next used element.
+    pub fn wait_used(&mut self, timeout: std::time::Duration) -> Option<(u32, u32)> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(u) = self.pop_used() {
+                return Some(u);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}

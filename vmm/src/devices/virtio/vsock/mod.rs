@@ -9,12 +9,13 @@ mod connection;
 mod handshake;
 mod muxer;
 mod packet;
-mod uds;
+pub(crate) mod uds;
 mod worker;
 
 use std::io;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tracing::{debug, warn};
@@ -48,6 +49,16 @@ pub enum VsockError {
     Io(PathBuf, #[source] io::Error),
 }
 
+/// Payload bytes the device has moved, per direction (written by its worker,
+/// read by the control API).
+#[derive(Debug, Default)]
+pub struct VsockBytes {
+    /// Host sockets to the guest.
+    pub host_to_guest: AtomicU64,
+    /// The guest to host sockets.
+    pub guest_to_host: AtomicU64,
+}
+
 /// The virtio-vsock device.
 pub struct Vsock {
     guest_cid: u64,
@@ -56,6 +67,7 @@ pub struct Vsock {
     listener: UnixListener,
     acked_features: u64,
     worker: Option<WorkerHandle>,
+    bytes: Arc<VsockBytes>,
 }
 
 impl Vsock {
@@ -73,6 +85,7 @@ impl Vsock {
             listener,
             acked_features: 0,
             worker: None,
+            bytes: Arc::default(),
         })
     }
 
@@ -84,6 +97,11 @@ impl Vsock {
     /// Where host clients connect.
     pub fn uds_path(&self) -> &Path {
         &self.uds_path
+    }
+
+    /// The device's byte counters.
+    pub fn bytes(&self) -> Arc<VsockBytes> {
+        self.bytes.clone()
     }
 
     fn stop_worker(&mut self) -> bool {
@@ -154,7 +172,8 @@ impl VirtioDevice for Vsock {
         let muxer = Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
             .map_err(ActivateError::Worker)?;
         let worker = Worker::new(mem, interrupt, queues, queue_evts, muxer)
-            .map_err(ActivateError::Worker)?;
+            .map_err(ActivateError::Worker)?
+            .with_bytes(self.bytes.clone());
         self.worker = Some(worker.spawn().map_err(ActivateError::Worker)?);
         Ok(())
     }

@@ -45,7 +45,7 @@ pub(super) fn bind_listener(path: &Path) -> Result<(UnixListener, (u64, u64)), V
 }
 
 /// Removes the socket file at `path` if it is still the one we bound.
-pub(super) fn unlink_if_ours(path: &Path, id: (u64, u64)) {
+pub(crate) fn unlink_if_ours(path: &Path, id: (u64, u64)) {
     if let Ok(meta) = fs::symlink_metadata(path) {
         if (meta.dev(), meta.ino()) == id {
             let _ = fs::remove_file(path);
@@ -63,7 +63,7 @@ pub(super) fn port_path(uds_path: &Path, port: u32) -> PathBuf {
 /// Connects a non-blocking stream socket to `path`. std's `connect` blocks
 /// while the listener's backlog is full, which would stall the event loop;
 /// non-blocking, the kernel fails with EAGAIN instead.
-pub(super) fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+pub(crate) fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     let bytes = path.as_os_str().as_bytes();
     // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };

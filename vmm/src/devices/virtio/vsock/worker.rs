@@ -3,6 +3,7 @@
 //! socket is non-blocking, so nothing here waits except `epoll_wait`.
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::muxer::Muxer;
 use super::packet::{RxBuffer, TxPacket, MAX_PKT_DATA};
+use super::VsockBytes;
 use crate::devices::virtio::{GuestMemory, Interrupt};
 
 const TOKEN_RX: u64 = 0;
@@ -54,6 +56,7 @@ pub struct Worker {
     tx_stalled: bool,
     rx_data: Vec<u8>,
     tx_data: Vec<u8>,
+    bytes: Arc<VsockBytes>,
 }
 
 impl Worker {
@@ -97,7 +100,14 @@ impl Worker {
             tx_stalled: false,
             rx_data: vec![0; MAX_PKT_DATA],
             tx_data: vec![0; MAX_PKT_DATA],
+            bytes: Arc::default(),
         })
+    }
+
+    /// Counts payload bytes into `bytes` instead of a private counter.
+    pub fn with_bytes(mut self, bytes: Arc<VsockBytes>) -> Self {
+        self.bytes = bytes;
+        self
     }
 
     /// Starts the worker thread.
@@ -182,7 +192,11 @@ impl Worker {
                         break;
                     }
                     match pkt.read_data(&mut self.tx_data) {
-                        Ok(data) => self.muxer.handle_tx(&pkt.hdr, data),
+                        Ok(data) => {
+                            let n = data.len() as u64;
+                            self.bytes.guest_to_host.fetch_add(n, Ordering::Relaxed);
+                            self.muxer.handle_tx(&pkt.hdr, data)
+                        }
                         Err(e) => debug!("vsock: dropping TX packet: {e}"),
                     }
                 }
@@ -213,6 +227,8 @@ impl Worker {
             let cap = buf.data_capacity();
             match self.muxer.next_rx_packet(&mut self.rx_data[..cap]) {
                 Some((hdr, n)) => {
+                    let count = n as u64;
+                    self.bytes.host_to_guest.fetch_add(count, Ordering::Relaxed);
                     let len = buf
                         .write(&hdr, &self.rx_data[..n])
                         .map_err(|e| format!("RX buffer: {e}"))?;

@@ -1,0 +1,287 @@
+//! Control of a running VM from the host: the control API (`--api`), pause
+//! and resume, VM-exit counters, and the stop signals. See `docs/vmm-api.md`.
+
+pub mod counters;
+pub mod pause;
+pub mod protocol;
+pub mod server;
+pub mod signals;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::boot::cmdline::VirtioMmioArg;
+use crate::boot::layout::{I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
+use crate::bus::Bus;
+use crate::devices::virtio::vsock::VsockBytes;
+use crate::exit::{ExitLatch, ExitReason};
+use crate::vcpu::kick;
+use counters::ExitCounters;
+use pause::PauseControl;
+
+/// How long pause and resume wait for every vCPU thread.
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Offset of the DeviceID register in a virtio-mmio window.
+const VIRTIO_MMIO_DEVICE_ID: u64 = 0x008;
+
+static PROCESS_START: OnceLock<Instant> = OnceLock::new();
+
+/// Records when the process started; call first thing in `main`.
+pub fn mark_process_start() {
+    PROCESS_START.get_or_init(Instant::now);
+}
+
+fn process_start() -> Instant {
+    *PROCESS_START.get_or_init(Instant::now)
+}
+
+/// The VM's configuration as `info` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigInfo {
+    /// vCPUs.
+    pub cpus: u8,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Kernel image path.
+    pub kernel: PathBuf,
+    /// Initramfs path, if any.
+    pub initramfs: Option<PathBuf>,
+    /// The full guest kernel command line.
+    pub cmdline: String,
+}
+
+/// One device as `info` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    /// `serial`, `i8042`, or `virtio-<kind>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// First I/O port (legacy devices).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u64>,
+    /// Base of the 4 KiB virtio-mmio window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mmio_base: Option<u64>,
+    /// IO-APIC pin, if the device interrupts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irq: Option<u32>,
+}
+
+fn virtio_name(id: u32) -> String {
+    match id {
+        1 => "virtio-net".into(),
+        2 => "virtio-blk".into(),
+        3 => "virtio-console".into(),
+        4 => "virtio-rng".into(),
+        19 => "virtio-vsock".into(),
+        26 => "virtio-fs".into(),
+        other => format!("virtio-{other}"),
+    }
+}
+
+/// The devices of a VM: the legacy ones, then each virtio-mmio device named
+/// by the DeviceID its transport reports (so new devices need no change here).
+pub fn describe_devices(mmio: &Bus, virtio: &[VirtioMmioArg]) -> Vec<DeviceInfo> {
+    let mut out = vec![
+        DeviceInfo {
+            kind: "serial".into(),
+            port: Some(SERIAL_PORT_BASE),
+            mmio_base: None,
+            irq: Some(SERIAL_IRQ),
+        },
+        DeviceInfo {
+            kind: "i8042".into(),
+            port: Some(I8042_PORT_BASE),
+            mmio_base: None,
+            irq: None,
+        },
+    ];
+    for dev in virtio {
+        let mut id = [0u8; 4];
+        mmio.read(dev.base + VIRTIO_MMIO_DEVICE_ID, &mut id);
+        out.push(DeviceInfo {
+            kind: virtio_name(u32::from_le_bytes(id)),
+            port: None,
+            mmio_base: Some(dev.base),
+            irq: Some(dev.irq),
+        });
+    }
+    out
+}
+
+fn kick_thread(tid: libc::pthread_t) {
+    // SAFETY: PauseControl only passes threads that are registered, and a
+    // thread unregisters (under the same lock) before it exits.
+    let rc = unsafe { libc::pthread_kill(tid, kick::kick_signal()) };
+    if rc != 0 {
+        tracing::warn!("cannot kick a vCPU thread: errno {rc}");
+    }
+}
+
+/// What the control API and the vCPU threads share.
+pub struct VmControl {
+    /// Pause state.
+    pub pause: PauseControl,
+    /// Per-vCPU exit counters.
+    pub exits: ExitCounters,
+    exit: Arc<ExitLatch>,
+    config: ConfigInfo,
+    devices: Vec<DeviceInfo>,
+    vsock_bytes: Option<Arc<VsockBytes>>,
+    first_entry: OnceLock<Instant>,
+}
+
+impl VmControl {
+    /// Control state for a VM built with `config` and `devices`.
+    pub fn new(
+        config: ConfigInfo,
+        devices: Vec<DeviceInfo>,
+        vsock_bytes: Option<Arc<VsockBytes>>,
+        exit: Arc<ExitLatch>,
+    ) -> Self {
+        let cpus = usize::from(config.cpus);
+        VmControl {
+            pause: PauseControl::new(cpus, kick_thread),
+            exits: ExitCounters::new(cpus),
+            exit,
+            config,
+            devices,
+            vsock_bytes,
+            first_entry: OnceLock::new(),
+        }
+    }
+
+    /// Records the first vCPU entry into the guest (later calls do nothing).
+    pub fn note_first_entry(&self) {
+        self.first_entry.get_or_init(Instant::now);
+    }
+
+    /// Process start to first vCPU entry, once the guest has run.
+    pub fn boot_time(&self) -> Option<Duration> {
+        self.first_entry
+            .get()
+            .map(|t| t.saturating_duration_since(process_start()))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    // Microsecond resolution is plenty and keeps the numbers short.
+    (d.as_micros() as f64) / 1000.0
+}
+
+impl protocol::Controller for VmControl {
+    fn info(&self) -> Value {
+        let state = if self.exit.is_set() {
+            "stopping"
+        } else if self.pause.is_paused() {
+            "paused"
+        } else {
+            "running"
+        };
+        json!({
+            "config": self.config,
+            "devices": self.devices,
+            "state": state,
+            "boot_time_ms": self.boot_time().map(ms),
+            "uptime_ms": ms(process_start().elapsed()),
+        })
+    }
+
+    fn pause(&self) -> Result<Value, String> {
+        self.pause
+            .pause(PAUSE_TIMEOUT)
+            .map(|()| json!({ "state": "paused" }))
+            .map_err(|e| e.to_string())
+    }
+
+    fn resume(&self) -> Result<Value, String> {
+        self.pause
+            .resume(PAUSE_TIMEOUT)
+            .map(|()| json!({ "state": "running" }))
+            .map_err(|e| e.to_string())
+    }
+
+    fn counters(&self) -> Value {
+        let mut devices = serde_json::Map::new();
+        if let Some(b) = &self.vsock_bytes {
+            devices.insert(
+                "vsock".into(),
+                json!({
+                    "host_to_guest_bytes": b.host_to_guest.load(Ordering::Relaxed),
+                    "guest_to_host_bytes": b.guest_to_host.load(Ordering::Relaxed),
+                }),
+            );
+        }
+        json!({ "exits": self.exits.totals(), "devices": devices })
+    }
+
+    fn stop(&self) {
+        tracing::info!("control API: stop requested");
+        self.exit.set(ExitReason::ApiStop);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::Controller;
+
+    fn control() -> VmControl {
+        let config = ConfigInfo {
+            cpus: 2,
+            memory_mib: 256,
+            kernel: "/k".into(),
+            initramfs: None,
+            cmdline: "console=ttyS0".into(),
+        };
+        let bytes = Arc::new(VsockBytes::default());
+        bytes.host_to_guest.store(5, Ordering::Relaxed);
+        VmControl::new(config, Vec::new(), Some(bytes), Arc::new(ExitLatch::new()))
+    }
+
+    #[test]
+    fn info_reports_config_state_and_timings() {
+        let c = control();
+        let info = c.info();
+        assert_eq!(info["config"]["cpus"], 2);
+        assert_eq!(info["config"]["memory_mib"], 256);
+        assert_eq!(info["config"]["kernel"], "/k");
+        assert_eq!(info["config"]["initramfs"], Value::Null);
+        assert_eq!(info["state"], "running");
+        assert_eq!(info["boot_time_ms"], Value::Null);
+        c.note_first_entry();
+        assert!(c.info()["boot_time_ms"].is_number());
+        assert!(info["uptime_ms"].as_f64().unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn counters_include_exits_and_vsock_bytes() {
+        let c = control();
+        c.exits.vcpu(1).unwrap().count(counters::ExitKind::MmioRead);
+        let v = c.counters();
+        assert_eq!(v["exits"]["mmio_read"], 1);
+        assert_eq!(v["exits"]["total"], 1);
+        assert_eq!(v["devices"]["vsock"]["host_to_guest_bytes"], 5);
+        assert_eq!(v["devices"]["vsock"]["guest_to_host_bytes"], 0);
+    }
+
+    #[test]
+    fn stop_sets_the_exit_reason() {
+        let c = control();
+        c.stop();
+        assert_eq!(c.exit.wait(), ExitReason::ApiStop);
+        assert_eq!(c.info()["state"], "stopping");
+    }
+
+    #[test]
+    fn virtio_names() {
+        assert_eq!(virtio_name(19), "virtio-vsock");
+        assert_eq!(virtio_name(4), "virtio-rng");
+        assert_eq!(virtio_name(99), "virtio-99");
+    }
+}

@@ -1,0 +1,186 @@
+//! virtio-rng / entropy device (device ID 4, virtio 1.2 §5.4): fills the
+//! guest's device-writable buffers from the host's getrandom(2), so the
+//! guest's CRNG is seeded within milliseconds of boot.
+
+use std::sync::Arc;
+
+use tracing::{debug, trace, warn};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
+use virtio_queue::{Queue, Writer};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::queue_worker::{self, Processed, QueueHandler, QueueWorkerHandle};
+use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+
+/// Size of the single request queue.
+const QUEUE_SIZE: u16 = 256;
+const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
+/// Most bytes given per descriptor chain: a guest cannot make one request
+/// cost the host more than this (Linux asks for at most a page or so).
+pub const MAX_BYTES_PER_CHAIN: usize = 64 * 1024;
+
+/// The virtio-rng device.
+#[derive(Default)]
+pub struct Rng {
+    acked_features: u64,
+    worker: Option<QueueWorkerHandle>,
+}
+
+impl Rng {
+    /// Creates the device; it needs no host resources until activation.
+    pub fn new() -> Rng {
+        Rng::default()
+    }
+
+    fn stop_worker(&mut self) -> bool {
+        self.worker.take().is_none_or(|w| w.stop())
+    }
+}
+
+impl VirtioDevice for Rng {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_RNG
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn features(&self) -> u64 {
+        1u64 << VIRTIO_F_VERSION_1
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // The entropy device has no configuration space.
+        debug!(offset, len = data.len(), "rng: read of absent config space");
+        data.fill(0);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        debug!(
+            offset,
+            len = data.len(),
+            "rng: ignored write to absent config space"
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<dyn Interrupt>,
+        queues: Vec<Queue>,
+        queue_evts: Vec<EventFd>,
+    ) -> Result<(), ActivateError> {
+        if self.worker.is_some() {
+            return Err(ActivateError::BadQueues("rng is already active".into()));
+        }
+        let (Ok([queue]), Ok([evt])) = (
+            <[Queue; 1]>::try_from(queues),
+            <[EventFd; 1]>::try_from(queue_evts),
+        ) else {
+            return Err(ActivateError::BadQueues(
+                "rng needs exactly 1 queue and 1 eventfd".into(),
+            ));
+        };
+        let handler = RngHandler {
+            buf: vec![0; MAX_BYTES_PER_CHAIN],
+            served_any: false,
+        };
+        debug!("virtio-rng: activated");
+        let worker = queue_worker::spawn("virtio-rng", mem, interrupt, queue, evt, handler)
+            .map_err(ActivateError::Worker)?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        let ok = self.stop_worker();
+        if !ok {
+            warn!("rng: worker did not stop cleanly");
+        }
+        ok
+    }
+}
+
+impl Drop for Rng {
+    fn drop(&mut self) {
+        self.stop_worker();
+    }
+}
+
+/// The worker's side: one reusable buffer of `MAX_BYTES_PER_CHAIN`.
+struct RngHandler {
+    buf: Vec<u8>,
+    /// Whether the first request was logged (one line, not one per request).
+    served_any: bool,
+}
+
+impl QueueHandler for RngHandler {
+    fn process(&mut self, mem: &GuestMemory, queue: &mut Queue) -> Result<Processed, String> {
+        queue_worker::serve_chains(mem, queue, |chain| match Writer::new(mem, chain) {
+            Ok(mut w) => {
+                let n = w.available_bytes().min(MAX_BYTES_PER_CHAIN);
+                let len = self.fill(&mut w, n);
+                if !self.served_any && len > 0 {
+                    self.served_any = true;
+                    debug!(bytes = len, "virtio-rng: first entropy request served");
+                }
+                trace!(bytes = len, "virtio-rng: request served");
+                len
+            }
+            Err(e) => {
+                // A bad buffer is the guest's loss; the queue still works.
+                debug!("virtio-rng: unusable descriptor chain: {e}");
+                0
+            }
+        })
+    }
+}
+
+impl RngHandler {
+    /// Writes `n` random bytes into the chain; returns how many went in.
+    fn fill(&mut self, w: &mut Writer<'_>, n: usize) -> u32 {
+        let buf = &mut self.buf[..n];
+        if let Err(e) = getrandom(buf) {
+            // Never hand the guest predictable bytes: give it nothing.
+            warn!("rng: getrandom failed: {e}");
+            return 0;
+        }
+        match std::io::Write::write_all(w, buf) {
+            // n <= MAX_BYTES_PER_CHAIN, which fits a u32.
+            Ok(()) => u32::try_from(n).unwrap_or(0),
+            Err(e) => {
+                debug!("rng: cannot write to the guest buffer: {e}");
+                u32::try_from(w.bytes_written()).unwrap_or(0)
+            }
+        }
+    }
+}
+
+/// Fills `buf` from the kernel's CSPRNG (the urandom source, never blocking
+/// after boot), retrying on EINTR and short reads.
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the pointer and length describe `rest`, a live, writable slice.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n.unsigned_abs();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
