@@ -70,3 +70,16 @@ pub trait VirtioDevice: Send {
     /// Stops the device on a driver reset; returns false if it cannot be reset.
     fn reset(&mut self) -> bool;
 }
+
+/// Copies the bytes of a device's config space at `offset` into `data`; bytes
+/// past its end read as zero. The guest picks `offset` and the length, so
+/// every index is checked.
+pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| config.get(o).copied())
+            .unwrap_or(0);
+    }
+}
