@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use vessel_agent::client;
@@ -21,6 +23,42 @@ use vessel_host_runtime::vm::{VmExit, VmProcess, AGENT_VSOCK_PORT};
 const MEMORY_MIB: u32 = 256;
 /// The guest command line vessel-vmm uses by default, so both boot alike.
 const CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
+
+/// What the benchmark is doing now, for the watchdog's message.
+static PHASE: Mutex<String> = Mutex::new(String::new());
+
+/// How long one boot of either VMM may take, all phases included.
+const ROUND_LIMIT: Duration = Duration::from_secs(240);
+
+fn phase(what: String) {
+    *PHASE.lock().unwrap_or_else(PoisonError::into_inner) = what;
+}
+
+/// Ends the process if one boot takes longer than [`ROUND_LIMIT`]. A thread,
+/// not a tokio timeout: a stall inside a blocking call would starve a timer
+/// on the runtime too.
+fn watchdog(done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while !done.load(Ordering::Relaxed) {
+            if start.elapsed() > ROUND_LIMIT {
+                let what = PHASE.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                eprintln!("bench: stalled for {ROUND_LIMIT:?} in: {what}");
+                std::process::exit(1);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
+/// Runs one boot under the watchdog.
+async fn guarded<F: std::future::Future<Output = Sample>>(fut: F) -> Sample {
+    let done = Arc::new(AtomicBool::new(false));
+    watchdog(done.clone());
+    let sample = fut.await;
+    done.store(true, Ordering::Relaxed);
+    sample
+}
 
 struct Sample {
     ready: Duration,
@@ -36,8 +74,10 @@ fn env_path(name: &str) -> PathBuf {
 async fn boot_vessel(round: usize) -> Sample {
     let config = vm_config(&format!("bench-vessel-{round}"), 1, MEMORY_MIB);
     let state_dir = config.state_dir.clone();
+    phase(format!("round {round}: vessel-vmm boot"));
     let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
     let channel = vm.connect_agent(BOOT_TIMEOUT).await.expect("agent ready");
+    phase(format!("round {round}: vessel-vmm shutdown"));
     let ready = vm.started().elapsed();
     let rss_kib = rss_excluding_guest_kib(vm.pid().expect("pid"), u64::from(MEMORY_MIB) << 20)
         .expect("smaps of vessel-vmm");
@@ -53,6 +93,7 @@ async fn boot_vessel(round: usize) -> Sample {
         VmExit::Code(0)
     );
     let _ = std::fs::remove_dir_all(state_dir);
+    phase(format!("round {round}: after vessel-vmm"));
     Sample { ready, rss_kib }
 }
 
@@ -86,6 +127,7 @@ async fn boot_qemu(round: usize) -> Sample {
     let console = env_path("VESSEL_SCRATCH").join(format!("qemu-console-{round}.log"));
     let cid = 100 + round as u32;
     let started = Instant::now();
+    phase(format!("round {round}: qemu boot"));
     let mut child = spawn_qemu(cid, &console);
     let deadline = started + BOOT_TIMEOUT;
     let ready = loop {
@@ -111,6 +153,7 @@ async fn boot_qemu(round: usize) -> Sample {
         rss_excluding_guest_kib(child.id(), u64::from(MEMORY_MIB) << 20).expect("smaps of qemu");
     // QEMU microvm does not exit on the guest's i8042 reset in the nested
     // host, so it is killed once measured.
+    phase(format!("round {round}: qemu kill"));
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_file(console);
@@ -149,16 +192,18 @@ async fn main() {
     for round in 0..runs {
         // Alternate which goes first, so neither always runs on a warmer host.
         if round % 2 == 0 {
-            vessel.push(boot_vessel(round).await);
-            qemu.push(boot_qemu(round).await);
+            vessel.push(guarded(boot_vessel(round)).await);
+            qemu.push(guarded(boot_qemu(round)).await);
         } else {
-            qemu.push(boot_qemu(round).await);
-            vessel.push(boot_vessel(round).await);
+            qemu.push(guarded(boot_qemu(round)).await);
+            vessel.push(guarded(boot_vessel(round)).await);
         }
         eprintln!(
-            "round {round}: vessel-vmm {} ms, qemu {} ms",
+            "round {round}: ready vessel-vmm {} ms, qemu {} ms; RSS excluding guest RAM vessel-vmm {} KiB, qemu {} KiB",
             vessel[round].ready.as_millis(),
-            qemu[round].ready.as_millis()
+            qemu[round].ready.as_millis(),
+            vessel[round].rss_kib,
+            qemu[round].rss_kib
         );
     }
     let ms = |s: &[Sample]| stats(s.iter().map(|x| x.ready.as_secs_f64() * 1e3).collect());
