@@ -35,7 +35,10 @@ fn supported() -> bool {
     let tools = Path::new(BUSYBOX).exists() && Path::new("/usr/bin/unshare").exists();
     if !root || !tools {
         let why = format!("needs root, /usr/bin/unshare and {BUSYBOX} (busybox-static)");
-        assert!(std::env::var_os("CI").is_none(), "container tests cannot run in CI: {why}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "container tests cannot run in CI: {why}"
+        );
         eprintln!("skipped: {why}");
     }
     root && tools
