@@ -6,6 +6,9 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod exit;
+/// For the fuzz targets in `vmm/fuzz/` only; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod memory;
 pub mod vcpu;
 pub mod vm;

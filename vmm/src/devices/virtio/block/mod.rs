@@ -7,7 +7,7 @@
 //! virtio-queue's `Reader`/`Writer`.
 
 pub mod disk;
-mod request;
+pub(crate) mod request;
 
 use std::fs::File;
 use std::path::PathBuf;

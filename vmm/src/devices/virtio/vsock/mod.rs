@@ -6,9 +6,9 @@
 //! connection to CID 2 port P is forwarded to `<uds_path>_P`.
 
 mod connection;
-mod handshake;
+pub(crate) mod handshake;
 mod muxer;
-mod packet;
+pub(crate) mod packet;
 pub(crate) mod uds;
 mod worker;
 
