@@ -34,4 +34,16 @@ script=${CARGO_TARGET_DIR:-$repo/target}/e2e-suite.sh
   done
   echo 'exit $rc'
 } >"$script"
-tests/kvm-host/run bash "$script"
+# The nested test host (QEMU TCG emulating SVM) now and then crashes its own
+# kernel under load (seen: a kernel stack overflow in a vCPU thread of L1's
+# KVM). The runner reports that as 125, "the test host failed", distinct
+# from any status of the suite. Only that is retried, once and loudly; a
+# failing test is never retried.
+for attempt in 1 2; do
+  rc=0
+  tests/kvm-host/run bash "$script" || rc=$?
+  if [ "$rc" -ne 125 ] || [ "$attempt" -eq 2 ]; then
+    exit "$rc"
+  fi
+  echo "e2e: WARNING: the test host itself failed (status 125; its console log is kept, path above); running the suite once more" >&2
+done
