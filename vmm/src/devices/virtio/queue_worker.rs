@@ -72,18 +72,23 @@ where
     Ok(done)
 }
 
-/// A running worker: how to stop it and wait for it.
-pub struct QueueWorkerHandle {
+/// A running device worker thread (any device's): how to stop it and wait for it.
+pub struct WorkerHandle {
     stop: EventFd,
     thread: JoinHandle<()>,
 }
 
-impl QueueWorkerHandle {
+impl WorkerHandle {
+    /// Wraps a worker `thread` that exits once `stop` is signalled.
+    pub(crate) fn new(stop: EventFd, thread: JoinHandle<()>) -> Self {
+        Self { stop, thread }
+    }
+
     /// Stops the worker and waits for it; false if it had panicked.
     pub fn stop(self) -> bool {
         if let Err(e) = self.stop.write(1) {
             // Without the wake-up join would hang; this cannot really fail.
-            error!("queue worker: cannot signal the worker to stop: {e}");
+            error!("device worker: cannot signal the worker to stop: {e}");
             return false;
         }
         self.thread.join().is_ok()
@@ -98,7 +103,7 @@ pub fn spawn<H: QueueHandler>(
     queue: Queue,
     queue_evt: EventFd,
     handler: H,
-) -> std::io::Result<QueueWorkerHandle> {
+) -> std::io::Result<WorkerHandle> {
     let stop = EventFd::new(EFD_NONBLOCK)?;
     let epoll = Epoll::new()?;
     for (token, fd) in [
@@ -124,7 +129,7 @@ pub fn spawn<H: QueueHandler>(
         .name(name.into())
         .spawn(move || worker.run())?;
     // The epoll set holds `stop`'s fd number; the handle keeps it open.
-    Ok(QueueWorkerHandle { stop, thread })
+    Ok(WorkerHandle::new(stop, thread))
 }
 
 struct Worker<H> {

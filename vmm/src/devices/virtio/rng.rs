@@ -10,7 +10,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::{Queue, Writer};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::queue_worker::{self, Processed, QueueHandler, QueueWorkerHandle};
+use super::queue_worker::{self, Processed, QueueHandler, WorkerHandle};
 use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
 
 /// Size of the single request queue.
@@ -24,7 +24,7 @@ pub const MAX_BYTES_PER_CHAIN: usize = 64 * 1024;
 #[derive(Default)]
 pub struct Rng {
     acked_features: u64,
-    worker: Option<QueueWorkerHandle>,
+    worker: Option<WorkerHandle>,
 }
 
 impl Rng {

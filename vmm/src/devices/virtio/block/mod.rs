@@ -22,7 +22,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::queue_worker::{self, Processed, QueueHandler, QueueWorkerHandle};
+use super::queue_worker::{self, Processed, QueueHandler, WorkerHandle};
 use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
 use disk::{DiskImage, ID_BYTES};
 use request::{Backend, IO_CHUNK};
@@ -50,7 +50,7 @@ pub struct Block {
     sectors: u64,
     id: [u8; ID_BYTES],
     acked_features: u64,
-    worker: Option<QueueWorkerHandle>,
+    worker: Option<WorkerHandle>,
 }
 
 impl Block {

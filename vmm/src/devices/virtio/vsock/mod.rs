@@ -24,9 +24,10 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::queue_worker::WorkerHandle;
 use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
 use muxer::Muxer;
-use worker::{Worker, WorkerHandle};
+use worker::Worker;
 
 /// Queue size for rx, tx and event queues.
 const QUEUE_SIZE: u16 = 256;

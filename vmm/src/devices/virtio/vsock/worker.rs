@@ -5,7 +5,6 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tracing::{debug, error, warn};
@@ -17,6 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::muxer::Muxer;
 use super::packet::{RxBuffer, TxPacket, MAX_PKT_DATA};
 use super::VsockBytes;
+use crate::devices::virtio::queue_worker::WorkerHandle;
 use crate::devices::virtio::{GuestMemory, Interrupt};
 
 const TOKEN_RX: u64 = 0;
@@ -25,24 +25,6 @@ const TOKEN_EVQ: u64 = 2;
 const TOKEN_STOP: u64 = 3;
 /// Epoll events handled per wake-up.
 const EVENT_BATCH: usize = 64;
-
-/// A running worker: how to stop it and wait for it.
-pub struct WorkerHandle {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
-impl WorkerHandle {
-    /// Stops the worker and waits for it; false if it had panicked.
-    pub fn stop(self) -> bool {
-        if let Err(e) = self.stop.write(1) {
-            // Without the wake-up join would hang; this cannot really fail.
-            error!("vsock: cannot signal the worker to stop: {e}");
-            return false;
-        }
-        self.thread.join().is_ok()
-    }
-}
 
 /// The device's side of the virtqueues plus the connection muxer.
 pub struct Worker {
@@ -116,7 +98,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name("vsock".into())
             .spawn(move || self.run())?;
-        Ok(WorkerHandle { stop, thread })
+        Ok(WorkerHandle::new(stop, thread))
     }
 
     fn run(mut self) {
