@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod container;
+pub mod diag;
 pub mod init;
 pub mod logging;
 pub mod proto;

@@ -110,6 +110,9 @@ async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
     let engine = Engine::new(reaper);
     let shutdown = ShutdownSignal::new();
     shutdown_on_signals(&shutdown)?;
+    if pid1 && vessel_agent::diag::enabled() {
+        vessel_agent::diag::spawn();
+    }
     let listen = match args.unix {
         Some(path) => Listen::Unix(path),
         None => Listen::Vsock(args.vsock_port),

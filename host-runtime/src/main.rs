@@ -85,6 +85,9 @@ async fn boot_vm(args: BootVm) -> Result<()> {
         extra_cmdline: None,
         state_dir: state_dir.clone(),
         api_socket: false,
+        nets: Vec::new(),
+        shares: Vec::new(),
+        extra_vmm_args: Vec::new(),
     };
     println!(
         "booting a VM: {} vCPU(s), {} MiB, kernel {}, initramfs {}",

@@ -21,6 +21,32 @@ pub struct VmConfig {
     pub state_dir: PathBuf,
     /// Whether the VMM serves its control API on [`VmConfig::api_path`].
     pub api_socket: bool,
+    /// The guest's NICs, in order (eth0, eth1, ...).
+    pub nets: Vec<NetDevice>,
+    /// The guest's virtio-fs shares.
+    pub shares: Vec<FsShare>,
+    /// Extra `vessel-vmm` flags, appended last (e.g. `--jail`).
+    pub extra_vmm_args: Vec<String>,
+}
+
+/// A guest NIC backed by a tap device.
+#[derive(Debug, Clone)]
+pub struct NetDevice {
+    /// Name of the tap device.
+    pub tap: String,
+    /// Network namespace the tap lives in (e.g. `/var/run/netns/X`), if not the VMM's.
+    pub netns: Option<PathBuf>,
+    /// The guest's MAC address (`02:00:00:00:00:01` form).
+    pub mac: String,
+}
+
+/// A virtio-fs share served by a virtiofsd.
+#[derive(Debug, Clone)]
+pub struct FsShare {
+    /// The tag the guest mounts it by.
+    pub tag: String,
+    /// virtiofsd's vhost-user socket.
+    pub socket: PathBuf,
 }
 
 /// A configuration that cannot start a VM.
@@ -110,6 +136,19 @@ impl VmConfig {
             args.push("--cmdline".into());
             args.push(extra.clone());
         }
+        for net in &self.nets {
+            let mut spec = format!("tap={},mac={}", net.tap, net.mac);
+            if let Some(netns) = &net.netns {
+                spec.push_str(&format!(",netns={}", p(netns)));
+            }
+            args.push("--net".into());
+            args.push(spec);
+        }
+        for share in &self.shares {
+            args.push("--fs".into());
+            args.push(format!("tag={},socket={}", share.tag, p(&share.socket)));
+        }
+        args.extend(self.extra_vmm_args.iter().cloned());
         args
     }
 }
@@ -128,6 +167,16 @@ mod tests {
             extra_cmdline: Some("loglevel=4".into()),
             state_dir: dir.join("state"),
             api_socket: true,
+            nets: vec![NetDevice {
+                tap: "tap0".into(),
+                netns: Some(dir.join("netns")),
+                mac: "02:00:00:00:00:01".into(),
+            }],
+            shares: vec![FsShare {
+                tag: "pod".into(),
+                socket: dir.join("fs.sock"),
+            }],
+            extra_vmm_args: vec!["--jail".into()],
         }
     }
 
@@ -150,6 +199,9 @@ mod tests {
             "vsock.sock",
             "--api",
             "api.sock",
+            "--net tap=tap0,mac=02:00:00:00:00:01,netns=",
+            "--fs tag=pod,socket=",
+            "fs.sock --jail",
         ] {
             assert!(args.contains(want), "{args} lacks {want}");
         }

@@ -49,6 +49,9 @@ pub fn vm_config(name: &str, cpus: u32, memory_mib: u32) -> VmConfig {
         extra_cmdline: None,
         state_dir: fresh_state_dir(name),
         api_socket: false,
+        nets: Vec::new(),
+        shares: Vec::new(),
+        extra_vmm_args: Vec::new(),
     }
 }
 
@@ -83,7 +86,13 @@ pub fn console_tail(vm: &VmProcess) -> String {
     format!("--- vmm log ---\n{vmm_log}\n--- console (last 40 lines) ---\n{tail}")
 }
 
+pub mod busybox;
+pub mod diag;
+pub mod netns;
+pub mod qemu;
 pub mod rss;
+pub mod stats;
+pub mod virtiofsd;
 
 /// How long one agent call may take before the test gives up on it.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(20);

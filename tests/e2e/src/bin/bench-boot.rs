@@ -8,21 +8,18 @@
 //! agent is ready. Prints a Markdown table; run it through tests/kvm-host
 //! (tests/bench/boot.sh does that).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use vessel_agent::client;
-use vessel_agent::proto::{health_client::HealthClient, CheckRequest};
+use vessel_e2e::qemu::{QemuConfig, QemuVm};
 use vessel_e2e::rss::rss_excluding_guest_kib;
+use vessel_e2e::stats::stats;
 use vessel_e2e::{vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
-use vessel_host_runtime::vm::{VmExit, VmProcess, AGENT_VSOCK_PORT};
+use vessel_host_runtime::vm::{VmExit, VmProcess};
 
 const MEMORY_MIB: u32 = 256;
-/// The guest command line vessel-vmm uses by default, so both boot alike.
-const CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
 
 /// What the benchmark is doing now, for the watchdog's message.
 static PHASE: Mutex<String> = Mutex::new(String::new());
@@ -97,88 +94,21 @@ async fn boot_vessel(round: usize) -> Sample {
     Sample { ready, rss_kib }
 }
 
-fn spawn_qemu(cid: u32, console: &Path) -> Child {
-    Command::new("qemu-system-x86_64")
-        // acpi=off: our kernel has no ACPI, and only then does QEMU announce
-        // its virtio-mmio devices on the kernel command line.
-        .args([
-            "-M",
-            "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on",
-        ])
-        .args(["-accel", "kvm", "-cpu", "host", "-smp", "1"])
-        .args(["-m", &MEMORY_MIB.to_string()])
-        .args(["-nodefaults", "-no-user-config", "-nographic"])
-        // A file, not stdio: QEMU's serial into a pipe stalls in the nested host.
-        .args(["-serial", &format!("file:{}", console.display())])
-        .arg("-kernel")
-        .arg(env_path("VESSEL_KERNEL"))
-        .arg("-initrd")
-        .arg(env_path("VESSEL_INITRAMFS"))
-        .args(["-append", CMDLINE])
-        .args(["-device", &format!("vhost-vsock-device,guest-cid={cid}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("qemu-system-x86_64 starts")
-}
-
 async fn boot_qemu(round: usize) -> Sample {
     let console = env_path("VESSEL_SCRATCH").join(format!("qemu-console-{round}.log"));
-    let cid = 100 + round as u32;
-    let started = Instant::now();
     phase(format!("round {round}: qemu boot"));
-    let mut child = spawn_qemu(cid, &console);
-    let deadline = started + BOOT_TIMEOUT;
-    let ready = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "qemu exited early ({status}): {}",
-                std::fs::read_to_string(&console).unwrap_or_default()
-            );
-        }
-        if let Ok(channel) = client::connect_vsock(cid, AGENT_VSOCK_PORT).await {
-            if HealthClient::new(channel)
-                .check(CheckRequest {})
-                .await
-                .is_ok()
-            {
-                break started.elapsed();
-            }
-        }
-        assert!(Instant::now() < deadline, "QEMU guest not ready in time");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let mut vm = QemuVm::spawn(QemuConfig {
+        cid: 100 + round as u32,
+        memory_mib: MEMORY_MIB,
+        console,
+        ..QemuConfig::default()
+    });
+    let (_channel, ready) = vm.wait_agent(BOOT_TIMEOUT).await;
     let rss_kib =
-        rss_excluding_guest_kib(child.id(), u64::from(MEMORY_MIB) << 20).expect("smaps of qemu");
-    // QEMU microvm does not exit on the guest's i8042 reset in the nested
-    // host, so it is killed once measured.
+        rss_excluding_guest_kib(vm.pid(), u64::from(MEMORY_MIB) << 20).expect("smaps of qemu");
     phase(format!("round {round}: qemu kill"));
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_file(console);
+    drop(vm);
     Sample { ready, rss_kib }
-}
-
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn stats(mut v: Vec<f64>) -> Stats {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Stats {
-        median,
-        min: v[0],
-        max: v[n - 1],
-    }
 }
 
 #[tokio::main]
