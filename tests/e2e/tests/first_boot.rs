@@ -93,6 +93,6 @@ async fn five_fresh_vms_in_a_row() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_vcpus_come_online() {
-    boot_check_shutdown("smp2", 2).await;
+async fn four_vcpus_come_online() {
+    boot_check_shutdown("smp4", 4).await;
 }
