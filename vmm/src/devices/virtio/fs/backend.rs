@@ -34,6 +34,10 @@ use crate::devices::virtio::GuestMemory;
 pub const NUM_QUEUES: usize = 2;
 /// Longest wait for one message to or from the backend.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection attempts while the backend's socket refuses.
+const CONNECT_TRIES: u32 = 5;
+/// Pause between those attempts.
+const CONNECT_RETRY: Duration = Duration::from_millis(100);
 
 /// Device features we pass through from the backend to the guest: ring
 /// features our split-ring transport handles, nothing device-specific
@@ -104,7 +108,7 @@ impl Backend {
             path: path.to_path_buf(),
             source,
         };
-        let socket = UnixStream::connect(path).map_err(connect_err)?;
+        let socket = connect_socket(path).map_err(connect_err)?;
         socket
             .set_read_timeout(Some(IO_TIMEOUT))
             .and_then(|()| socket.set_write_timeout(Some(IO_TIMEOUT)))
@@ -212,6 +216,22 @@ impl Backend {
             debug!(index, base, "virtio-fs: vring stopped");
         }
         Ok(())
+    }
+}
+
+/// Connects, retrying briefly while the socket refuses: virtiofsd creates
+/// the socket file before it listens on it (the vhost crate's own
+/// `Frontend::connect` waits the same way).
+fn connect_socket(path: &Path) -> io::Result<UnixStream> {
+    let mut tries = CONNECT_TRIES;
+    loop {
+        match UnixStream::connect(path) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && tries > 1 => {
+                tries -= 1;
+                std::thread::sleep(CONNECT_RETRY);
+            }
+            other => return other,
+        }
     }
 }
 

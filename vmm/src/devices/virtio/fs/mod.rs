@@ -15,7 +15,6 @@ use tracing::{debug, info, warn};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::queue_worker::WorkerHandle;
 use super::{read_config_space, ActivateError, GuestMemory, Interrupt, VirtioDevice};
 pub use backend::{BackendError, IO_TIMEOUT, NUM_QUEUES};
 use config_space::CONFIG_LEN;
@@ -34,7 +33,8 @@ pub struct Fs {
     /// What the backend signals when it used buffers, one per vring; kept
     /// across activations.
     calls: Vec<EventFd>,
-    relay: Option<WorkerHandle>,
+    /// Relays those calls to the guest; lives as long as the device.
+    relay: Option<relay::RelayHandle>,
     /// The vrings are handed to the backend (DRIVER_OK until reset).
     started: bool,
     /// The backend is gone or failed a request; the device stays dead.
@@ -46,13 +46,22 @@ impl Fs {
     /// missing or incompatible backend fails the VM's start.
     pub fn new(spec: &FsSpec) -> Result<Fs, BackendError> {
         let backend = backend::Backend::connect(&spec.socket)?;
+        let io_err = |source| BackendError::Connect {
+            path: spec.socket.clone(),
+            source,
+        };
         let calls = (0..NUM_QUEUES)
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| BackendError::Connect {
-                path: spec.socket.clone(),
-                source,
-            })?;
+            .map_err(io_err)?;
+        let relay_calls = calls
+            .iter()
+            .map(EventFd::try_clone)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_err)?;
+        let socket = backend.socket().try_clone().map_err(io_err)?;
+        let broken = Arc::new(AtomicBool::new(false));
+        let relay = relay::spawn(&spec.tag, relay_calls, socket, broken.clone()).map_err(io_err)?;
         info!(tag = %spec.tag, socket = %spec.socket.display(), "virtio-fs: backend connected");
         Ok(Fs {
             tag: spec.tag.clone(),
@@ -61,9 +70,9 @@ impl Fs {
             backend,
             acked_features: 0,
             calls,
-            relay: None,
+            relay: Some(relay),
             started: false,
-            broken: Arc::new(AtomicBool::new(false)),
+            broken,
         })
     }
 
@@ -84,31 +93,17 @@ impl Fs {
         }
         // Marked first: a half-done setup is stopped on reset as well.
         self.started = true;
+        let relay = self.relay.as_ref().ok_or("no interrupt relay")?;
+        // Before the vrings start: their first call must reach the guest.
+        relay.attach(interrupt);
         self.backend
             .start(self.acked_features, mem, queues, kicks, &self.calls)
-            .map_err(|e| e.to_string())?;
-        let calls = self
-            .calls
-            .iter()
-            .map(EventFd::try_clone)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("cannot clone call eventfds: {e}"))?;
-        let socket = self
-            .backend
-            .socket()
-            .try_clone()
-            .map_err(|e| format!("cannot clone the backend socket: {e}"))?;
-        let relay = relay::spawn(&self.tag, calls, socket, interrupt, self.broken.clone())
-            .map_err(|e| format!("cannot start the interrupt relay: {e}"))?;
-        self.relay = Some(relay);
-        Ok(())
+            .map_err(|e| e.to_string())
     }
 
-    fn stop_relay(&mut self) {
-        if let Some(relay) = self.relay.take() {
-            if !relay.stop() {
-                warn!(tag = %self.tag, "virtio-fs: the interrupt relay had panicked");
-            }
+    fn detach_relay(&self) {
+        if let Some(relay) = &self.relay {
+            relay.detach();
         }
     }
 }
@@ -160,14 +155,14 @@ impl VirtioDevice for Fs {
             Err(e) => {
                 // A failed request leaves the backend in an unknown state.
                 self.broken.store(true, Ordering::SeqCst);
-                self.stop_relay();
+                self.detach_relay();
                 Err(ActivateError::Backend(format!("tag {}: {e}", self.tag)))
             }
         }
     }
 
     fn reset(&mut self) -> bool {
-        self.stop_relay();
+        self.detach_relay();
         if std::mem::take(&mut self.started) && !self.broken.load(Ordering::SeqCst) {
             if let Err(e) = self.backend.stop(NUM_QUEUES) {
                 warn!(tag = %self.tag, "virtio-fs: cannot stop the backend's vrings: {e}");
@@ -180,8 +175,15 @@ impl VirtioDevice for Fs {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 impl Drop for Fs {
     fn drop(&mut self) {
-        self.stop_relay();
+        if let Some(relay) = self.relay.take() {
+            if !relay.stop() {
+                warn!(tag = %self.tag, "virtio-fs: the interrupt relay had panicked");
+            }
+        }
     }
 }

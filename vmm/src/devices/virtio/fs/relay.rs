@@ -10,11 +10,17 @@
 //! injects the IRQ through the transport's `Interrupt`, like every other
 //! device. It costs one thread wake-up per interrupt batch. The same thread
 //! watches the backend's socket, so a dying virtiofsd is noticed at once.
+//!
+//! The thread lives as long as the device and is started with it (on the
+//! main thread), not at activation: activation and reset run on a vCPU
+//! thread, which then only exchanges vhost-user messages and swaps the
+//! interrupt line in or out here (no thread creation under the vCPU's
+//! seccomp filter).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::{error, warn};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
@@ -29,15 +35,40 @@ const TOKEN_SOCKET: u64 = u64::MAX - 1;
 /// Token of the stop eventfd.
 const TOKEN_STOP: u64 = u64::MAX;
 
+/// The guest's interrupt line while the device is active, None otherwise.
+type Line = Arc<Mutex<Option<Arc<dyn Interrupt>>>>;
+
+/// The running relay of one device.
+pub struct RelayHandle {
+    worker: WorkerHandle,
+    line: Line,
+}
+
+impl RelayHandle {
+    /// Routes the backend's calls to `interrupt` (guest DRIVER_OK).
+    pub fn attach(&self, interrupt: Arc<dyn Interrupt>) {
+        *self.line.lock().unwrap_or_else(PoisonError::into_inner) = Some(interrupt);
+    }
+
+    /// Drops the backend's calls from now on (guest reset).
+    pub fn detach(&self) {
+        *self.line.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Stops the thread and waits for it; false if it had panicked.
+    pub fn stop(self) -> bool {
+        self.worker.stop()
+    }
+}
+
 /// Starts the relay for the device with `tag`: `calls` are the eventfds the
 /// backend signals, `socket` its connection; `broken` is set if it hangs up.
 pub fn spawn(
     tag: &str,
     calls: Vec<EventFd>,
     socket: UnixStream,
-    interrupt: Arc<dyn Interrupt>,
     broken: Arc<AtomicBool>,
-) -> std::io::Result<WorkerHandle> {
+) -> std::io::Result<RelayHandle> {
     let stop = EventFd::new(EFD_NONBLOCK)?;
     let epoll = Epoll::new()?;
     for (token, call) in (0u64..).zip(&calls) {
@@ -58,25 +89,29 @@ pub fn spawn(
         stop.as_raw_fd(),
         EpollEvent::new(EventSet::IN, TOKEN_STOP),
     )?;
+    let line: Line = Arc::new(Mutex::new(None));
     let relay = Relay {
         tag: tag.to_string(),
         calls,
         socket,
-        interrupt,
+        line: line.clone(),
         broken,
         epoll,
     };
     let thread = std::thread::Builder::new()
         .name("virtio-fs".into())
         .spawn(move || relay.run())?;
-    Ok(WorkerHandle::new(stop, thread))
+    Ok(RelayHandle {
+        worker: WorkerHandle::new(stop, thread),
+        line,
+    })
 }
 
 struct Relay {
     tag: String,
     calls: Vec<EventFd>,
     socket: UnixStream,
-    interrupt: Arc<dyn Interrupt>,
+    line: Line,
     broken: Arc<AtomicBool>,
     epoll: Epoll,
 }
@@ -109,12 +144,19 @@ impl Relay {
                 }
             }
             // One interrupt for every vring signalled in this batch.
-            if used {
-                if let Err(e) = self.interrupt.trigger(VIRTIO_MMIO_INT_VRING) {
+            if let (true, Some(irq)) = (used, self.interrupt()) {
+                if let Err(e) = irq.trigger(VIRTIO_MMIO_INT_VRING) {
                     warn!(tag = %self.tag, "virtio-fs: cannot interrupt the guest: {e}");
                 }
             }
         }
+    }
+
+    fn interrupt(&self) -> Option<Arc<dyn Interrupt>> {
+        self.line
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// virtiofsd closed its end (it exited or crashed): the share is gone
@@ -125,8 +167,11 @@ impl Relay {
             "virtio-fs: virtiofsd disconnected; the share is unavailable and the device needs a reset (the VM keeps running)"
         );
         self.broken.store(true, Ordering::SeqCst);
-        if let Err(e) = self.interrupt.set_needs_reset() {
-            warn!(tag = %self.tag, "virtio-fs: cannot signal the guest: {e}");
+        // Not active: the next activation fails and sets needs-reset then.
+        if let Some(irq) = self.interrupt() {
+            if let Err(e) = irq.set_needs_reset() {
+                warn!(tag = %self.tag, "virtio-fs: cannot signal the guest: {e}");
+            }
         }
         // Level-triggered: the hang-up would fire again at every wait.
         let _ = self.epoll.ctl(
