@@ -27,7 +27,8 @@ if [ ! -x "$bin" ]; then
   command -v cargo >/dev/null || { echo "virtiofsd: cargo missing (install a Rust toolchain)" >&2; exit 1; }
   echo "virtiofsd: building virtiofsd $version into $root (a few minutes, once)" >&2
   # Build in a temp root, then rename: an interrupted build leaves no half install.
-  tmp=$(mktemp -d "${root}.tmp.XXXXXX" 2>/dev/null || { mkdir -p "$(dirname "$root")"; mktemp -d "${root}.tmp.XXXXXX"; })
+  mkdir -p "$(dirname "$root")"
+  tmp=$(mktemp -d "$root.tmp.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   cargo install --locked --quiet --version "=$version" --root "$tmp" virtiofsd >&2
   rm -rf "$root"
