@@ -14,6 +14,9 @@ stage() { printf '\n=== %s (t=%ss)\n' "$*" "$((SECONDS - started))"; }
 
 stage "dependencies"
 tests/deps.sh
+# virtiofsd: the VMM's virtio-fs tests and the e2e suite run a real one.
+VESSEL_VIRTIOFSD=$(tests/tools/virtiofsd.sh | tail -n 1)
+export VESSEL_VIRTIOFSD
 
 stage "cargo fmt --check"
 cargo fmt --all -- --check

@@ -59,6 +59,20 @@ pub struct Cli {
     #[arg(long = "disk", value_name = "PATH[,ro][,serial=ID]")]
     pub disks: Vec<String>,
 
+    /// Back guest memory with 2 MiB hugepages (hugetlbfs memfd). `--memory`
+    /// must then be a multiple of 2, and the host's pool must have that many
+    /// free pages (/proc/sys/vm/nr_hugepages); the VM refuses to start otherwise.
+    #[arg(long)]
+    pub hugepages: bool,
+
+    /// A virtio-fs share served by a running virtiofsd on its vhost-user
+    /// socket; repeat for more. The guest mounts it with
+    /// `mount -t virtiofs TAG DIR`. TAG: 1 to 36 printable ASCII characters
+    /// without spaces or commas, unique per VM. `queue-size` (power of two,
+    /// 2 to 32768, default 1024) sizes both virtqueues.
+    #[arg(long = "fs", value_name = "tag=TAG,socket=PATH[,queue-size=N]")]
+    pub fs: Vec<String>,
+
     /// Leave out the virtio-rng device. By default the guest gets one, fed
     /// from the host's getrandom(2), so its CRNG is ready early in boot.
     #[arg(long)]

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::Cli;
 use crate::devices::virtio::block::disk::{DiskError, DiskImage, DiskSpec};
+use crate::devices::virtio::fs::spec::{FsSpec, FsSpecError};
+use crate::memory::hugepages::{self, HugepageError};
 
 /// Fewest vCPUs a VM can have.
 pub const MIN_CPUS: u64 = 1;
@@ -21,6 +23,8 @@ pub const MIN_MEMORY_MIB: u64 = 64;
 pub const MAX_MEMORY_MIB: u64 = 65536;
 /// Most `--disk` flags: leaves virtio-mmio slots for vsock, rng, net and fs.
 pub const MAX_DISKS: usize = 8;
+/// Most `--fs` flags (one virtio-mmio slot each).
+pub const MAX_SHARES: usize = 6;
 
 /// Error in the configuration; the message names the flag.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,15 @@ pub enum ConfigError {
     /// More `--disk` flags than virtio-mmio slots allow.
     #[error("--disk: {0} disks given, at most {MAX_DISKS} are supported")]
     TooManyDisks(usize),
+    /// `--hugepages` cannot be honoured (size or host pool).
+    #[error(transparent)]
+    Hugepages(#[from] HugepageError),
+    /// A `--fs` flag is malformed or its socket missing.
+    #[error(transparent)]
+    Fs(#[from] FsSpecError),
+    /// More `--fs` flags than virtio-mmio slots allow.
+    #[error("--fs: {0} shares given, at most {MAX_SHARES} are supported")]
+    TooManyShares(usize),
 }
 
 /// Where the serial console output goes.
@@ -117,6 +130,10 @@ pub struct VmConfig {
     pub disks: Vec<DiskImage>,
     /// Whether the guest gets a virtio-rng device.
     pub rng: bool,
+    /// Whether guest memory is on 2 MiB hugepages.
+    pub hugepages: bool,
+    /// virtio-fs shares, in flag order.
+    pub fs: Vec<FsSpec>,
 }
 
 impl VmConfig {
@@ -134,6 +151,13 @@ impl VmConfig {
         if let Some(sock) = &cli.vsock {
             validate_vsock_path(sock)?;
         }
+        if cli.hugepages {
+            hugepages::check(memory_mib << 20, hugepages::Pool::read())?;
+        }
+        if cli.fs.len() > MAX_SHARES {
+            return Err(ConfigError::TooManyShares(cli.fs.len()));
+        }
+        let fs = FsSpec::parse_all(&cli.fs)?;
         let disks = open_disks(&cli.disks)?;
         let console = open_console(&cli.console)?;
         Ok(VmConfig {
@@ -146,6 +170,8 @@ impl VmConfig {
             console,
             disks,
             rng: !cli.no_rng,
+            hugepages: cli.hugepages,
+            fs,
         })
     }
 }
@@ -443,5 +469,59 @@ mod tests {
         for p in [a, b, odd, kernel] {
             std::fs::remove_file(p).unwrap();
         }
+    }
+
+    #[test]
+    fn fs_shares() {
+        let kernel = tmp_file("kernel4");
+        let k = kernel.to_str().unwrap();
+        let dir = std::env::temp_dir().join(format!("vessel-vmm-cfg-{}-fs", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("v.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let a = format!("tag=a,socket={}", sock.display());
+        let b = format!("tag=b,socket={},queue-size=128", sock.display());
+        let cfg = VmConfig::from_cli(cli(&["--kernel", k, "--fs", &a, "--fs", &b])).unwrap();
+        assert_eq!(cfg.fs.len(), 2);
+        assert_eq!((cfg.fs[1].tag.as_str(), cfg.fs[1].queue_size), ("b", 128));
+        let err = VmConfig::from_cli(cli(&["--kernel", k, "--fs", &a, "--fs", &a])).unwrap_err();
+        assert_eq!(err.to_string(), "--fs tag=a: the tag is used twice");
+        let err = VmConfig::from_cli(cli(&["--kernel", k, "--fs", "tag=x,socket=/nonexistent/s"]))
+            .unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("--fs tag=x: socket /nonexistent/s:"));
+        let many: Vec<String> = (0..=MAX_SHARES)
+            .map(|i| format!("tag=t{i},socket={}", sock.display()))
+            .collect();
+        let mut argv = vec!["--kernel", k];
+        for m in &many {
+            argv.extend(["--fs", m.as_str()]);
+        }
+        let err = VmConfig::from_cli(cli(&argv)).unwrap_err();
+        assert!(matches!(err, ConfigError::TooManyShares(7)));
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_file(kernel).unwrap();
+    }
+
+    #[test]
+    fn hugepages_flag() {
+        let kernel = tmp_file("kernel5");
+        let k = kernel.to_str().unwrap();
+        let cfg = VmConfig::from_cli(cli(&["--kernel", k])).unwrap();
+        assert!(!cfg.hugepages);
+        // An odd size is refused whatever the host's pool holds.
+        let err = VmConfig::from_cli(cli(&["--kernel", k, "--hugepages", "--memory", "255"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--memory 255 MiB: with --hugepages it must be a multiple of 2 MiB"
+        );
+        // Whether 256 MiB fits depends on the host; either way the answer is clear.
+        match VmConfig::from_cli(cli(&["--kernel", k, "--hugepages"])) {
+            Ok(cfg) => assert!(cfg.hugepages),
+            Err(e) => assert!(e.to_string().contains("hugepage"), "{e}"),
+        }
+        std::fs::remove_file(kernel).unwrap();
     }
 }

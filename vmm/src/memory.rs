@@ -1,6 +1,13 @@
-//! Guest RAM: how a memory size maps onto guest physical ranges around the MMIO gap.
+//! Guest RAM: how a memory size maps onto guest physical ranges around the
+//! MMIO gap, and the shareable memfd (optionally on hugepages) behind it.
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+pub mod hugepages;
+mod memfd;
+
+use std::sync::Arc;
+
+use vm_memory::mmap::MmapRegionError;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::boot::layout::{EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START};
 
@@ -16,6 +23,25 @@ pub enum MemoryError {
     /// mmap of the guest RAM failed.
     #[error("cannot allocate guest memory: {0}")]
     Allocate(#[from] vm_memory::mmap::FromRangesError),
+    /// The memfd behind guest RAM could not be created or sized.
+    #[error("cannot create the guest memory file (memfd): {0}")]
+    Memfd(#[source] std::io::Error),
+    /// The memfd could not be sealed against resizing.
+    #[error("cannot seal the guest memory file (memfd): {0}")]
+    Seal(#[source] std::io::Error),
+    /// Mapping one range of the memfd failed.
+    #[error("cannot map guest memory at {addr:#x} ({size} bytes): {source}")]
+    Map {
+        /// Guest physical start of the range.
+        addr: u64,
+        /// Its length.
+        size: u64,
+        /// Why.
+        source: MmapRegionError,
+    },
+    /// The hugepage pool cannot hold the guest RAM.
+    #[error(transparent)]
+    Hugepages(#[from] hugepages::HugepageError),
 }
 
 /// Kind of a memory map entry, as the e820 / PVH memmap types.
@@ -56,17 +82,49 @@ pub fn low_ram_end(size: u64) -> u64 {
     size.min(MMIO_GAP_START)
 }
 
-/// Allocates the guest RAM (anonymous mmap: zeroed and lazily backed, so
-/// nothing is touched here).
-pub fn create_guest_memory(size: u64) -> Result<GuestMemory, MemoryError> {
+/// Allocates the guest RAM: one memfd (sealed against resizing), each RAM
+/// range a MAP_SHARED mapping of it at the file offset equal to the range's
+/// place in the file, so the regions carry a `FileOffset` a vhost-user
+/// backend can map too. Zeroed and lazily backed: nothing is touched here.
+///
+/// With `hugepages` the memfd is on 2 MiB hugetlb pages; the pool is
+/// checked first for a clear error, and the mappings are made without
+/// MAP_NORESERVE so the kernel reserves every page now (failing here, not
+/// with a SIGBUS when the guest first touches a page the pool lacks).
+pub fn create_guest_memory(size: u64, hugepages: bool) -> Result<GuestMemory, MemoryError> {
     if size <= HIMEM_START {
         return Err(MemoryError::TooSmall(size));
     }
-    let ranges: Vec<(GuestAddress, usize)> = ram_ranges(size)
-        .into_iter()
-        .map(|(start, len)| (start, len as usize))
-        .collect();
-    Ok(GuestMemory::from_ranges(&ranges)?)
+    if hugepages {
+        hugepages::check(size, hugepages::Pool::read())?;
+    }
+    let file = Arc::new(memfd::create(size, hugepages)?);
+    let flags = if hugepages {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_SHARED | libc::MAP_NORESERVE
+    };
+    let mut regions = Vec::new();
+    let mut file_start = 0u64;
+    for (addr, len) in ram_ranges(size) {
+        let map_err = |source| MemoryError::Map {
+            addr: addr.0,
+            size: len,
+            source,
+        };
+        let region = MmapRegion::build(
+            Some(FileOffset::from_arc(file.clone(), file_start)),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+        )
+        .map_err(map_err)?;
+        let region = GuestRegionMmap::new(region, addr)
+            .ok_or(vm_memory::mmap::FromRangesError::InvalidGuestRegion)?;
+        regions.push(region);
+        file_start += len;
+    }
+    Ok(GuestMemory::from_regions(regions).map_err(vm_memory::mmap::FromRangesError::from)?)
 }
 
 /// The memory map the guest sees: RAM below the EBDA, RAM from 1 MiB to the
@@ -143,12 +201,66 @@ mod tests {
 
     #[test]
     fn allocates_regions() {
-        let mem = create_guest_memory(64 << 20).unwrap();
+        let mem = create_guest_memory(64 << 20, false).unwrap();
         assert_eq!(mem.num_regions(), 1);
         assert_eq!(mem.iter().next().unwrap().len(), 64 << 20);
         assert!(matches!(
-            create_guest_memory(4096),
+            create_guest_memory(4096, false),
             Err(MemoryError::TooSmall(4096))
+        ));
+    }
+
+    #[test]
+    fn regions_share_one_memfd_at_their_offsets() {
+        use std::os::unix::fs::FileExt;
+        use vm_memory::Bytes;
+        // Above the gap: two regions, without touching 4 GiB of RAM.
+        let size = MMIO_GAP_START + (2 << 20);
+        let mem = create_guest_memory(size, false).unwrap();
+        let regions: Vec<_> = mem.iter().collect();
+        assert_eq!(regions.len(), 2);
+        let (low, high) = (
+            regions[0].file_offset().unwrap(),
+            regions[1].file_offset().unwrap(),
+        );
+        assert_eq!((low.start(), high.start()), (0, MMIO_GAP_START));
+        assert_eq!(low.file().metadata().unwrap().len(), size);
+        // MAP_SHARED: a write through the mapping is in the file.
+        mem.write_obj(0xabcd_u32, GuestAddress(MMIO_GAP_END + 8))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        high.file()
+            .read_exact_at(&mut buf, MMIO_GAP_START + 8)
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(buf), 0xabcd);
+    }
+
+    #[test]
+    fn hugepage_memory_when_the_host_has_pages() {
+        let size = 64u64 << 20;
+        match hugepages::Pool::read() {
+            Some(pool) if pool.available() >= size / hugepages::HUGEPAGE_SIZE => {}
+            pool => {
+                let msg = format!("host has too few free 2 MiB hugepages ({pool:?})");
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+                eprintln!("skipping hugepage_memory_when_the_host_has_pages: {msg}");
+                return;
+            }
+        }
+        let mem = create_guest_memory(size, true).unwrap();
+        let region = mem.iter().next().unwrap();
+        assert_eq!(region.len(), size);
+        use vm_memory::Bytes;
+        mem.write_obj(7u64, GuestAddress(size - 8)).unwrap();
+        assert_eq!(mem.read_obj::<u64>(GuestAddress(size - 8)).unwrap(), 7);
+    }
+
+    #[test]
+    fn hugepage_memory_refuses_odd_sizes() {
+        let err = create_guest_memory(65 << 20, true).unwrap_err();
+        assert!(matches!(
+            err,
+            MemoryError::Hugepages(hugepages::HugepageError::Size(65))
         ));
     }
 }

@@ -19,6 +19,7 @@ use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::disk::DiskImage;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::fs::{Fs, FsSpec};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockBytes};
@@ -58,6 +59,14 @@ pub enum DeviceError {
     Transport {
         /// The device.
         device: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A virtio-fs share's backend (virtiofsd) is not usable.
+    #[error("--fs tag={tag}: {reason}")]
+    Fs {
+        /// The share's tag.
+        tag: String,
         /// Why.
         reason: String,
     },
@@ -197,6 +206,34 @@ pub fn attach_disks_and_rng(
         let slot = u32::try_from(virtio.len()).map_err(|_| DeviceError::NoSlot)?;
         let dev = Box::new(Rng::new());
         virtio.push(attach_virtio(vm, mmio, mem, "rng device", dev, slot)?);
+    }
+    Ok(())
+}
+
+/// Connects every virtio-fs share to its virtiofsd (failing if one is not
+/// there) and attaches it in the next free slot; appends what the command
+/// line must announce to `virtio`.
+pub fn attach_shares(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    mem: &GuestMemory,
+    shares: &[FsSpec],
+    virtio: &mut Vec<VirtioMmioArg>,
+) -> Result<(), DeviceError> {
+    for spec in shares {
+        let slot = u32::try_from(virtio.len()).map_err(|_| DeviceError::NoSlot)?;
+        let dev = Fs::new(spec).map_err(|e| DeviceError::Fs {
+            tag: spec.tag.clone(),
+            reason: e.to_string(),
+        })?;
+        virtio.push(attach_virtio(
+            vm,
+            mmio,
+            mem,
+            "virtio-fs device",
+            Box::new(dev),
+            slot,
+        )?);
     }
     Ok(())
 }

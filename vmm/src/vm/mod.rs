@@ -181,7 +181,7 @@ impl Vm {
         vm.create_pit2(pit)
             .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
 
-        let mem = create_guest_memory(cfg.memory_bytes)?;
+        let mem = create_guest_memory(cfg.memory_bytes, cfg.hugepages)?;
         register_memory(&vm, &mem)?;
         tracing::debug!("KVM VM and memory ready at {:?}", started.elapsed());
 
@@ -202,6 +202,7 @@ impl Vm {
         }
         let disks = std::mem::take(&mut cfg.disks);
         devices::attach_disks_and_rng(&vm, &mut mmio, &mem, disks, cfg.rng, &mut virtio)?;
+        devices::attach_shares(&vm, &mut mmio, &mem, &cfg.fs, &mut virtio)?;
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
         let control = Arc::new(VmControl::new(
             control_config(&cfg, &cmdline),

@@ -1,6 +1,7 @@
 //! Virtio devices on the virtio-mmio transport (virtio 1.x, modern only).
 
 pub mod block;
+pub mod fs;
 pub mod mmio;
 mod queue_worker;
 pub mod rng;
@@ -40,6 +41,9 @@ pub enum ActivateError {
     /// The device's worker could not be started.
     #[error("cannot start device worker: {0}")]
     Worker(#[source] std::io::Error),
+    /// An external (vhost-user) backend refused or failed the setup.
+    #[error("vhost-user backend: {0}")]
+    Backend(String),
 }
 
 /// A virtio device behind a transport. The transport owns the generic

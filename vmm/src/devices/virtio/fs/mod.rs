@@ -1,0 +1,189 @@
+//! virtio-fs (device ID 26) as a vhost-user frontend: the queues are served
+//! by an external virtiofsd, which maps guest RAM (a memfd) itself. The VMM
+//! only keeps the config space (the tag), negotiates, hands over the
+//! vrings at DRIVER_OK and relays the backend's interrupts.
+
+mod backend;
+pub mod config_space;
+mod relay;
+pub mod spec;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{read_config_space, ActivateError, GuestMemory, Interrupt, VirtioDevice};
+pub use backend::{BackendError, IO_TIMEOUT, NUM_QUEUES};
+use config_space::CONFIG_LEN;
+pub use spec::FsSpec;
+
+/// Virtio device ID of virtio-fs.
+pub const VIRTIO_ID_FS: u32 = 26;
+
+/// One virtio-fs share, connected to its virtiofsd.
+pub struct Fs {
+    tag: String,
+    config: [u8; CONFIG_LEN],
+    queue_sizes: [u16; NUM_QUEUES],
+    backend: backend::Backend,
+    acked_features: u64,
+    /// What the backend signals when it used buffers, one per vring; kept
+    /// across activations.
+    calls: Vec<EventFd>,
+    /// Relays those calls to the guest; lives as long as the device.
+    relay: Option<relay::RelayHandle>,
+    /// The vrings are handed to the backend (DRIVER_OK until reset).
+    started: bool,
+    /// The backend is gone or failed a request; the device stays dead.
+    broken: Arc<AtomicBool>,
+}
+
+impl Fs {
+    /// Connects to the share's virtiofsd and negotiates with it, so a
+    /// missing or incompatible backend fails the VM's start.
+    pub fn new(spec: &FsSpec) -> Result<Fs, BackendError> {
+        let backend = backend::Backend::connect(&spec.socket)?;
+        let io_err = |source| BackendError::Connect {
+            path: spec.socket.clone(),
+            source,
+        };
+        let calls = (0..NUM_QUEUES)
+            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_err)?;
+        let relay_calls = calls
+            .iter()
+            .map(EventFd::try_clone)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_err)?;
+        let socket = backend.socket().try_clone().map_err(io_err)?;
+        let broken = Arc::new(AtomicBool::new(false));
+        let relay = relay::spawn(&spec.tag, relay_calls, socket, broken.clone()).map_err(io_err)?;
+        info!(tag = %spec.tag, socket = %spec.socket.display(), "virtio-fs: backend connected");
+        Ok(Fs {
+            tag: spec.tag.clone(),
+            config: config_space::build(&spec.tag, (NUM_QUEUES - 1) as u32),
+            queue_sizes: [spec.queue_size; NUM_QUEUES],
+            backend,
+            acked_features: 0,
+            calls,
+            relay: Some(relay),
+            started: false,
+            broken,
+        })
+    }
+
+    /// The share's mount tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    fn start(
+        &mut self,
+        mem: &GuestMemory,
+        interrupt: Arc<dyn Interrupt>,
+        queues: &[Queue],
+        kicks: &[EventFd],
+    ) -> Result<(), String> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err("the backend is gone".into());
+        }
+        // Marked first: a half-done setup is stopped on reset as well.
+        self.started = true;
+        let relay = self.relay.as_ref().ok_or("no interrupt relay")?;
+        // Before the vrings start: their first call must reach the guest.
+        relay.attach(interrupt);
+        self.backend
+            .start(self.acked_features, mem, queues, kicks, &self.calls)
+            .map_err(|e| e.to_string())
+    }
+
+    fn detach_relay(&self) {
+        if let Some(relay) = &self.relay {
+            relay.detach();
+        }
+    }
+}
+
+impl VirtioDevice for Fs {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_FS
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        self.backend.guest_features()
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_space(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // Every field is read-only for the driver (§5.11.4).
+        debug!(offset, len = data.len(), "virtio-fs: ignored config write");
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<dyn Interrupt>,
+        queues: Vec<Queue>,
+        queue_evts: Vec<EventFd>,
+    ) -> Result<(), ActivateError> {
+        if queues.len() != NUM_QUEUES || queue_evts.len() != NUM_QUEUES {
+            return Err(ActivateError::BadQueues(format!(
+                "{} queues, virtio-fs has {NUM_QUEUES}",
+                queues.len()
+            )));
+        }
+        match self.start(&mem, interrupt, &queues, &queue_evts) {
+            Ok(()) => {
+                info!(tag = %self.tag, "virtio-fs: activated");
+                Ok(())
+            }
+            Err(e) => {
+                // A failed request leaves the backend in an unknown state.
+                self.broken.store(true, Ordering::SeqCst);
+                self.detach_relay();
+                Err(ActivateError::Backend(format!("tag {}: {e}", self.tag)))
+            }
+        }
+    }
+
+    fn reset(&mut self) -> bool {
+        self.detach_relay();
+        if std::mem::take(&mut self.started) && !self.broken.load(Ordering::SeqCst) {
+            if let Err(e) = self.backend.stop(NUM_QUEUES) {
+                warn!(tag = %self.tag, "virtio-fs: cannot stop the backend's vrings: {e}");
+                self.broken.store(true, Ordering::SeqCst);
+            }
+        }
+        // Always resettable: a broken device fails its next activation,
+        // which sets DEVICE_NEEDS_RESET again.
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            if !relay.stop() {
+                warn!(tag = %self.tag, "virtio-fs: the interrupt relay had panicked");
+            }
+        }
+    }
+}
