@@ -289,6 +289,9 @@ impl Vm {
                 }
             }
         }
+        // Every thread that needs more than waiting and stopping runs now.
+        // On failure the exit latch holds the error.
+        let _ = crate::seccomp::enter(crate::seccomp::Role::Main);
         let reason = self.exit.wait();
         // Parked vCPUs wait on a condvar, which kicks do not interrupt.
         self.control.pause.stop();
