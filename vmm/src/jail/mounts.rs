@@ -1,7 +1,7 @@
 //! The jail's filesystem: a private mount namespace whose root is a fresh
 //! tmpfs with the kept paths bind-mounted at their own absolute paths.
 //!
-//! Each kept path is opened (O_PATH) before anything is mounted and
+//! Each kept path is opened (O_PATH) before the tmpfs is mounted and
 //! bind-mounted from `/proc/self/fd/N`, so a path under the jail directory
 //! itself (the default, /tmp, often holds the sockets) is still reachable
 //! after the tmpfs covers it.
@@ -97,7 +97,6 @@ fn bind(root: &Path, src: &Source) -> Result<(), JailError> {
 /// Moves the process into a new mount namespace rooted at a tmpfs mounted
 /// at `dir`, holding only `keep`.
 pub(super) fn pivot_into_tmpfs(dir: &Path, keep: &[Keep]) -> Result<(), JailError> {
-    let sources = open_sources(keep)?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare(CLONE_NEWNS)"))?;
     // Nothing mounted from here on may reach the host's namespace.
     mount(
@@ -108,6 +107,9 @@ pub(super) fn pivot_into_tmpfs(dir: &Path, keep: &[Keep]) -> Result<(), JailErro
         None::<&str>,
     )
     .map_err(step("making / private"))?;
+    // Opened in the new namespace: a bind mount's source must be a mount
+    // of the caller's own namespace (EINVAL otherwise).
+    let sources = open_sources(keep)?;
     mount(
         Some("tmpfs"),
         dir,

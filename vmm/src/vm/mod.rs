@@ -62,6 +62,10 @@ pub struct Vm {
     _vm_fd: VmFd,
     _mem: GuestMemory,
     vcpus: Vec<Vcpu>,
+    // Held so the device models are dropped here, on the main thread (the
+    // vsock device removes its socket file then), not on whichever vCPU
+    // thread exits last, whose seccomp filter does not allow that.
+    devices: Arc<VcpuContext>,
     exit: Arc<ExitLatch>,
     serial: Arc<Mutex<SerialDevice>>,
     control: Arc<VmControl>,
@@ -270,6 +274,7 @@ impl Vm {
             _vm_fd: vm,
             _mem: mem,
             vcpus,
+            devices: ctx,
             exit,
             serial,
             control,
@@ -307,6 +312,7 @@ impl Vm {
             Err(TryLockError::Poisoned(p)) => p.into_inner().flush(),
             Err(TryLockError::WouldBlock) => tracing::warn!("console busy; not flushed"),
         }
+        drop(self.devices);
         reason
     }
 }
