@@ -10,8 +10,8 @@ use crate::devices::virtio::vsock::MAX_CONNECTIONS;
 
 /// Descriptors beyond connections and API clients: the vsock and API
 /// listeners' clones, each device activation's epoll set, stop eventfd
-/// and worker descriptors (twice over across a driver reset), the future
-/// net and fs devices' eventfds, and the thread stacks' guard slack.
+/// and worker descriptors (twice over across a driver reset), and the
+/// net and fs devices' eventfds.
 const RUNTIME_SLACK: u64 = 128;
 
 /// Descriptors opened after the jail: one per vsock connection (at most
