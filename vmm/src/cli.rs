@@ -77,4 +77,23 @@ pub struct Cli {
     /// from the host's getrandom(2), so its CRNG is ready early in boot.
     #[arg(long)]
     pub no_rng: bool,
+
+    /// Per-thread seccomp filters: `kill` ends the VMM (SIGSYS) on a
+    /// syscall its thread's role does not need, `log` only logs it to the
+    /// kernel log (to find a missing one), `off` installs no filters.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = crate::seccomp::Mode::Kill)]
+    pub seccomp: crate::seccomp::Mode,
+
+    /// Start jailed (needs root): once set up, the VMM moves into its own
+    /// mount namespace whose root is a tmpfs holding only the kernel and
+    /// initramfs (read-only) and the directories of its sockets, drops
+    /// every capability, sets no_new_privs and bounds its open files.
+    /// `--kernel`, `--initramfs`, `--vsock` and `--api` must be absolute.
+    #[arg(long)]
+    pub jail: bool,
+
+    /// Where the jail's tmpfs root is mounted (in the VMM's own mount
+    /// namespace only; the host sees nothing there). Default `/tmp`.
+    #[arg(long, value_name = "PATH", requires = "jail")]
+    pub jail_dir: Option<PathBuf>,
 }

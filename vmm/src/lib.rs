@@ -9,6 +9,8 @@ pub mod exit;
 /// For the fuzz targets in `vmm/fuzz/` only; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod jail;
 pub mod memory;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -11,7 +11,23 @@ use vessel_vmm::config::VmConfig;
 use vessel_vmm::control::server::ApiSocket;
 use vessel_vmm::control::{self, signals};
 use vessel_vmm::exit::{ExitReason, EXIT_VMM_ERROR};
+use vessel_vmm::jail::{self, JailSpec};
+use vessel_vmm::seccomp::Filters;
 use vessel_vmm::vm::Vm;
+
+/// What `--jail` keeps: the kernel and initramfs read-only, and the
+/// directories of the vsock and API sockets.
+fn jail_spec(cli: &Cli) -> Result<JailSpec, jail::JailError> {
+    let mut spec = JailSpec::new(cli.jail_dir.clone());
+    spec.keep_file_ro(&cli.kernel)?;
+    if let Some(initramfs) = &cli.initramfs {
+        spec.keep_file_ro(initramfs)?;
+    }
+    for socket in [&cli.vsock, &cli.api].into_iter().flatten() {
+        spec.keep_socket_dir(socket)?;
+    }
+    Ok(spec)
+}
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
     // Before any thread starts: every thread inherits the blocked mask.
@@ -23,8 +39,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
         .map(ApiSocket::bind)
         .transpose()
         .context("cannot create the control API socket")?;
+    let jail = cli
+        .jail
+        .then(|| jail_spec(&cli))
+        .transpose()
+        .context("invalid jail")?;
+    let filters = Filters::compile(cli.seccomp).context("cannot build the seccomp filters")?;
     let config = VmConfig::from_cli(cli).context("invalid configuration")?;
     let vm = Vm::build(config).context("cannot set up the VM")?;
+    // Everything from the host is open now and no other thread runs yet.
+    if let Some(spec) = &jail {
+        jail::enter(spec).context("cannot enter the jail")?;
+    }
+    if let Some(filters) = filters {
+        filters
+            .activate(vm.exit_latch())
+            .context("cannot start the seccomp filters")?;
+    }
     signals
         .watch(vm.exit_latch())
         .context("cannot start the signal thread")?;

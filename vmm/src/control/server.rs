@@ -109,6 +109,10 @@ pub struct ApiServer {
 }
 
 fn accept_loop(listener: UnixListener, ctl: Arc<dyn Controller>) {
+    // Client threads inherit it. On failure the VM is already stopping.
+    if crate::seccomp::enter(crate::seccomp::Role::Api).is_err() {
+        return;
+    }
     let clients = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let stream = match stream {

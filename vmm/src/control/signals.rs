@@ -47,16 +47,22 @@ impl StopSignals {
     pub fn watch(self, exit: Arc<ExitLatch>) -> io::Result<()> {
         std::thread::Builder::new()
             .name("signals".into())
-            .spawn(move || loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: `set` is an initialised sigset_t, `sig` a valid out pointer.
-                let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
-                if rc != 0 {
-                    tracing::error!("sigwait failed: {}", io::Error::from_raw_os_error(rc));
+            .spawn(move || {
+                // On failure the VM is already stopping.
+                if crate::seccomp::enter(crate::seccomp::Role::Signals).is_err() {
                     return;
                 }
-                tracing::info!("{} received: stopping the VM", name(sig));
-                exit.set(ExitReason::Signal(name(sig)));
+                loop {
+                    let mut sig: libc::c_int = 0;
+                    // SAFETY: `set` is an initialised sigset_t, `sig` a valid out pointer.
+                    let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
+                    if rc != 0 {
+                        tracing::error!("sigwait failed: {}", io::Error::from_raw_os_error(rc));
+                        return;
+                    }
+                    tracing::info!("{} received: stopping the VM", name(sig));
+                    exit.set(ExitReason::Signal(name(sig)));
+                }
             })
             .map(|_| ())
     }

@@ -145,6 +145,10 @@ impl Vcpu {
     /// Runs the vCPU until it or another thread records an exit reason.
     fn run(mut self) {
         let index = self.index;
+        // Before the first KVM_RUN; on failure the VM is already stopping.
+        if crate::seccomp::enter(crate::seccomp::Role::Vcpu).is_err() {
+            return;
+        }
         let ctx = self.ctx;
         let mut fd = kick::Registration::new(&mut self.fd);
         let no_counters = VcpuCounters::default();

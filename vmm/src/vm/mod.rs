@@ -62,6 +62,10 @@ pub struct Vm {
     _vm_fd: VmFd,
     _mem: GuestMemory,
     vcpus: Vec<Vcpu>,
+    // Held so the device models are dropped here, on the main thread (the
+    // vsock device removes its socket file then), not on whichever vCPU
+    // thread exits last, whose seccomp filter does not allow that.
+    devices: Arc<VcpuContext>,
     exit: Arc<ExitLatch>,
     serial: Arc<Mutex<SerialDevice>>,
     control: Arc<VmControl>,
@@ -271,6 +275,7 @@ impl Vm {
             _vm_fd: vm,
             _mem: mem,
             vcpus,
+            devices: ctx,
             exit,
             serial,
             control,
@@ -290,6 +295,9 @@ impl Vm {
                 }
             }
         }
+        // Every thread that needs more than waiting and stopping runs now.
+        // On failure the exit latch holds the error.
+        let _ = crate::seccomp::enter(crate::seccomp::Role::Main);
         let reason = self.exit.wait();
         // Parked vCPUs wait on a condvar, which kicks do not interrupt.
         self.control.pause.stop();
@@ -305,6 +313,7 @@ impl Vm {
             Err(TryLockError::Poisoned(p)) => p.into_inner().flush(),
             Err(TryLockError::WouldBlock) => tracing::warn!("console busy; not flushed"),
         }
+        drop(self.devices);
         reason
     }
 }

@@ -99,3 +99,49 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `1: jmp 1b`: a guest that spins without exiting to the VMM.
+pub const SPIN: [u8; 2] = [0xeb, 0xfe];
+
+/// Sends one control API request line to the socket at `api`, retrying the
+/// connect until `deadline`, and returns the parsed response.
+pub fn api_request(
+    api: &std::path::Path,
+    line: &str,
+    deadline: std::time::Instant,
+) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = loop {
+        match std::os::unix::net::UnixStream::connect(api) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "API: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    (&stream).write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).unwrap();
+    serde_json::from_str(&reply).unwrap()
+}
+
+/// Waits until the VM's first vCPU has entered the guest (its filter is
+/// installed before that), through the control API's `info`.
+pub fn wait_for_guest_entry(api: &std::path::Path) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let info = api_request(api, r#"{"op":"info"}"#, deadline);
+        if info["boot_time_ms"].is_number() {
+            return info;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "guest never entered: {info}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -125,9 +125,7 @@ pub fn spawn<H: QueueHandler>(
         epoll,
         handler,
     };
-    let thread = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || worker.run())?;
+    let thread = crate::seccomp::spawn_worker(name, move || worker.run())?;
     // The epoll set holds `stop`'s fd number; the handle keeps it open.
     Ok(WorkerHandle::new(stop, thread))
 }

@@ -33,7 +33,10 @@ pub struct Fs {
     /// What the backend signals when it used buffers, one per vring; kept
     /// across activations.
     calls: Vec<EventFd>,
-    /// Relays those calls to the guest; lives as long as the device.
+    /// What the relay is started with at the first activation.
+    relay_parts: Option<(Vec<EventFd>, std::os::unix::net::UnixStream)>,
+    /// Relays those calls to the guest; from the first activation on, as
+    /// long as the device.
     relay: Option<relay::RelayHandle>,
     /// The vrings are handed to the backend (DRIVER_OK until reset).
     started: bool,
@@ -61,7 +64,6 @@ impl Fs {
             .map_err(io_err)?;
         let socket = backend.socket().try_clone().map_err(io_err)?;
         let broken = Arc::new(AtomicBool::new(false));
-        let relay = relay::spawn(&spec.tag, relay_calls, socket, broken.clone()).map_err(io_err)?;
         info!(tag = %spec.tag, socket = %spec.socket.display(), "virtio-fs: backend connected");
         Ok(Fs {
             tag: spec.tag.clone(),
@@ -70,7 +72,8 @@ impl Fs {
             backend,
             acked_features: 0,
             calls,
-            relay: Some(relay),
+            relay_parts: Some((relay_calls, socket)),
+            relay: None,
             started: false,
             broken,
         })
@@ -93,6 +96,14 @@ impl Fs {
         }
         // Marked first: a half-done setup is stopped on reset as well.
         self.started = true;
+        // Started here, not in `new`: the VMM must still be single-threaded
+        // when it enters its jail, and a worker started through the seccomp
+        // launcher runs under the device filter.
+        if let Some((calls, socket)) = self.relay_parts.take() {
+            let relay = relay::spawn(&self.tag, calls, socket, self.broken.clone())
+                .map_err(|e| format!("cannot start the interrupt relay: {e}"))?;
+            self.relay = Some(relay);
+        }
         let relay = self.relay.as_ref().ok_or("no interrupt relay")?;
         // Before the vrings start: their first call must reach the guest.
         relay.attach(interrupt);

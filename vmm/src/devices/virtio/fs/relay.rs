@@ -11,11 +11,10 @@
 //! device. It costs one thread wake-up per interrupt batch. The same thread
 //! watches the backend's socket, so a dying virtiofsd is noticed at once.
 //!
-//! The thread lives as long as the device and is started with it (on the
-//! main thread), not at activation: activation and reset run on a vCPU
-//! thread, which then only exchanges vhost-user messages and swaps the
-//! interrupt line in or out here (no thread creation under the vCPU's
-//! seccomp filter).
+//! The thread is started at the device's first activation through the
+//! seccomp launcher (so it runs under the device filter, and the VMM is still
+//! single-threaded when it enters its jail) and lives as long as the device;
+//! later resets and activations only swap the interrupt line in or out.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -98,9 +97,7 @@ pub fn spawn(
         broken,
         epoll,
     };
-    let thread = std::thread::Builder::new()
-        .name("virtio-fs".into())
-        .spawn(move || relay.run())?;
+    let thread = crate::seccomp::spawn_worker("virtio-fs", move || relay.run())?;
     Ok(RelayHandle {
         worker: WorkerHandle::new(stop, thread),
         line,

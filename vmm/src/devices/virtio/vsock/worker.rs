@@ -95,9 +95,7 @@ impl Worker {
     /// Starts the worker thread.
     pub fn spawn(self) -> std::io::Result<WorkerHandle> {
         let stop = self.stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name("vsock".into())
-            .spawn(move || self.run())?;
+        let thread = crate::seccomp::spawn_worker("vsock", move || self.run())?;
         Ok(WorkerHandle::new(stop, thread))
     }
 

@@ -1,0 +1,58 @@
+//! The device role: the worker threads of the virtio devices (rng, block,
+//! vsock, and net and fs as they come). Each waits on epoll and does the
+//! host I/O of its device.
+
+use super::rules::RuleSet;
+use super::{common, SeccompError};
+
+/// The rules of a device worker thread.
+pub fn rules() -> Result<RuleSet, SeccompError> {
+    let mut r = common::rules()?;
+    r.allow(&[
+        // Event loop and eventfds.
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_ctl,
+        libc::SYS_epoll_create1,
+        libc::SYS_read,
+        // virtio-net: frames from and to the tap, gathered from and
+        // scattered into guest buffers.
+        libc::SYS_readv,
+        libc::SYS_writev,
+        // virtio-blk on its image file.
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_preadv,
+        libc::SYS_pwritev,
+        libc::SYS_fdatasync,
+        libc::SYS_fsync,
+        // vsock: host clients on the listener, and guest connections to
+        // `<socket>_<port>` (connected here, non-blocking).
+        libc::SYS_accept4,
+        libc::SYS_connect,
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_recvmsg,
+        libc::SYS_sendmsg,
+        libc::SYS_shutdown,
+    ]);
+    // Only Unix sockets: the hybrid vsock's host side.
+    r.allow_arg_in(libc::SYS_socket, 0, &[libc::AF_UNIX as u64])?;
+    r.allow_arg_in(libc::SYS_ioctl, 1, &[libc::FIONBIO])?;
+    Ok(r)
+}
+
+/// The rules of the launcher thread, which starts device workers: theirs,
+/// plus creating a thread and installing the worker's own filter in it.
+pub fn launcher_rules() -> Result<RuleSet, SeccompError> {
+    let mut r = rules()?;
+    common::thread_creation(&mut r)?;
+    // seccompiler's apply_filter: no_new_privs, then the filter.
+    r.allow_arg_in(libc::SYS_prctl, 0, &[libc::PR_SET_NO_NEW_PRIVS as u64])?;
+    r.allow_arg_in(
+        libc::SYS_seccomp,
+        0,
+        &[u64::from(libc::SECCOMP_SET_MODE_FILTER)],
+    )?;
+    Ok(r)
+}

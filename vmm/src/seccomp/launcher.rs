@@ -1,0 +1,114 @@
+//! The launcher: a thread that starts device worker threads on request.
+//!
+//! Devices are activated by a guest MMIO write, so on a vCPU thread; a
+//! worker started there would inherit the vCPU filter (filters are
+//! inherited and only ever add restrictions), so every worker would need
+//! everything the vCPU and all devices need. The launcher runs under the
+//! union of the device rules and thread creation; each worker then narrows
+//! itself to the device role before running its loop.
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+
+use super::Role;
+
+type Body = Box<dyn FnOnce() + Send + 'static>;
+
+/// A request to start one worker; the reply carries its handle.
+struct Request {
+    name: String,
+    body: Body,
+    reply: SyncSender<io::Result<JoinHandle<()>>>,
+}
+
+static LAUNCHER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
+
+/// Starts the launcher thread (once, after the filters are active).
+pub(super) fn start() -> io::Result<()> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("launcher".into())
+        .spawn(move || run(rx))?;
+    if LAUNCHER.set(Mutex::new(tx)).is_err() {
+        tracing::warn!("device launcher already running");
+    }
+    Ok(())
+}
+
+fn run(rx: Receiver<Request>) {
+    if super::enter(Role::Launcher).is_err() {
+        return;
+    }
+    for req in rx {
+        let body = req.body;
+        let spawned = std::thread::Builder::new().name(req.name).spawn(move || {
+            if super::enter(Role::Device).is_ok() {
+                body();
+            }
+        });
+        // The requester waits for the reply; it is gone only if its
+        // thread is gone too, and then nobody needs the handle.
+        let _ = req.reply.send(spawned);
+    }
+}
+
+/// Starts a device worker thread named `name` running `body` under the
+/// device filter. Without active filters (`--seccomp=off`, unit tests) it
+/// is a plain `std::thread` spawn.
+pub fn spawn_worker<F>(name: &str, body: F) -> io::Result<JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let Some(launcher) = LAUNCHER.get() else {
+        return spawn_direct(name, body);
+    };
+    let (reply, answer) = mpsc::sync_channel(1);
+    let req = Request {
+        name: name.to_string(),
+        body: Box::new(body),
+        reply,
+    };
+    let sent = launcher
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send(req);
+    if sent.is_err() {
+        return Err(io::Error::other("the device launcher thread is gone"));
+    }
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("the device launcher thread is gone"))?
+}
+
+#[cfg(not(test))]
+fn spawn_direct<F>(name: &str, body: F) -> io::Result<JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new().name(name.into()).spawn(body)
+}
+
+/// Unit tests: with `VESSEL_VMM_TEST_DEVICE_SECCOMP=1` every worker runs
+/// under the real device filter (kill), so the device tests prove the
+/// filter covers what the workers do (see `seccomp::tests`).
+#[cfg(test)]
+fn spawn_direct<F>(name: &str, body: F) -> io::Result<JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let confine = std::env::var_os(super::tests::DEVICE_FILTER_ENV).is_some();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if confine {
+                if let Err(e) =
+                    super::install_now(Role::Device, seccompiler::SeccompAction::KillProcess)
+                {
+                    panic!("cannot install the device filter: {e}");
+                }
+            }
+            body()
+        })
+}

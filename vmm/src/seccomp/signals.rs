@@ -1,0 +1,11 @@
+//! The signal role: the thread that takes SIGTERM and SIGINT with sigwait.
+
+use super::rules::RuleSet;
+use super::{common, SeccompError};
+
+/// The rules of the signal thread.
+pub fn rules() -> Result<RuleSet, SeccompError> {
+    let mut r = common::rules()?;
+    r.allow(&[libc::SYS_rt_sigtimedwait]);
+    Ok(r)
+}
