@@ -2,6 +2,7 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 mod queue_worker;
 pub mod rng;
 #[cfg(test)]
