@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::Cli;
 use crate::devices::virtio::block::disk::{DiskError, DiskImage, DiskSpec};
+use crate::devices::virtio::net::spec::{self as net_spec, NetConfig, NetConfigError};
 
 /// Fewest vCPUs a VM can have.
 pub const MIN_CPUS: u64 = 1;
@@ -69,6 +70,9 @@ pub enum ConfigError {
     /// A `--disk` flag is malformed or its image unusable.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A `--net` flag is malformed or its tap cannot be opened.
+    #[error(transparent)]
+    Net(#[from] NetConfigError),
     /// More `--disk` flags than virtio-mmio slots allow.
     #[error("--disk: {0} disks given, at most {MAX_DISKS} are supported")]
     TooManyDisks(usize),
@@ -117,6 +121,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskImage>,
     /// Whether the guest gets a virtio-rng device.
     pub rng: bool,
+    /// virtio-net NICs with their open taps, in guest order (eth0, eth1, ...).
+    pub nets: Vec<NetConfig>,
 }
 
 impl VmConfig {
@@ -135,6 +141,7 @@ impl VmConfig {
             validate_vsock_path(sock)?;
         }
         let disks = open_disks(&cli.disks)?;
+        let nets = net_spec::open_all(&cli.nets)?;
         let console = open_console(&cli.console)?;
         Ok(VmConfig {
             kernel,
@@ -146,6 +153,7 @@ impl VmConfig {
             console,
             disks,
             rng: !cli.no_rng,
+            nets,
         })
     }
 }

@@ -45,8 +45,8 @@ pub(crate) fn read_fd(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// # Safety
 /// Every iovec must describe memory that stays readable for the call.
 pub(crate) unsafe fn writev_fd(fd: &impl AsRawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    let count = libc::c_int::try_from(iov.len())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let count =
+        libc::c_int::try_from(iov.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     loop {
         // SAFETY: the caller vouches for the iovecs; the count matches.
         let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count) };

@@ -230,7 +230,10 @@ mod tests {
         assert!(h(1, 1, 0).check_tx(all).is_err());
         assert!(h(1, 4, 1448).check_tx(bit(VIRTIO_NET_F_CSUM)).is_err());
         assert!(h(1, 3, 1448).check_tx(all).is_err(), "UFO is not offered");
-        assert!(h(1, 0x81, 1448).check_tx(all).is_err(), "ECN is not offered");
+        assert!(
+            h(1, 0x81, 1448).check_tx(all).is_err(),
+            "ECN is not offered"
+        );
     }
 
     #[test]

@@ -208,7 +208,8 @@ impl NetSpec {
                 if netns.is_some() {
                     return Err(NetSpecError::Conflict {
                         arg: arg.to_string(),
-                        reason: "netns= cannot go with fd= (an open tap already lives in its namespace)",
+                        reason:
+                            "netns= cannot go with fd= (an open tap already lives in its namespace)",
                     });
                 }
                 match n.parse::<RawFd>() {
@@ -254,7 +255,10 @@ mod tests {
     #[test]
     fn rejects_bad_values_naming_the_flag() {
         let err = |a: &str| NetSpec::parse(a).unwrap_err().to_string();
-        assert_eq!(err("mac=52:54:00:12:34:56"), "--net mac=52:54:00:12:34:56: give tap=NAME or fd=N");
+        assert_eq!(
+            err("mac=52:54:00:12:34:56"),
+            "--net mac=52:54:00:12:34:56: give tap=NAME or fd=N"
+        );
         assert!(err("tap=t0,mtu=9000").contains("unknown or repeated option \"mtu=9000\""));
         assert!(err("tap=t0,tap=t1").contains("repeated option \"tap=t1\""));
         assert!(err("tap=t0,ro").contains("option \"ro\""));
@@ -273,4 +277,60 @@ mod tests {
         assert!(err("tap=t0,fd=5").contains("not both"));
         assert!(err("tap=t0,netns=").contains("netns= needs a path"));
     }
+}
+
+/// Most `--net` flags (leaves virtio-mmio slots for the other devices).
+pub const MAX_NETS: usize = 4;
+
+/// Error from the `--net` flags as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum NetConfigError {
+    /// A value is malformed.
+    #[error(transparent)]
+    Spec(#[from] NetSpecError),
+    /// A tap cannot be opened.
+    #[error(transparent)]
+    Tap(#[from] super::tap::TapError),
+    /// Too many flags.
+    #[error("--net: {0} given, at most {MAX_NETS} are supported")]
+    TooMany(usize),
+    /// The same tap or fd twice.
+    #[error("--net {0}: the same tap is given twice")]
+    Duplicate(String),
+}
+
+/// A NIC ready to attach: its open tap and the guest's MAC.
+#[derive(Debug)]
+pub struct NetConfig {
+    /// The open tap.
+    pub tap: super::tap::Tap,
+    /// The guest's MAC, if given.
+    pub mac: Option<MacAddr>,
+}
+
+/// Parses every `--net` first, then opens the taps in order (the guest
+/// sees them as eth0, eth1, ...), so a typo in a later flag is reported
+/// before any tap is touched.
+pub fn open_all(args: &[String]) -> Result<Vec<NetConfig>, NetConfigError> {
+    if args.len() > MAX_NETS {
+        return Err(NetConfigError::TooMany(args.len()));
+    }
+    let specs = args
+        .iter()
+        .map(|a| NetSpec::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, s) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|p| p.source == s.source) {
+            return Err(NetConfigError::Duplicate(s.arg.clone()));
+        }
+    }
+    specs
+        .iter()
+        .map(|s| {
+            Ok(NetConfig {
+                tap: super::tap::Tap::open(s)?,
+                mac: s.mac,
+            })
+        })
+        .collect()
 }

@@ -99,7 +99,11 @@ pub struct Tap {
 fn ifreq_with_name(name: &str) -> libc::ifreq {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+    for (dst, src) in ifr
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
         *dst = src as libc::c_char;
     }
     ifr
@@ -161,10 +165,12 @@ impl Tap {
     /// Header size, non-blocking mode, and the offload probe.
     fn setup(mut self, arg: &str) -> Result<Tap, TapError> {
         let fd = self.file.as_raw_fd();
-        let io_err = |what| move |source| TapError::Io {
-            arg: arg.to_string(),
-            what,
-            source,
+        let io_err = |what| {
+            move |source| TapError::Io {
+                arg: arg.to_string(),
+                what,
+                source,
+            }
         };
         let mut hdr_len = HDR_LEN as libc::c_int;
         ioctl_ptr(fd, libc::TUNSETVNETHDRSZ, &mut hdr_len).map_err(io_err("TUNSETVNETHDRSZ"))?;
@@ -231,7 +237,8 @@ fn open_by_name(arg: &str, name: &str) -> Result<Tap, TapError> {
         })?;
     let mut ifr = ifreq_with_name(name);
     // IFF_ONE_QUEUE is left out: the kernel ignores it since 3.8.
-    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    ifr.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     if let Err(e) = ioctl_ptr(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) {
         return Err(match e.raw_os_error() {
             Some(libc::EBUSY) => TapError::Busy {
