@@ -167,4 +167,6 @@ impl<B: Backend> Drop for Net<B> {
 }
 
 #[cfg(test)]
+mod tap_tests;
+#[cfg(test)]
 mod tests;
