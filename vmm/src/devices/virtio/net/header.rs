@@ -12,9 +12,9 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 /// Size of the header in front of every frame (with `num_buffers`).
 pub const HDR_LEN: usize = 12;
-/// Largest frame after the header: 64 KiB of GSO payload plus an Ethernet
-/// header (the most a TSO frame can carry), as Firecracker bounds it.
-pub const MAX_FRAME: usize = 65536 + 14;
+/// Largest frame after the header: a 64 KiB GSO packet plus an Ethernet
+/// header with a VLAN tag (the most a TSO frame can carry).
+pub const MAX_FRAME: usize = 65536 + 18;
 /// Largest header + frame the device moves in either direction.
 pub const MAX_BUFFER: usize = HDR_LEN + MAX_FRAME;
 /// Shortest frame the tap accepts: an Ethernet header.

@@ -52,7 +52,9 @@ impl Rx {
     /// An RX side for a driver that acked `acked`.
     pub fn new(acked: u64) -> Rx {
         Rx {
-            buf: vec![0; MAX_BUFFER],
+            // One byte more than the largest frame, so a frame the read
+            // had to cut short is seen (and dropped) rather than delivered.
+            buf: vec![0; MAX_BUFFER + 1],
             pending: None,
             acked,
             mergeable: super::header::has(
@@ -78,7 +80,7 @@ impl Rx {
             let len = match self.pending.take() {
                 Some(len) => len,
                 None => match io.recv(&mut self.buf) {
-                    Ok(n) if n < HDR_LEN => {
+                    Ok(n) if !(HDR_LEN..=MAX_BUFFER).contains(&n) => {
                         add(&counters.rx_dropped, 1);
                         continue;
                     }
