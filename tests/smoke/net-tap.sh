@@ -5,7 +5,9 @@
 # to answer, then prints the VMM's net debug lines, the control API's
 # `info` and `counters`, and the tap's counters. The guest agent does not
 # configure eth0 yet, so the expected result is "device probed and
-# activated" (DRIVER_OK, features acked), with zero traffic.
+# activated" (DRIVER_OK, features acked), with no frames moved: a frame the
+# host sends waits for RX buffers (`rx_waits` 1), since the guest never
+# opens eth0.
 #
 #   tests/smoke/net-tap.sh            # builds artifacts, runs via kvm-host
 set -euo pipefail
@@ -21,11 +23,15 @@ dir=${VESSEL_SCRATCH:-$(mktemp -d)}/net-smoke-$$
 mkdir -p "$dir"
 vmm_pid=
 cleanup() {
-  [ -n "$vmm_pid" ] && kill "$vmm_pid" 2>/dev/null && wait "$vmm_pid" 2>/dev/null
+  if [ -n "$vmm_pid" ]; then
+    kill "$vmm_pid" 2>/dev/null || true
+    wait "$vmm_pid" 2>/dev/null || true   # the VMM exits 4 on SIGTERM
+  fi
   ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT
 
+modprobe tun 2>/dev/null || true
 ip netns add "$ns"
 ip -n "$ns" tuntap add dev vtap0 mode tap
 ip -n "$ns" addr add 10.77.0.1/24 dev vtap0
