@@ -14,7 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 seconds="${VESSEL_FUZZ_SECONDS:-60}"
 cache="${VESSEL_CACHE_DIR:-$HOME/.cache/vessel}"
-targets=(mmio_transport vsock_handshake virtio_descriptors)
+targets=(mmio_transport vsock_handshake virtio_descriptors net_rxtx)
 
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$cache/fuzz-target"

@@ -73,6 +73,16 @@ pub struct Cli {
     #[arg(long = "fs", value_name = "tag=TAG,socket=PATH[,queue-size=N]")]
     pub fs: Vec<String>,
 
+    /// A virtio-net NIC on a tap device; repeat for more (the guest sees
+    /// them as eth0, eth1, ... in this order; at most 4). `tap=NAME` opens
+    /// (or creates) the tap, inside the network namespace file `netns=PATH`
+    /// if given (e.g. /var/run/netns/X); `fd=N` takes an open tap descriptor
+    /// inherited from the parent instead (opened with IFF_TAP, IFF_NO_PI and
+    /// IFF_VNET_HDR). `mac=MAC` is the guest's address; without it the
+    /// guest picks a random one.
+    #[arg(long = "net", value_name = "tap=NAME[,netns=PATH]|fd=N[,mac=MAC]")]
+    pub nets: Vec<String>,
+
     /// Leave out the virtio-rng device. By default the guest gets one, fed
     /// from the host's getrandom(2), so its CRNG is ready early in boot.
     #[arg(long)]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::Cli;
 use crate::devices::virtio::block::disk::{DiskError, DiskImage, DiskSpec};
 use crate::devices::virtio::fs::spec::{FsSpec, FsSpecError};
+use crate::devices::virtio::net::spec::{self as net_spec, NetConfig, NetConfigError};
 use crate::memory::hugepages::{self, HugepageError};
 
 /// Fewest vCPUs a VM can have.
@@ -73,6 +74,9 @@ pub enum ConfigError {
     /// A `--disk` flag is malformed or its image unusable.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A `--net` flag is malformed or its tap cannot be opened.
+    #[error(transparent)]
+    Net(#[from] NetConfigError),
     /// More `--disk` flags than virtio-mmio slots allow.
     #[error("--disk: {0} disks given, at most {MAX_DISKS} are supported")]
     TooManyDisks(usize),
@@ -134,6 +138,8 @@ pub struct VmConfig {
     pub hugepages: bool,
     /// virtio-fs shares, in flag order.
     pub fs: Vec<FsSpec>,
+    /// virtio-net NICs with their open taps, in guest order (eth0, eth1, ...).
+    pub nets: Vec<NetConfig>,
 }
 
 impl VmConfig {
@@ -159,6 +165,7 @@ impl VmConfig {
         }
         let fs = FsSpec::parse_all(&cli.fs)?;
         let disks = open_disks(&cli.disks)?;
+        let nets = net_spec::open_all(&cli.nets)?;
         let console = open_console(&cli.console)?;
         Ok(VmConfig {
             kernel,
@@ -172,6 +179,7 @@ impl VmConfig {
             rng: !cli.no_rng,
             hugepages: cli.hugepages,
             fs,
+            nets,
         })
     }
 }

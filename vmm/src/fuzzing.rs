@@ -7,8 +7,13 @@ use std::fs::File;
 use virtio_queue::DescriptorChain;
 
 use crate::devices::virtio::block::request::{self, Backend};
+use crate::devices::virtio::net::backend::FrameIo;
+use crate::devices::virtio::net::counters::NetCounters;
+use crate::devices::virtio::net::rx::{Rx, RxState};
+use crate::devices::virtio::net::tx as net_tx;
 use crate::devices::virtio::vsock::packet::{RxBuffer, TxPacket, MAX_PKT_DATA};
 use crate::devices::virtio::GuestMemory;
+use virtio_queue::Queue;
 
 pub use crate::devices::virtio::vsock::handshake::{HandshakeError, HandshakeParser, MAX_LINE};
 
@@ -53,4 +58,83 @@ pub fn blk_request(
     };
     let mut buf = vec![0u8; request::IO_CHUNK];
     request::handle(mem, chain, &backend, &mut buf)
+}
+
+/// Frames in memory standing in for a tap: `recv` hands out `frames` in
+/// order, `send` copies what the device gathers (so every iovec is read).
+struct MemFrames {
+    frames: std::cell::RefCell<std::collections::VecDeque<Vec<u8>>>,
+    sent: std::cell::Cell<usize>,
+}
+
+impl FrameIo for MemFrames {
+    fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let f = self
+            .frames
+            .borrow_mut()
+            .pop_front()
+            .ok_or(std::io::ErrorKind::WouldBlock)?;
+        let n = f.len().min(buf.len());
+        buf[..n].copy_from_slice(&f[..n]);
+        Ok(n)
+    }
+
+    unsafe fn send(&self, iov: &[libc::iovec]) -> std::io::Result<usize> {
+        let mut copy = Vec::new();
+        for v in iov {
+            let start = copy.len();
+            copy.resize(start + v.iov_len, 0);
+            // SAFETY: the caller vouches that every iovec is readable.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    v.iov_base.cast::<u8>(),
+                    copy[start..].as_mut_ptr(),
+                    v.iov_len,
+                )
+            };
+        }
+        self.sent.set(self.sent.get() + copy.len());
+        Ok(copy.len())
+    }
+}
+
+/// Runs the virtio-net TX path over `queue` until it is empty or broken,
+/// with features `acked`. Returns the frames sent, or the error that
+/// would put the device in needs-reset.
+pub fn net_tx(mem: &GuestMemory, queue: &mut Queue, acked: u64) -> Result<u64, String> {
+    let io = MemFrames {
+        frames: Default::default(),
+        sent: Default::default(),
+    };
+    let counters = NetCounters::default();
+    // Each call serves one budget; a queue holds at most 32768 chains.
+    for _ in 0..8 {
+        if !net_tx::process(mem, queue, &io, acked, &counters)?.more {
+            break;
+        }
+    }
+    Ok(counters.snapshot().tx_packets)
+}
+
+/// Runs the virtio-net RX path delivering `frames` (each starting with
+/// the 12-byte header the tap would write) into `queue`. Returns the
+/// frames delivered, or the error that would put the device in needs-reset.
+pub fn net_rx(
+    mem: &GuestMemory,
+    queue: &mut Queue,
+    frames: Vec<Vec<u8>>,
+    acked: u64,
+) -> Result<u64, String> {
+    let io = MemFrames {
+        frames: std::cell::RefCell::new(frames.into()),
+        sent: Default::default(),
+    };
+    let counters = NetCounters::default();
+    let mut rx = Rx::new(acked);
+    for _ in 0..8 {
+        if rx.process(mem, queue, &io, &counters)?.0 != RxState::Budget {
+            break;
+        }
+    }
+    Ok(counters.snapshot().rx_packets)
 }

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::boot::cmdline::VirtioMmioArg;
 use crate::boot::layout::{I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
 use crate::bus::Bus;
+use crate::devices::virtio::net::counters::NetCounters;
 use crate::devices::virtio::vsock::VsockBytes;
 use crate::exit::{ExitLatch, ExitReason};
 use crate::vcpu::kick;
@@ -133,6 +134,7 @@ pub struct VmControl {
     config: ConfigInfo,
     devices: Vec<DeviceInfo>,
     vsock_bytes: Option<Arc<VsockBytes>>,
+    nets: Vec<(String, Arc<NetCounters>)>,
     first_entry: OnceLock<Instant>,
 }
 
@@ -152,8 +154,15 @@ impl VmControl {
             config,
             devices,
             vsock_bytes,
+            nets: Vec::new(),
             first_entry: OnceLock::new(),
         }
+    }
+
+    /// Adds the NICs' counters, as `(tap name, counters)` in guest order.
+    pub fn with_net_counters(mut self, nets: Vec<(String, Arc<NetCounters>)>) -> Self {
+        self.nets = nets;
+        self
     }
 
     /// Records the first vCPU entry into the guest (later calls do nothing).
@@ -217,6 +226,18 @@ impl protocol::Controller for VmControl {
                 }),
             );
         }
+        if !self.nets.is_empty() {
+            let nets: Vec<Value> = self
+                .nets
+                .iter()
+                .map(|(tap, c)| {
+                    let mut v = json!(c.snapshot());
+                    v["tap"] = json!(tap);
+                    v
+                })
+                .collect();
+            devices.insert("net".into(), Value::Array(nets));
+        }
         json!({ "exits": self.exits.totals(), "devices": devices })
     }
 
@@ -241,7 +262,10 @@ mod tests {
         };
         let bytes = Arc::new(VsockBytes::default());
         bytes.host_to_guest.store(5, Ordering::Relaxed);
+        let net = Arc::new(NetCounters::default());
+        net.tx_packets.store(2, Ordering::Relaxed);
         VmControl::new(config, Vec::new(), Some(bytes), Arc::new(ExitLatch::new()))
+            .with_net_counters(vec![("tap0".into(), net)])
     }
 
     #[test]
@@ -268,6 +292,9 @@ mod tests {
         assert_eq!(v["exits"]["total"], 1);
         assert_eq!(v["devices"]["vsock"]["host_to_guest_bytes"], 5);
         assert_eq!(v["devices"]["vsock"]["guest_to_host_bytes"], 0);
+        assert_eq!(v["devices"]["net"][0]["tap"], "tap0");
+        assert_eq!(v["devices"]["net"][0]["tx_packets"], 2);
+        assert_eq!(v["devices"]["net"][0]["rx_dropped"], 0);
     }
 
     #[test]

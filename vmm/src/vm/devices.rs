@@ -21,6 +21,9 @@ use crate::devices::virtio::block::disk::DiskImage;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::fs::{Fs, FsSpec};
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::counters::NetCounters;
+use crate::devices::virtio::net::spec::NetConfig;
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockBytes};
 use crate::devices::virtio::VirtioDevice;
@@ -236,6 +239,34 @@ pub fn attach_shares(
         )?);
     }
     Ok(())
+}
+
+/// Attaches one virtio-net device per NIC, in order (eth0, eth1, ...), in
+/// the next free slots; returns each one's tap name and counters.
+pub fn attach_nets(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    mem: &GuestMemory,
+    nets: Vec<NetConfig>,
+    virtio: &mut Vec<VirtioMmioArg>,
+) -> Result<Vec<(String, Arc<NetCounters>)>, DeviceError> {
+    let mut out = Vec::with_capacity(nets.len());
+    for net in nets {
+        let slot = u32::try_from(virtio.len()).map_err(|_| DeviceError::NoSlot)?;
+        let name = net.tap.name().to_string();
+        let dev = Net::new(net.tap, net.mac);
+        let counters = dev.counters();
+        virtio.push(attach_virtio(
+            vm,
+            mmio,
+            mem,
+            "net device",
+            Box::new(dev),
+            slot,
+        )?);
+        out.push((name, counters));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

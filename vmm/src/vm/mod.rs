@@ -206,14 +206,19 @@ impl Vm {
         }
         let disks = std::mem::take(&mut cfg.disks);
         devices::attach_disks_and_rng(&vm, &mut mmio, &mem, disks, cfg.rng, &mut virtio)?;
+        let nets = std::mem::take(&mut cfg.nets);
+        let net_counters = devices::attach_nets(&vm, &mut mmio, &mem, nets, &mut virtio)?;
         devices::attach_shares(&vm, &mut mmio, &mem, &cfg.fs, &mut virtio)?;
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
-        let control = Arc::new(VmControl::new(
-            control_config(&cfg, &cmdline),
-            control::describe_devices(&mmio, &virtio),
-            vsock_bytes,
-            exit.clone(),
-        ));
+        let control = Arc::new(
+            VmControl::new(
+                control_config(&cfg, &cmdline),
+                control::describe_devices(&mmio, &virtio),
+                vsock_bytes,
+                exit.clone(),
+            )
+            .with_net_counters(net_counters),
+        );
 
         tracing::debug!("devices ready at {:?}", started.elapsed());
         let kernel = boot::load_kernel(&mem, &mut cfg.kernel)?;

@@ -3,6 +3,7 @@
 pub mod block;
 pub mod fs;
 pub mod mmio;
+pub mod net;
 mod queue_worker;
 pub mod rng;
 #[cfg(test)]
