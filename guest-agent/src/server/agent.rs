@@ -39,16 +39,13 @@ fn root_fs_type() -> Option<String> {
 }
 
 fn root_fs_type_in(mountinfo: &str) -> Option<String> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
-            let mut fields = line.split(' ');
-            let mount_point = fields.nth(4)?;
-            let fstype = fields.skip_while(|f| *f != "-").nth(1)?;
-            (mount_point == "/").then(|| fstype.to_owned())
-        })
-        .last()
+    mountinfo.lines().rev().find_map(|line| {
+        // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
+        let mut fields = line.split(' ');
+        let mount_point = fields.nth(4)?;
+        let fstype = fields.skip_while(|f| *f != "-").nth(1)?;
+        (mount_point == "/").then(|| fstype.to_owned())
+    })
 }
 
 #[tonic::async_trait]
