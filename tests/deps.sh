@@ -8,7 +8,7 @@ apt_pkgs=(
   build-essential pkg-config cpio gzip lz4 file   # initramfs, static agent
   qemu-system-x86                                 # nested test host + peer VMM
   busybox-static                                  # test images
-  iproute2                                        # virtio-net real-tap test (ip)
+  iproute2 util-linux                             # taps, netns, unshare, nsenter
   python3 python3-pip
 )
 missing=()

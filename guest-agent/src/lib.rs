@@ -12,11 +12,13 @@ pub mod init;
 pub mod logging;
 pub mod proto;
 pub mod reaper;
+pub mod sandbox;
 pub mod server;
 pub mod shutdown;
 
-/// Version of the agent API this build speaks, reported by `Agent.Version` (2 added `Containers`).
-pub const AGENT_API_VERSION: u32 = 2;
+/// Version of the agent API this build speaks, reported by `Agent.Version`
+/// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`).
+pub const AGENT_API_VERSION: u32 = 3;
 
 /// vsock port the agent listens on inside the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

@@ -9,9 +9,9 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use vessel_agent::container::{self, Engine};
 use vessel_agent::reaper::Reaper;
-use vessel_agent::server::{self, Listen};
+use vessel_agent::server::{self, Listen, Workloads};
 use vessel_agent::shutdown::ShutdownSignal;
-use vessel_agent::{init, logging, AGENT_VERSION, AGENT_VSOCK_PORT};
+use vessel_agent::{init, logging, sandbox, AGENT_VERSION, AGENT_VSOCK_PORT};
 
 /// Command line of the agent.
 #[derive(Debug, Parser)]
@@ -45,13 +45,25 @@ fn main() -> ExitCode {
     {
         container::init::main();
     }
+    // The pod's pid-namespace holder: PID 1 of its namespace, but never the guest's init.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == sandbox::pause::PAUSE_ARG)
+    {
+        sandbox::pause::main();
+    }
     if !init::is_pid1() {
         return host_main(Args::parse());
     }
     logging::init();
+    let switched = init::switch_root::already_switched();
     // First line on the serial console: proves the kernel reached init.
-    tracing::info!(version = %AGENT_VERSION, pid1 = true, "vessel-agent starting");
+    tracing::info!(version = %AGENT_VERSION, pid1 = true, switched_root = switched, "vessel-agent starting");
     init::install_panic_hook();
+    if !switched {
+        // Re-execs this binary from a tmpfs root; returns only if it could not.
+        init::switch_root::to_tmpfs();
+    }
     // Before the runtime: setup changes the environment, which is unsound with threads.
     init::setup();
     let reason = match run(pid1_args(), true) {
@@ -107,7 +119,7 @@ async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
         nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
     }
     let reaper = Reaper::start()?;
-    let engine = Engine::new(reaper);
+    let workloads = Workloads::new(Engine::new(reaper));
     let shutdown = ShutdownSignal::new();
     shutdown_on_signals(&shutdown)?;
     if pid1 && vessel_agent::diag::enabled() {
@@ -117,9 +129,10 @@ async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
         Some(path) => Listen::Unix(path),
         None => Listen::Vsock(args.vsock_port),
     };
-    server::serve_with(&listen, shutdown, pid1, Some(engine))
-        .await
-        .with_context(|| format!("serving on {listen}"))?;
+    let served = server::serve_with(&listen, shutdown, pid1, Some(workloads.clone())).await;
+    // Containers and the sandbox go whether serving ended well or not.
+    workloads.sandbox.teardown().await;
+    served.with_context(|| format!("serving on {listen}"))?;
     tracing::info!("server stopped");
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use super::error::EngineError;
+use super::pod::PodNamespaces;
 use super::spawn::{self, failure, next_message};
 use super::state::{unix_nanos, watch_exit, Container, ContainerState, ExitInfo, Pending};
 use super::sync::SyncMessage;
@@ -72,6 +73,8 @@ pub struct ContainerSummary {
 pub struct Engine {
     reaper: Reaper,
     containers: Arc<Mutex<HashMap<String, Slot>>>,
+    /// The pod's namespaces once the sandbox is set up.
+    pod: Arc<RwLock<Option<PodNamespaces>>>,
 }
 
 impl Engine {
@@ -80,7 +83,25 @@ impl Engine {
         Self {
             reaper,
             containers: Arc::default(),
+            pod: Arc::default(),
         }
+    }
+
+    /// The reaper the engine's children are registered with.
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
+    }
+
+    /// Makes later containers join the pod's namespaces (`None`: stop doing so).
+    pub fn set_pod_namespaces(&self, pod: Option<PodNamespaces>) {
+        *self.pod.write().unwrap_or_else(PoisonError::into_inner) = pod;
+    }
+
+    fn pod_namespaces(&self) -> Option<PodNamespaces> {
+        self.pod
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
@@ -113,8 +134,11 @@ impl Engine {
     }
 
     /// Creates a container whose process waits for [`Engine::start`]; returns its pid.
-    pub async fn create(&self, create: CreateSpec) -> Result<u32, EngineError> {
+    pub async fn create(&self, mut create: CreateSpec) -> Result<u32, EngineError> {
         let id = create.id.clone();
+        if let Some(pod) = self.pod_namespaces() {
+            pod.apply_to(&mut create.spec)?;
+        }
         let reservation = self.reserve(&id)?;
         // If the caller goes away mid-create this future is dropped: the reservation
         // frees the id, and the dropped start pipe makes the waiting process exit.
@@ -256,6 +280,15 @@ impl Engine {
         }
         tracing::info!(container_id = %id, "container deleted");
         Ok(())
+    }
+
+    /// Kills and forgets every container (the agent is going down); failures are logged.
+    pub async fn delete_all(&self) {
+        for summary in self.list() {
+            if let Err(err) = self.delete(&summary.id).await {
+                tracing::warn!(container_id = %summary.id, error = %err, "cannot delete container");
+            }
+        }
     }
 
     /// Every container, sorted by id.

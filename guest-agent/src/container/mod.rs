@@ -6,7 +6,8 @@
 mod engine;
 mod error;
 pub mod init;
-mod pidfd;
+pub(crate) mod pidfd;
+mod pod;
 mod spawn;
 mod state;
 mod sync;
@@ -15,5 +16,6 @@ mod validate;
 pub use engine::{ContainerSummary, Engine};
 pub use error::EngineError;
 pub use init::INIT_ARG;
+pub use pod::PodNamespaces;
 pub use state::{ContainerState, ExitInfo};
 pub use validate::{validate_id, CreateSpec};

@@ -1,10 +1,11 @@
-//! PID 1 duties in the guest: pseudo filesystems, environment, power off.
+//! PID 1 duties in the guest: a tmpfs root, pseudo filesystems, environment, power off.
 //!
 //! Only used when the agent runs as PID 1. The kernel panics if PID 1 exits,
 //! so every path here ends in a reboot, never a return to the kernel.
 
 mod mounts;
 mod power;
+pub mod switch_root;
 
 pub use mounts::{create_dev_links, mount_pseudo_filesystems, Mount, MountError, MOUNTS};
 pub use power::{install_panic_hook, reboot};

@@ -31,6 +31,23 @@ fn online_cpus() -> u32 {
     }
 }
 
+/// The filesystem type of the mount this process sees at `/`: the last `/` entry
+/// of mountinfo (later mounts stack on earlier ones).
+fn root_fs_type() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    root_fs_type_in(&mountinfo)
+}
+
+fn root_fs_type_in(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().rev().find_map(|line| {
+        // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
+        let mut fields = line.split(' ');
+        let mount_point = fields.nth(4)?;
+        let fstype = fields.skip_while(|f| *f != "-").nth(1)?;
+        (mount_point == "/").then(|| fstype.to_owned())
+    })
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn version(
@@ -44,6 +61,7 @@ impl Agent for AgentService {
             kernel_release: uts.release().to_string_lossy().into_owned(),
             pid1: self.pid1,
             online_cpus: online_cpus(),
+            root_fs_type: root_fs_type().unwrap_or_default(),
         }))
     }
 
@@ -56,5 +74,23 @@ impl Agent for AgentService {
         // flushed before the caller of `serve` syncs and reboots.
         self.shutdown.trigger();
         Ok(Response::new(ShutdownResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_fs_type_is_the_top_root_mount() {
+        let mountinfo = "1 1 0:2 / / rw - rootfs rootfs rw\n\
+                         20 1 0:20 / / rw,relatime shared:1 - tmpfs tmpfs rw\n\
+                         21 20 0:21 / /proc rw - proc proc rw\n";
+        assert_eq!(root_fs_type_in(mountinfo).as_deref(), Some("tmpfs"));
+        assert_eq!(
+            root_fs_type_in("1 1 0:2 / / rw - rootfs rootfs rw\n").as_deref(),
+            Some("rootfs")
+        );
+        assert_eq!(root_fs_type_in(""), None);
     }
 }

@@ -4,6 +4,7 @@ mod agent;
 mod containers;
 mod health;
 mod listen;
+mod sandbox;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -16,11 +17,14 @@ pub use agent::AgentService;
 pub use containers::ContainersService;
 pub use health::HealthService;
 pub use listen::ServerError;
+pub use sandbox::SandboxService;
 
 use crate::container::Engine;
 use crate::proto::agent_server::AgentServer;
 use crate::proto::containers_server::ContainersServer;
 use crate::proto::health_server::HealthServer;
+use crate::proto::sandbox_server::SandboxServer;
+use crate::sandbox::Sandbox;
 use crate::shutdown::ShutdownSignal;
 
 /// How long in-flight calls may run after a shutdown starts before the server is dropped.
@@ -44,13 +48,38 @@ impl fmt::Display for Listen {
     }
 }
 
-/// All agent services, sharing one shutdown signal; `Containers` only with an engine.
-pub fn router(shutdown: &ShutdownSignal, pid1: bool, engine: Option<Engine>) -> Router {
+/// What the agent runs for the pod: containers and the sandbox they share.
+#[derive(Clone, Debug)]
+pub struct Workloads {
+    /// The container engine.
+    pub engine: Engine,
+    /// The pod sandbox, whose namespaces the engine's containers join.
+    pub sandbox: Sandbox,
+}
+
+impl Workloads {
+    /// An engine and a sandbox wired together.
+    pub fn new(engine: Engine) -> Self {
+        let sandbox = Sandbox::new(engine.clone());
+        Self { engine, sandbox }
+    }
+}
+
+/// All agent services, sharing one shutdown signal; `Containers` and `Sandbox` only with workloads.
+pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads>) -> Router {
+    // Without workloads (in-process tests, which must not reap) those services answer Unimplemented.
+    let (containers, sandbox) = match workloads {
+        Some(w) => (
+            Some(ContainersServer::new(ContainersService::new(w.engine))),
+            Some(SandboxServer::new(SandboxService::new(w.sandbox))),
+        ),
+        None => (None, None),
+    };
     Server::builder()
         .add_service(HealthServer::new(HealthService::new(shutdown.clone())))
         .add_service(AgentServer::new(AgentService::new(shutdown.clone(), pid1)))
-        // Without an engine (in-process tests, which must not reap) the service answers Unimplemented.
-        .add_optional_service(engine.map(|e| ContainersServer::new(ContainersService::new(e))))
+        .add_optional_service(containers)
+        .add_optional_service(sandbox)
 }
 
 /// Serves the agent API without containers; see [`serve_with`].
@@ -68,9 +97,9 @@ pub async fn serve_with(
     listen: &Listen,
     shutdown: ShutdownSignal,
     pid1: bool,
-    engine: Option<Engine>,
+    workloads: Option<Workloads>,
 ) -> Result<(), ServerError> {
-    let router = router(&shutdown, pid1, engine);
+    let router = router(&shutdown, pid1, workloads);
     let served = async {
         match listen {
             Listen::Vsock(port) => listen::serve_vsock(router, *port, &shutdown).await,

@@ -150,3 +150,139 @@ async fn hold_open(mut stream: UnixStream) {
     let mut sink = [0u8; 256];
     while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
 }
+
+/// The agent binary under test.
+pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_vessel-agent");
+
+/// Busybox from Debian's `busybox-static`, for container rootfs.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Whether this machine can run the agent in namespaces as root; prints why not.
+/// In CI (`CI` set) a missing prerequisite is a failure, never a skip.
+pub fn namespaced_supported() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let tools = ["/usr/bin/unshare", "/usr/bin/nsenter", BUSYBOX]
+        .iter()
+        .all(|t| Path::new(t).exists())
+        && ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+            .iter()
+            .any(|t| Path::new(t).exists());
+    if !root || !tools {
+        let why =
+            format!("needs root, unshare, nsenter, ip (iproute2) and {BUSYBOX} (busybox-static)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "namespaced agent tests cannot run in CI: {why}"
+        );
+        eprintln!("skipped: {why}");
+    }
+    root && tools
+}
+
+/// The agent binary on a Unix socket, as root in its own mount, pid, network, UTS
+/// and IPC namespaces (`unshare`), with tmpfs over `/run` and `/etc` so what it
+/// writes there stays in its mount namespace.
+pub struct NamespacedAgent {
+    /// The `unshare` process: in the agent's namespaces except pid, so
+    /// `/proc/<it>/ns/*` and `/proc/<it>/root` show the agent's view.
+    pub child: std::process::Child,
+    /// Socket, log and anything a test puts there.
+    pub dir: tempfile::TempDir,
+    /// A channel to the agent.
+    pub channel: vessel_agent::client::Channel,
+}
+
+impl NamespacedAgent {
+    /// Starts the agent and waits until it serves.
+    pub async fn start() -> Self {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("agent.sock");
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+        // `sh` stays PID 1 of the namespace so the agent runs as an ordinary process
+        // (not the PID 1 path); --kill-child takes the whole namespace down with the test.
+        let script = "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /etc && \
+                      \"$0\" --unix \"$1\" & wait $!";
+        let child = Command::new("unshare")
+            .args(["--mount", "--pid", "--net", "--uts", "--ipc"])
+            .args(["--fork", "--kill-child", "--mount-proc"])
+            .args(["--", "/bin/sh", "-c", script])
+            .arg(AGENT_BIN)
+            .arg(&socket)
+            .env("VESSEL_AGENT_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn unshare");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let channel = match wait_ready_unix(&socket, deadline).await {
+            Ok(channel) => channel,
+            Err(err) => panic!(
+                "agent not ready: {err:?}\n{}",
+                std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
+            ),
+        };
+        Self {
+            child,
+            dir,
+            channel,
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// `path` as the agent sees it (through `/proc/<pid>/root`).
+    pub fn path(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{path}", self.child.id()))
+    }
+
+    /// Runs `command` in the agent's network namespace; returns stdout, panicking on failure.
+    pub fn in_netns(&self, command: &[&str]) -> String {
+        let target = self.child.id().to_string();
+        let output = std::process::Command::new("nsenter")
+            .args(["--target", &target, "--net", "--"])
+            .args(command)
+            .output()
+            .expect("run nsenter");
+        assert!(
+            output.status.success(),
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `ip -j ARGS` in the agent's network namespace, parsed.
+    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut command = vec!["ip", "-j"];
+        command.extend_from_slice(args);
+        let out = self.in_netns(&command);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
+    }
+}
+
+impl Drop for NamespacedAgent {
+    fn drop(&mut self) {
+        // SIGKILL to unshare: --kill-child takes the namespace's init, and with it everything.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A busybox root filesystem at `root` with `applets` linked in /bin.
+pub fn build_busybox_rootfs(root: &Path, applets: &[&str]) {
+    use std::fs;
+    for dir in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+        fs::create_dir_all(root.join(dir)).expect("mkdir");
+    }
+    fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+    }
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
+}

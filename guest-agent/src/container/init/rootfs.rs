@@ -185,28 +185,18 @@ fn enter_root(root: &Path) -> Result<(), SetupError> {
     chdir(root).map_err(|e| sys("chdir into the rootfs", e))?;
     // pivot_root(".", ".") stacks the old root on top of the new one (runc's trick):
     // no directory for it is needed in the rootfs, and one umount removes it.
-    match pivot_root(".", ".") {
-        Ok(()) => {}
-        // The agent as PID 1 of an initramfs guest: the namespace's root is the
-        // kernel's rootfs, which cannot be pivoted away; fall back to what
-        // switch_root (and runc --no-pivot) do.
-        Err(Errno::EINVAL) => return move_root(),
-        Err(errno) => return Err(sys("pivot_root", errno)),
-    }
+    // No move+chroot fallback: a chroot on top of the old root can be climbed out
+    // of with CAP_SYS_CHROOT. The agent leaves the initramfs at boot
+    // (init::switch_root) precisely so this works in the guest.
+    pivot_root(".", ".").map_err(|errno| match errno {
+        Errno::EINVAL => SetupError::internal(format!(
+            "pivot_root: {errno} (the agent's root is not a mount point with a parent; is it still on the initramfs?)"
+        )),
+        _ => sys("pivot_root", errno),
+    })?;
     mount(NONE, ".", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE)
         .map_err(|e| sys("make the old root a slave", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| sys("unmount the old root", e))?;
-    chdir("/").map_err(|e| sys("chdir /", e))
-}
-
-/// Moves the current directory (the rootfs) over `/` and chroots into it.
-///
-/// Weaker than pivot_root: the initramfs stays underneath, so a process with
-/// CAP_SYS_CHROOT could climb out of the chroot into it.
-fn move_root() -> Result<(), SetupError> {
-    mount(Some("."), "/", NONE, MsFlags::MS_MOVE, NONE)
-        .map_err(|e| sys("move the rootfs over /", e))?;
-    nix::unistd::chroot(".").map_err(|e| sys("chroot into the rootfs", e))?;
     chdir("/").map_err(|e| sys("chdir /", e))
 }
 
