@@ -56,14 +56,11 @@ fn main() -> ExitCode {
         return host_main(Args::parse());
     }
     logging::init();
-    let switched = init::switch_root::already_switched();
     // First line on the serial console: proves the kernel reached init.
-    tracing::info!(version = %AGENT_VERSION, pid1 = true, switched_root = switched, "vessel-agent starting");
+    tracing::info!(version = %AGENT_VERSION, pid1 = true, "vessel-agent starting");
     init::install_panic_hook();
-    if !switched {
-        // Re-execs this binary from a tmpfs root; returns only if it could not.
-        init::switch_root::to_tmpfs();
-    }
+    let switched = init::switch_root::leave_initramfs();
+    tracing::info!(switched_root = switched, "root mount ready");
     // Before the runtime: setup changes the environment, which is unsound with threads.
     init::setup();
     let reason = match run(pid1_args(), true) {

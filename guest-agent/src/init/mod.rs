@@ -1,4 +1,4 @@
-//! PID 1 duties in the guest: a tmpfs root, pseudo filesystems, environment, power off.
+//! PID 1 duties in the guest: a root mount containers can pivot from, pseudo filesystems, environment, power off.
 //!
 //! Only used when the agent runs as PID 1. The kernel panics if PID 1 exits,
 //! so every path here ends in a reboot, never a return to the kernel.

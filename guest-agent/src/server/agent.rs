@@ -33,18 +33,22 @@ fn online_cpus() -> u32 {
 
 /// The filesystem type of the mount this process sees at `/`: the last `/` entry
 /// of mountinfo (later mounts stack on earlier ones).
-fn root_fs_type() -> Option<String> {
+/// The type of the agent's root mount, and whether that mount has a parent.
+fn root_mount() -> Option<(String, bool)> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    root_fs_type_in(&mountinfo)
+    root_mount_in(&mountinfo)
 }
 
-fn root_fs_type_in(mountinfo: &str) -> Option<String> {
+fn root_mount_in(mountinfo: &str) -> Option<(String, bool)> {
     mountinfo.lines().rev().find_map(|line| {
         // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
         let mut fields = line.split(' ');
-        let mount_point = fields.nth(4)?;
+        let id = fields.next()?;
+        let parent = fields.next()?;
+        let mount_point = fields.nth(2)?;
         let fstype = fields.skip_while(|f| *f != "-").nth(1)?;
-        (mount_point == "/").then(|| fstype.to_owned())
+        // The absolute root of the mount tree is its own parent.
+        (mount_point == "/").then(|| (fstype.to_owned(), id != parent))
     })
 }
 
@@ -55,13 +59,15 @@ impl Agent for AgentService {
         _: Request<VersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
         let uts = uname().map_err(|errno| Status::internal(format!("uname failed: {errno}")))?;
+        let root = root_mount();
         Ok(Response::new(VersionResponse {
             agent_version: AGENT_VERSION.to_owned(),
             api_version: AGENT_API_VERSION,
             kernel_release: uts.release().to_string_lossy().into_owned(),
             pid1: self.pid1,
             online_cpus: online_cpus(),
-            root_fs_type: root_fs_type().unwrap_or_default(),
+            root_fs_type: root.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+            root_has_parent: root.is_some_and(|r| r.1),
         }))
     }
 
@@ -82,15 +88,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_fs_type_is_the_top_root_mount() {
+    fn root_mount_is_the_top_root_mount() {
         let mountinfo = "1 1 0:2 / / rw - rootfs rootfs rw\n\
-                         20 1 0:20 / / rw,relatime shared:1 - tmpfs tmpfs rw\n\
+                         20 1 0:2 / / rw,relatime - rootfs rootfs rw\n\
                          21 20 0:21 / /proc rw - proc proc rw\n";
-        assert_eq!(root_fs_type_in(mountinfo).as_deref(), Some("tmpfs"));
+        assert_eq!(root_mount_in(mountinfo), Some(("rootfs".into(), true)));
         assert_eq!(
-            root_fs_type_in("1 1 0:2 / / rw - rootfs rootfs rw\n").as_deref(),
-            Some("rootfs")
+            root_mount_in("1 1 0:2 / / rw - rootfs rootfs rw\n"),
+            Some(("rootfs".into(), false))
         );
-        assert_eq!(root_fs_type_in(""), None);
+        assert_eq!(root_mount_in(""), None);
     }
 }
