@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything a VM boot needs and prints it as shell assignments:
 #   eval "$(tests/artifacts.sh)"
-# sets VESSEL_KERNEL, VESSEL_INITRAMFS, VESSEL_VMM and VESSEL_VESSELD.
+# sets VESSEL_KERNEL, VESSEL_INITRAMFS, VESSEL_VMM, VESSEL_VESSELD and
+# VESSEL_VIRTIOFSD.
 # The kernel is cached outside the clone (kernel-config/build.sh); the rest is
 # an incremental cargo build. Progress goes to stderr.
 set -euo pipefail
@@ -11,6 +12,7 @@ cd "$repo"
 "$repo/tests/deps.sh"
 kernel=$("$repo/kernel-config/build.sh" | tail -n 1)
 initramfs=$("$repo/rootfs/build.sh" | tail -n 1)
+virtiofsd=$("$repo/tests/tools/virtiofsd.sh" | tail -n 1)
 echo "artifacts: building vessel-vmm and vesseld (release)" >&2
 cargo build --release -q -p vessel-vmm -p vessel-host-runtime >&2
 target=${CARGO_TARGET_DIR:-$repo/target}
@@ -22,3 +24,4 @@ printf 'export VESSEL_KERNEL=%q\n' "$kernel"
 printf 'export VESSEL_INITRAMFS=%q\n' "$initramfs"
 printf 'export VESSEL_VMM=%q\n' "$target/release/vessel-vmm"
 printf 'export VESSEL_VESSELD=%q\n' "$target/release/vesseld"
+printf 'export VESSEL_VIRTIOFSD=%q\n' "$virtiofsd"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# I/O benchmark (not a test): vsock throughput of vessel-vmm vs QEMU microvm,
+# I/O benchmark (not a test): vsock and virtio-net throughput of vessel-vmm vs QEMU microvm,
 # in one run through tests/kvm-host. Prints a Markdown table for docs/benchmarks.md.
 #   tests/bench/io.sh                          # 5 rounds of 64 MiB each way
 #   VESSEL_BENCH_RUNS=10 VESSEL_BENCH_MIB=128 tests/bench/io.sh

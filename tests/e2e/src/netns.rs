@@ -41,6 +41,10 @@ impl NetnsTap {
     /// gets `.2` and MAC `02:77:00:00:<index>:02`.
     pub fn create(name: &str, index: u8) -> Self {
         let name = format!("{name}-{}", std::process::id());
+        // The nested test host boots a stock kernel with tun as a module.
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            let _ = Command::new("modprobe").arg("tun").status();
+        }
         // A leftover of an aborted run would make `add` fail.
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         ip(&["netns", "add", &name]);
@@ -88,4 +92,31 @@ impl Drop for NetnsTap {
 /// Whether a netns of this name exists (for leak checks).
 pub fn netns_exists(name: &str) -> bool {
     PathBuf::from("/var/run/netns").join(name).exists()
+}
+
+/// Connects a TCP socket to `addr` from inside the network namespace at
+/// `netns` (a socket keeps the namespace it was created in, so only the
+/// connecting thread has to enter it).
+pub fn connect_in_netns(
+    netns: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> std::net::TcpStream {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || {
+        let ns =
+            std::fs::File::open(&netns).unwrap_or_else(|e| panic!("open {}: {e}", netns.display()));
+        // SAFETY: setns on an fd we own; it changes only this short-lived thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "setns {}: {}",
+            netns.display(),
+            std::io::Error::last_os_error()
+        );
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connect {addr} in {}: {e}", netns.display()))
+    })
+    .join()
+    .expect("netns connect thread")
 }

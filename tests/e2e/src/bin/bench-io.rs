@@ -1,23 +1,33 @@
-//! I/O benchmark: vsock throughput of vessel-vmm against QEMU microvm
-//! (vhost-vsock), same guest, same run.
+//! I/O benchmark: vsock and virtio-net throughput of vessel-vmm against QEMU
+//! microvm (vhost-vsock; virtio-net on a tap, userspace backend like ours),
+//! same guest, same run.
 //!
 //! One VM of each boots with the agent's throughput probe on
-//! (`vessel.diag=1`, see `vessel_agent::diag`); then rounds alternate between
-//! them so that drift in the (noisy, nested) host hits both alike. Each round
-//! moves `VESSEL_BENCH_MIB` MiB (default 64) in 64 KiB writes, host→guest and
-//! guest→host. Prints a Markdown table; tests/bench/io.sh runs it through
+//! (`vessel.diag=1`, see `vessel_agent::diag`) and a NIC on a tap in a
+//! network namespace of its own, configured through `Sandbox.Setup`; then
+//! rounds alternate between them so that drift in the (noisy, nested) host
+//! hits both alike. Each round moves `VESSEL_BENCH_MIB` MiB (default 64) in
+//! 64 KiB writes, host→guest and guest→host, over vsock and over TCP through
+//! the tap. Prints a Markdown table; tests/bench/io.sh runs it through
 //! tests/kvm-host.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
+
 use tokio_vsock::{VsockAddr, VsockStream};
+use vessel_agent::client::Channel;
 use vessel_agent::client::HybridVsock;
 use vessel_agent::diag::DIAG_PORT;
+use vessel_agent::proto::sandbox_client::SandboxClient;
+use vessel_agent::proto::{Interface, SetupSandboxRequest};
 use vessel_e2e::diag::{mb_per_s, receive, send};
+use vessel_e2e::netns::{connect_in_netns, NetnsTap};
 use vessel_e2e::qemu::{QemuConfig, QemuVm};
 use vessel_e2e::stats::stats;
 use vessel_e2e::{vm_config, BOOT_TIMEOUT};
-use vessel_host_runtime::vm::VmProcess;
+use vessel_host_runtime::vm::{NetDevice, VmProcess};
 
 const MEMORY_MIB: u32 = 256;
 
@@ -50,6 +60,33 @@ async fn qemu_stream(vm: &QemuVm) -> VsockStream {
         .expect("qemu: diag port")
 }
 
+/// Gives the guest its address on the tap's subnet.
+async fn setup_network(channel: Channel, net: &NetnsTap) {
+    let req = SetupSandboxRequest {
+        sandbox_id: "bench-io".into(),
+        interfaces: vec![Interface {
+            mac: net.guest_mac.clone(),
+            addresses: vec![format!("{}/{}", net.guest_ip, net.prefix)],
+            ..Interface::default()
+        }],
+        ..SetupSandboxRequest::default()
+    };
+    SandboxClient::new(channel)
+        .setup(req)
+        .await
+        .expect("Sandbox.Setup of the bench guest");
+}
+
+/// A TCP connection to the guest's probe, made from inside the tap's netns.
+fn tcp_stream(net: &NetnsTap) -> TcpStream {
+    let addr: SocketAddr = format!("{}:{DIAG_PORT}", net.guest_ip)
+        .parse()
+        .expect("guest address");
+    let std = connect_in_netns(&net.path(), addr);
+    std.set_nonblocking(true).expect("non-blocking");
+    TcpStream::from_std(std).expect("tokio stream")
+}
+
 fn row(what: &str, s: &Samples) {
     let (v, q) = (stats(s.vessel.clone()), stats(s.qemu.clone()));
     println!(
@@ -69,13 +106,21 @@ async fn main() {
     let rounds = env_num("VESSEL_BENCH_RUNS", 5) as usize;
     let bytes = env_num("VESSEL_BENCH_MIB", 64) << 20;
 
+    let vessel_net = NetnsTap::create("bench-vessel", 11);
+    let qemu_net = NetnsTap::create("bench-qemu", 12);
     let mut config = vm_config("bench-io-vessel", 1, MEMORY_MIB);
     config.extra_cmdline = Some("vessel.diag=1".into());
+    config.nets.push(NetDevice {
+        tap: vessel_net.tap.clone(),
+        netns: Some(vessel_net.path()),
+        mac: vessel_net.guest_mac.clone(),
+    });
     let mut vessel = VmProcess::spawn(config).expect("vessel-vmm starts");
-    vessel
+    let channel = vessel
         .connect_agent(BOOT_TIMEOUT)
         .await
         .expect("vessel agent ready");
+    setup_network(channel, &vessel_net).await;
     let console = vessel_e2e::fresh_state_dir("bench-io-qemu");
     std::fs::create_dir_all(&console).expect("qemu state dir");
     let mut qemu = QemuVm::spawn(QemuConfig {
@@ -83,36 +128,57 @@ async fn main() {
         memory_mib: MEMORY_MIB,
         extra_cmdline: "vessel.diag=1".into(),
         console: console.join("console.log"),
-        ..QemuConfig::default()
+        netns: Some(qemu_net.name.clone()),
+        extra_args: vec![
+            "-netdev".into(),
+            format!(
+                "tap,id=n0,ifname={},script=no,downscript=no,vhost=off",
+                qemu_net.tap
+            ),
+            "-device".into(),
+            format!("virtio-net-device,netdev=n0,mac={}", qemu_net.guest_mac),
+        ],
     });
-    qemu.wait_agent(BOOT_TIMEOUT).await;
+    let (channel, _) = qemu.wait_agent(BOOT_TIMEOUT).await;
+    setup_network(channel, &qemu_net).await;
 
-    let (mut to_guest, mut from_guest) = (Samples::default(), Samples::default());
+    let mut all: [Samples; 4] = Default::default();
     for round in 0..rounds {
         // Alternate which goes first, so neither always runs on a warmer host.
         for first_vessel in [round % 2 == 0, round % 2 != 0] {
-            if first_vessel {
-                to_guest.vessel.push(mb_per_s(
-                    bytes,
+            let sample = |s: &mut Samples, v: f64| {
+                if first_vessel {
+                    s.vessel.push(v)
+                } else {
+                    s.qemu.push(v)
+                }
+            };
+            let (vsock_send, vsock_recv, net) = if first_vessel {
+                (
                     send(vessel_stream(&vessel).await, bytes).await,
-                ));
-                from_guest.vessel.push(mb_per_s(
-                    bytes,
                     receive(vessel_stream(&vessel).await, bytes).await,
-                ));
+                    &vessel_net,
+                )
             } else {
-                to_guest
-                    .qemu
-                    .push(mb_per_s(bytes, send(qemu_stream(&qemu).await, bytes).await));
-                from_guest.qemu.push(mb_per_s(
-                    bytes,
+                (
+                    send(qemu_stream(&qemu).await, bytes).await,
                     receive(qemu_stream(&qemu).await, bytes).await,
-                ));
+                    &qemu_net,
+                )
+            };
+            let tcp_send = send(tcp_stream(net), bytes).await;
+            let tcp_recv = receive(tcp_stream(net), bytes).await;
+            for (s, took) in all
+                .iter_mut()
+                .zip([vsock_send, vsock_recv, tcp_send, tcp_recv])
+            {
+                sample(s, mb_per_s(bytes, took));
             }
         }
         eprintln!(
-            "round {round}: host→guest vessel {:.0} MB/s, qemu {:.0} MB/s; guest→host vessel {:.0} MB/s, qemu {:.0} MB/s",
-            to_guest.vessel[round], to_guest.qemu[round], from_guest.vessel[round], from_guest.qemu[round]
+            "round {round} (MB/s, vessel/qemu): vsock host→guest {:.0}/{:.0}, guest→host {:.0}/{:.0}; net host→guest {:.0}/{:.0}, guest→host {:.0}/{:.0}",
+            all[0].vessel[round], all[0].qemu[round], all[1].vessel[round], all[1].qemu[round],
+            all[2].vessel[round], all[2].qemu[round], all[3].vessel[round], all[3].qemu[round],
         );
     }
     println!(
@@ -120,8 +186,10 @@ async fn main() {
         bytes >> 20
     );
     println!("| --- | --- | --- | --- |");
-    row("vsock host→guest", &to_guest);
-    row("vsock guest→host", &from_guest);
+    row("vsock host→guest", &all[0]);
+    row("vsock guest→host", &all[1]);
+    row("virtio-net tap→guest, TCP", &all[2]);
+    row("virtio-net guest→tap, TCP", &all[3]);
     let _ = vessel.kill();
     drop(qemu);
     let _ = std::fs::remove_dir_all(vessel.config().state_dir.clone());

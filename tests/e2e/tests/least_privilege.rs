@@ -1,0 +1,108 @@
+//! The VMM's least privilege with a real guest: started with `--jail` and
+//! the default seccomp filters, the guest boots and its agent answers, while
+//! from outside the VMM shows no capabilities, no_new_privs, a filter on
+//! every thread, its own mount namespace with a near-empty root, and a
+//! bounded file limit.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use vessel_agent::proto::agent_client::AgentClient;
+use vessel_agent::proto::{ShutdownRequest, VersionRequest};
+use vessel_e2e::{console_tail, running_vmms, vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use vessel_host_runtime::vm::{VmExit, VmProcess};
+
+/// The value of `field` in /proc/<pid>/status (or a task's).
+fn status_field(status: &str, field: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in status:\n{status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jailed_vmm_with_seccomp_boots_a_guest_without_privileges() {
+    let mut config = vm_config("jailed", 2, 256);
+    config.extra_vmm_args.push("--jail".into());
+    let state_dir = config.state_dir.clone();
+    let vsock = config.vsock_path();
+    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
+    let pid = vm.pid().expect("pid");
+    let channel = match vm.connect_agent(BOOT_TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => panic!("jailed guest not reachable: {e}\n{}", console_tail(&vm)),
+    };
+    let version = within(
+        "Agent.Version",
+        AgentClient::new(channel.clone()).version(VersionRequest {}),
+    )
+    .await
+    .expect("Version")
+    .into_inner();
+    assert_eq!(version.online_cpus, 2);
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(status_field(&status, caps), "0000000000000000", "{caps}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    // Every thread (vCPUs, device workers, API, signals, main) is filtered.
+    let mut threads = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let task = task.expect("task").path();
+        let st = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        if st.is_empty() {
+            continue; // exited meanwhile
+        }
+        let name = status_field(&st, "Name");
+        assert_eq!(
+            status_field(&st, "Seccomp"),
+            "2",
+            "thread {name} is not filtered"
+        );
+        threads += 1;
+    }
+    assert!(threads >= 4, "only {threads} threads seen");
+
+    let ns = |p: &str| std::fs::read_link(p).expect("ns link");
+    assert_ne!(
+        ns(&format!("/proc/{pid}/ns/mnt")),
+        ns("/proc/self/ns/mnt"),
+        "the VMM must have its own mount namespace"
+    );
+    // Its root holds only the top directories of what it kept (kernel,
+    // initramfs and the socket directory), nothing like /etc or /dev.
+    let root: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .expect("VMM root")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    for absent in ["etc", "dev", "proc", "usr", "bin"] {
+        assert!(
+            !root.contains(absent),
+            "/{absent} is visible in the jail: {root:?}"
+        );
+    }
+    assert!(root.len() <= 4, "unexpected jail root: {root:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let nofile: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no NOFILE limit:\n{limits}"));
+    assert!(nofile <= 4096, "NOFILE soft limit {nofile} is not bounded");
+
+    within(
+        "Agent.Shutdown",
+        AgentClient::new(channel).shutdown(ShutdownRequest {}),
+    )
+    .await
+    .expect("Shutdown");
+    let exit = vm.wait_exit(SHUTDOWN_TIMEOUT).await.expect("VMM exits");
+    assert_eq!(exit, VmExit::Code(0), "{}", console_tail(&vm));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!vsock.exists(), "the jailed VMM left its vsock socket");
+    assert_eq!(running_vmms(), Vec::<u32>::new());
+    std::fs::remove_dir_all(&state_dir).expect("state dir removable");
+}

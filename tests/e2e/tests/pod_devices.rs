@@ -1,0 +1,206 @@
+//! A pod's devices end to end: the guest's NIC on a tap inside a network
+//! namespace, and a virtio-fs share from a real virtiofsd. The agent sets the
+//! sandbox up (address, route, the share's mount), then a busybox container
+//! whose rootfs lives on the share pings the tap's address, reads a file the
+//! host wrote and writes one the host reads back.
+
+use std::path::Path;
+
+use serde_json::json;
+use vessel_agent::proto::agent_client::AgentClient;
+use vessel_agent::proto::containers_client::ContainersClient;
+use vessel_agent::proto::sandbox_client::SandboxClient;
+use vessel_agent::proto::{
+    CreateContainerRequest, DeleteContainerRequest, Interface, Route, SetupSandboxRequest,
+    SharedMount, ShutdownRequest, StartContainerRequest, WaitContainerRequest,
+};
+use vessel_e2e::busybox::build_rootfs;
+use vessel_e2e::netns::{netns_exists, NetnsTap};
+use vessel_e2e::virtiofsd::Virtiofsd;
+use vessel_e2e::{console_tail, running_vmms, vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use vessel_host_runtime::vm::{FsShare, NetDevice, VmExit, VmProcess};
+
+/// Where the agent mounts the share in the guest.
+const SHARED: &str = "/mnt/pod";
+
+/// A container spec: busybox `sh -c script`, allowed to ping.
+fn spec(script: &str) -> serde_json::Value {
+    let caps = json!(["CAP_NET_RAW", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]);
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "user": { "uid": 0, "gid": 0 },
+            "args": ["/bin/sh", "-c", script],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps,
+                "inheritable": [], "ambient": []
+            }
+        },
+        "root": { "path": "rootfs", "readonly": false },
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc",
+              "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "nodev", "mode=1777"] }
+        ],
+        "linux": {
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
+            ]
+        }
+    })
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
+    let net = NetnsTap::create("vessel-e2e-net", 1);
+    let mut config = vm_config("pod-devices", 1, 256);
+    let state_dir = config.state_dir.clone();
+    let shared = state_dir.join("shared");
+    build_rootfs(&shared.join("rootfs"));
+    std::fs::write(shared.join("rootfs/from-host.txt"), "written by the host\n")
+        .expect("host file");
+    let mut virtiofsd = Virtiofsd::start(&shared, &state_dir.join("virtiofsd"));
+
+    config.nets.push(NetDevice {
+        tap: net.tap.clone(),
+        netns: Some(net.path()),
+        mac: net.guest_mac.clone(),
+    });
+    config.shares.push(FsShare {
+        tag: "pod".into(),
+        socket: virtiofsd.socket.clone(),
+    });
+    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
+    let pid = vm.pid().expect("pid");
+    let channel = match vm.connect_agent(BOOT_TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
+    };
+
+    let setup = SetupSandboxRequest {
+        sandbox_id: "pod-devices".into(),
+        hostname: "pod-devices".into(),
+        interfaces: vec![Interface {
+            mac: net.guest_mac.clone(),
+            addresses: vec![format!("{}/{}", net.guest_ip, net.prefix)],
+            ..Interface::default()
+        }],
+        routes: vec![Route {
+            destination: "default".into(),
+            gateway: net.host_ip.clone(),
+            ..Route::default()
+        }],
+        mounts: vec![SharedMount {
+            tag: "pod".into(),
+            mount_point: SHARED.into(),
+            read_only: false,
+        }],
+        ..SetupSandboxRequest::default()
+    };
+    if let Err(status) = within(
+        "Sandbox.Setup",
+        SandboxClient::new(channel.clone()).setup(setup),
+    )
+    .await
+    {
+        panic!("Sandbox.Setup: {status:?}\n{}", console_tail(&vm));
+    }
+
+    let script = format!(
+        "ping -c 3 -W 10 {} && cat /from-host.txt && echo written by the guest > /guest.txt && sync",
+        net.host_ip
+    );
+    let mut containers = ContainersClient::new(channel.clone());
+    let id = "pinger".to_string();
+    within(
+        "Containers.Create",
+        containers.create(CreateContainerRequest {
+            container_id: id.clone(),
+            oci_spec_json: spec(&script).to_string(),
+            rootfs: format!("{SHARED}/rootfs"),
+            stdout_path: format!("{SHARED}/pinger.out"),
+            stderr_path: format!("{SHARED}/pinger.err"),
+        }),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("Create: {s:?}\n{}", console_tail(&vm)));
+    within(
+        "Containers.Start",
+        containers.start(StartContainerRequest {
+            container_id: id.clone(),
+        }),
+    )
+    .await
+    .expect("Start");
+    let exit = within(
+        "Containers.Wait",
+        containers.wait(WaitContainerRequest {
+            container_id: id.clone(),
+        }),
+    )
+    .await
+    .expect("Wait")
+    .into_inner();
+    let (out, err) = (
+        read(&shared.join("pinger.out")),
+        read(&shared.join("pinger.err")),
+    );
+    assert_eq!(
+        exit.exit_code,
+        0,
+        "container failed\nstdout: {out}\nstderr: {err}\n{}",
+        console_tail(&vm)
+    );
+    assert!(
+        out.contains("3 packets transmitted, 3 packets received"),
+        "{out}"
+    );
+    assert!(out.contains("written by the host"), "{out}");
+    assert_eq!(
+        read(&shared.join("rootfs/guest.txt")),
+        "written by the guest\n"
+    );
+    let (rx, tx) = net.tap_packets();
+    assert!(rx >= 3 && tx >= 3, "tap counters rx {rx} tx {tx}");
+    within(
+        "Containers.Delete",
+        containers.delete(DeleteContainerRequest { container_id: id }),
+    )
+    .await
+    .expect("Delete");
+
+    within(
+        "Agent.Shutdown",
+        AgentClient::new(channel).shutdown(ShutdownRequest {}),
+    )
+    .await
+    .expect("Shutdown");
+    let exit = vm.wait_exit(SHUTDOWN_TIMEOUT).await.expect("VMM exits");
+    assert_eq!(exit, VmExit::Code(0), "{}", console_tail(&vm));
+
+    // Nothing left: no VMM, virtiofsd gone once its frontend is, no netns.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(running_vmms(), Vec::<u32>::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while virtiofsd.running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !virtiofsd.running(),
+        "virtiofsd outlived its VM: {}",
+        virtiofsd.log_text()
+    );
+    let ns = net.name.clone();
+    drop(net);
+    assert!(!netns_exists(&ns), "netns {ns} left behind");
+    std::fs::remove_dir_all(&state_dir).expect("state dir removable");
+}
