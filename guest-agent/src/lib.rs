@@ -5,9 +5,11 @@
 //! hybrid vsock socket or, for tests, a plain Unix socket.
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod client;
 pub mod container;
 pub mod diag;
+pub mod events;
 pub mod init;
 pub mod logging;
 pub mod proto;
@@ -15,6 +17,7 @@ pub mod reaper;
 pub mod sandbox;
 pub mod server;
 pub mod shutdown;
+pub mod stats;
 
 /// Version of the agent API this build speaks, reported by `Agent.Version`
 /// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`).

@@ -5,6 +5,7 @@
 
 mod engine;
 mod error;
+mod oom_score;
 pub mod init;
 pub(crate) mod pidfd;
 mod pod;
@@ -17,5 +18,5 @@ pub use engine::{ContainerSummary, Engine};
 pub use error::EngineError;
 pub use init::INIT_ARG;
 pub use pod::PodNamespaces;
-pub use state::{ContainerState, ExitInfo};
+pub use state::{unix_nanos, ContainerState, ExitInfo};
 pub use validate::{validate_id, CreateSpec};
