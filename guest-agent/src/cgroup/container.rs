@@ -87,19 +87,21 @@ impl ContainerCgroup {
         for w in &plan.writes {
             let file = self.path.join(&w.file);
             files::write(&file, &w.value).map_err(|err| match err {
-                CgroupError::Io { source, .. } => match Errno::from_raw(source.raw_os_error().unwrap_or(0)) {
-                    Errno::ENOENT => CgroupError::InvalidArgument(format!(
-                        "{}: this kernel has no {} (unsupported size or feature)",
-                        w.field, w.file
-                    )),
-                    Errno::EINVAL | Errno::ERANGE | Errno::EOVERFLOW => {
-                        CgroupError::InvalidArgument(format!(
-                            "{}: the kernel refused {:?} for {}: {source}",
-                            w.field, w.value, w.file
-                        ))
+                CgroupError::Io { source, .. } => {
+                    match Errno::from_raw(source.raw_os_error().unwrap_or(0)) {
+                        Errno::ENOENT => CgroupError::InvalidArgument(format!(
+                            "{}: this kernel has no {} (unsupported size or feature)",
+                            w.field, w.file
+                        )),
+                        Errno::EINVAL | Errno::ERANGE | Errno::EOVERFLOW => {
+                            CgroupError::InvalidArgument(format!(
+                                "{}: the kernel refused {:?} for {}: {source}",
+                                w.field, w.value, w.file
+                            ))
+                        }
+                        _ => CgroupError::io("write", &file, source),
                     }
-                    _ => CgroupError::io("write", &file, source),
-                },
+                }
                 other => other,
             })?;
             tracing::debug!(container_id = %self.id, file = %w.file, value = %w.value, "cgroup limit set");

@@ -112,7 +112,10 @@ mod tests {
         std::fs::write(dir.path().join("a"), "max\n").expect("write");
         std::fs::write(dir.path().join("b"), "4096\n").expect("write");
         assert_eq!(read_value(&dir.path().join("a")).ok(), Some(Some(None)));
-        assert_eq!(read_value(&dir.path().join("b")).ok(), Some(Some(Some(4096))));
+        assert_eq!(
+            read_value(&dir.path().join("b")).ok(),
+            Some(Some(Some(4096)))
+        );
         assert_eq!(read_value(&dir.path().join("c")).ok(), Some(None));
     }
 }

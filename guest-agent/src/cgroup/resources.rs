@@ -88,9 +88,19 @@ fn memory(plan: &mut Plan, m: &LinuxMemory) -> Result<(), CgroupError> {
     if let Some(limit) = m.limit() {
         match limit {
             0 => {}
-            -1 => plan.push(Controller::Memory, "memory.max", "max".into(), "memory.limit"),
+            -1 => plan.push(
+                Controller::Memory,
+                "memory.max",
+                "max".into(),
+                "memory.limit",
+            ),
             l if l < 0 => return Err(invalid("memory.limit", format!("{l} is negative"))),
-            l => plan.push(Controller::Memory, "memory.max", l.to_string(), "memory.limit"),
+            l => plan.push(
+                Controller::Memory,
+                "memory.max",
+                l.to_string(),
+                "memory.limit",
+            ),
         }
     }
     // An absent swap is 0 in runc's terms (it is a plain int64 there).
@@ -138,7 +148,10 @@ fn check_cpuset_list(field: &str, list: &str) -> Result<(), CgroupError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(field, format!("{list:?} is not a list like \"0-3,5\"")))
+        Err(invalid(
+            field,
+            format!("{list:?} is not a list like \"0-3,5\""),
+        ))
     }
 }
 
@@ -184,7 +197,12 @@ fn cpu(plan: &mut Plan, c: &LinuxCpu) -> Result<(), CgroupError> {
         );
     }
     if let Some(burst) = c.burst() {
-        plan.push(Controller::Cpu, "cpu.max.burst", burst.to_string(), "cpu.burst");
+        plan.push(
+            Controller::Cpu,
+            "cpu.max.burst",
+            burst.to_string(),
+            "cpu.burst",
+        );
     }
     if let Some(idle) = c.idle() {
         if !(0..=1).contains(&idle) {
@@ -192,8 +210,7 @@ fn cpu(plan: &mut Plan, c: &LinuxCpu) -> Result<(), CgroupError> {
         }
         plan.push(Controller::Cpu, "cpu.idle", idle.to_string(), "cpu.idle");
     }
-    if c.realtime_runtime().is_some_and(|r| r != 0) || c.realtime_period().is_some_and(|p| p != 0)
-    {
+    if c.realtime_runtime().is_some_and(|r| r != 0) || c.realtime_period().is_some_and(|p| p != 0) {
         return Err(invalid(
             "cpu.realtimeRuntime",
             "real-time scheduling limits do not exist on cgroup v2",
@@ -201,11 +218,21 @@ fn cpu(plan: &mut Plan, c: &LinuxCpu) -> Result<(), CgroupError> {
     }
     if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
         check_cpuset_list("cpu.cpus", cpus)?;
-        plan.push(Controller::Cpuset, "cpuset.cpus", cpus.to_owned(), "cpu.cpus");
+        plan.push(
+            Controller::Cpuset,
+            "cpuset.cpus",
+            cpus.to_owned(),
+            "cpu.cpus",
+        );
     }
     if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
         check_cpuset_list("cpu.mems", mems)?;
-        plan.push(Controller::Cpuset, "cpuset.mems", mems.to_owned(), "cpu.mems");
+        plan.push(
+            Controller::Cpuset,
+            "cpuset.mems",
+            mems.to_owned(),
+            "cpu.mems",
+        );
     }
     Ok(())
 }
@@ -418,11 +445,10 @@ mod tests {
 
     #[test]
     fn unified_keys_pass_through() {
-        let p = plan(&parse(r#"{"unified": {"memory.high": "1000000", "pids.max": "9"}}"#))
-            .expect("plan");
-        assert_eq!(
-            files(&p),
-            [("memory.high", "1000000"), ("pids.max", "9")]
-        );
+        let p = plan(&parse(
+            r#"{"unified": {"memory.high": "1000000", "pids.max": "9"}}"#,
+        ))
+        .expect("plan");
+        assert_eq!(files(&p), [("memory.high", "1000000"), ("pids.max", "9")]);
     }
 }

@@ -5,8 +5,8 @@
 
 mod engine;
 mod error;
-mod oom_score;
 pub mod init;
+mod oom_score;
 pub(crate) mod pidfd;
 mod pod;
 mod spawn;

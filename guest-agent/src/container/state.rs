@@ -8,9 +8,9 @@ use nix::unistd::Pid;
 use tokio::sync::{oneshot, watch};
 
 use super::pidfd::PidFd;
+use super::spawn::SyncReader;
 use crate::cgroup::ContainerCgroup;
 use crate::events::{EventBus, EventKind};
-use super::spawn::SyncReader;
 use crate::reaper::ExitStatus;
 
 /// Lifecycle state of a container.

@@ -77,7 +77,9 @@ pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads
     // Without workloads (in-process tests, which must not reap) those services answer Unimplemented.
     let (containers, sandbox) = match &workloads {
         Some(w) => (
-            Some(ContainersServer::new(ContainersService::new(w.engine.clone()))),
+            Some(ContainersServer::new(ContainersService::new(
+                w.engine.clone(),
+            ))),
             Some(SandboxServer::new(SandboxService::new(w.sandbox.clone()))),
         ),
         None => (None, None),
@@ -85,7 +87,9 @@ pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads
     // Resources, Stats and Events: the cgroup side of the same engine.
     let (resources, stats, events) = match workloads {
         Some(w) => (
-            Some(ResourcesServer::new(ResourcesService::new(w.engine.clone()))),
+            Some(ResourcesServer::new(ResourcesService::new(
+                w.engine.clone(),
+            ))),
             Some(StatsServer::new(ResourcesService::new(w.engine.clone()))),
             Some(EventsServer::new(EventsService::new(
                 w.engine.events().clone(),

@@ -12,8 +12,8 @@ use crate::container::{unix_nanos, validate_id, Engine, EngineError};
 use crate::proto::resources_server::Resources;
 use crate::proto::stats_server::Stats;
 use crate::proto::{
-    ContainerStats, GetStatsRequest, GetStatsResponse, ListProcessesRequest,
-    ListProcessesResponse, ProcessInfo, UpdateResourcesRequest, UpdateResourcesResponse,
+    ContainerStats, GetStatsRequest, GetStatsResponse, ListProcessesRequest, ListProcessesResponse,
+    ProcessInfo, UpdateResourcesRequest, UpdateResourcesResponse,
 };
 
 /// Largest accepted `resources_json`.

@@ -79,7 +79,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let write = |name: &str, text: &str| std::fs::write(d.join(name), text).expect("write");
-        write("cpu.stat", "usage_usec 500\nuser_usec 300\nsystem_usec 200\n");
+        write(
+            "cpu.stat",
+            "usage_usec 500\nuser_usec 300\nsystem_usec 200\n",
+        );
         write("memory.current", "10000\n");
         write(
             "memory.stat",
@@ -90,10 +93,17 @@ mod tests {
         write("pids.current", "3\n");
         write("pids.max", "32\n");
         let stats = cgroup_stats(d).expect("read").expect("present");
-        assert_eq!(stats.cpu.map(|c| (c.usage_usec, c.user_usec)), Some((500, 300)));
+        assert_eq!(
+            stats.cpu.map(|c| (c.usage_usec, c.user_usec)),
+            Some((500, 300))
+        );
         let memory = stats.memory.expect("memory");
         assert_eq!(
-            (memory.usage_bytes, memory.working_set_bytes, memory.rss_bytes),
+            (
+                memory.usage_bytes,
+                memory.working_set_bytes,
+                memory.rss_bytes
+            ),
             (10000, 7000, 4000)
         );
         assert_eq!((memory.page_faults, memory.major_page_faults), (77, 2));
@@ -107,7 +117,9 @@ mod tests {
         std::fs::write(dir.path().join("cpu.stat"), "usage_usec 1\n").expect("write");
         let stats = cgroup_stats(dir.path()).expect("read").expect("present");
         assert!(stats.memory.is_none() && stats.pids.is_none());
-        assert!(cgroup_stats(&dir.path().join("gone")).expect("read").is_none());
+        assert!(cgroup_stats(&dir.path().join("gone"))
+            .expect("read")
+            .is_none());
     }
 
     #[test]
