@@ -118,7 +118,7 @@ impl Agent {
             .stderr(log)
             .spawn()
             .expect("spawn unshare");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + PATIENCE;
         let channel = match wait_ready_unix(&socket, deadline).await {
             Ok(channel) => channel,
             Err(err) => panic!(
@@ -701,12 +701,7 @@ async fn memory_use_shows_in_stats() {
             ]),
         )
         .await;
-    let memory = |s: &GetStatsResponse| {
-        s.containers[0]
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.memory.clone())
-    };
+    let memory = |s: &GetStatsResponse| s.containers[0].cgroup.as_ref().and_then(|c| c.memory);
     let stats = agent
         .stats_until("alloc", "64 MiB charged", |s| {
             memory(s).is_some_and(|m| m.usage_bytes >= 64 << 20)
