@@ -5,9 +5,11 @@
 //! hybrid vsock socket or, for tests, a plain Unix socket.
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod client;
 pub mod container;
 pub mod diag;
+pub mod events;
 pub mod init;
 pub mod logging;
 pub mod proto;
@@ -15,10 +17,12 @@ pub mod reaper;
 pub mod sandbox;
 pub mod server;
 pub mod shutdown;
+pub mod stats;
 
 /// Version of the agent API this build speaks, reported by `Agent.Version`
-/// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`).
-pub const AGENT_API_VERSION: u32 = 3;
+/// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`,
+/// 4 container cgroups: `Resources`, `Stats`, `Events`, `Wait.oom_killed`).
+pub const AGENT_API_VERSION: u32 = 4;
 
 /// vsock port the agent listens on inside the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
+use vessel_agent::cgroup;
 use vessel_agent::container::{self, Engine};
 use vessel_agent::reaper::Reaper;
 use vessel_agent::server::{self, Listen, Workloads};
@@ -26,6 +27,9 @@ struct Args {
     /// Listen on this Unix socket instead of vsock (running as a host process).
     #[arg(long, value_name = "PATH", conflicts_with = "vsock_port")]
     unix: Option<PathBuf>,
+    /// cgroup v2 hierarchy the pod's cgroups go under (tests point it at a delegated subtree).
+    #[arg(long, value_name = "PATH", default_value = cgroup::DEFAULT_ROOT)]
+    cgroup_root: PathBuf,
 }
 
 impl Default for Args {
@@ -33,6 +37,7 @@ impl Default for Args {
         Self {
             vsock_port: AGENT_VSOCK_PORT,
             unix: None,
+            cgroup_root: PathBuf::from(cgroup::DEFAULT_ROOT),
         }
     }
 }
@@ -116,7 +121,14 @@ async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
         nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
     }
     let reaper = Reaper::start()?;
-    let workloads = Workloads::new(Engine::new(reaper));
+    let engine = match cgroup::Hierarchy::setup(&args.cgroup_root) {
+        Ok(hierarchy) => Engine::new(reaper).with_cgroups(hierarchy),
+        Err(err) => {
+            tracing::warn!(error = %err, "containers get no cgroups");
+            Engine::new(reaper)
+        }
+    };
+    let workloads = Workloads::new(engine);
     let shutdown = ShutdownSignal::new();
     shutdown_on_signals(&shutdown)?;
     if pid1 && vessel_agent::diag::enabled() {

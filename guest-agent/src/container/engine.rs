@@ -11,11 +11,14 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use super::error::EngineError;
+use super::oom_score;
 use super::pod::PodNamespaces;
 use super::spawn::{self, failure, next_message};
 use super::state::{unix_nanos, watch_exit, Container, ContainerState, ExitInfo, Pending};
 use super::sync::SyncMessage;
 use super::validate::{validate_id, CreateSpec};
+use crate::cgroup::{self, ContainerCgroup, Hierarchy};
+use crate::events::EventBus;
 use crate::reaper::Reaper;
 
 /// How long `Delete` waits for a killed container to be reaped.
@@ -75,6 +78,10 @@ pub struct Engine {
     containers: Arc<Mutex<HashMap<String, Slot>>>,
     /// The pod's namespaces once the sandbox is set up.
     pod: Arc<RwLock<Option<PodNamespaces>>>,
+    /// The pod's cgroup v2 hierarchy; `None` where there is none (containers get no cgroups).
+    cgroups: Option<Arc<Hierarchy>>,
+    /// Exit and OOM events of the containers.
+    events: EventBus,
 }
 
 impl Engine {
@@ -84,7 +91,30 @@ impl Engine {
             reaper,
             containers: Arc::default(),
             pod: Arc::default(),
+            cgroups: None,
+            events: EventBus::default(),
         }
+    }
+
+    /// Gives later containers cgroups under `hierarchy`.
+    pub fn with_cgroups(mut self, hierarchy: Hierarchy) -> Self {
+        self.cgroups = Some(Arc::new(hierarchy));
+        self
+    }
+
+    /// The cgroup hierarchy, if containers get cgroups.
+    pub fn cgroups(&self) -> Option<&Hierarchy> {
+        self.cgroups.as_deref()
+    }
+
+    /// The bus the containers' exit and OOM events go to.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The cgroup of container `id` (`None` without a hierarchy); NOT_FOUND for an unknown id.
+    pub fn cgroup_of(&self, id: &str) -> Result<Option<Arc<ContainerCgroup>>, EngineError> {
+        Ok(self.get(id)?.cgroup.clone())
     }
 
     /// The reaper the engine's children are registered with.
@@ -140,15 +170,30 @@ impl Engine {
             pod.apply_to(&mut create.spec)?;
         }
         let reservation = self.reserve(&id)?;
+        let oom_score_adj = oom_score::from_spec(&create.spec)?;
+        // Dropped unkept (any failure below), the cgroup is emptied and removed.
+        let cgroup = cgroup::for_container(self.cgroups(), &id, &create.spec)?;
+        let procs = match &cgroup {
+            Some(c) => Some(c.cgroup().procs_writer()?),
+            None => None,
+        };
         // If the caller goes away mid-create this future is dropped: the reservation
         // frees the id, and the dropped start pipe makes the waiting process exit.
-        let spawned = match spawn::spawn(&self.reaper, &create).await {
+        let spawned = match spawn::spawn(&self.reaper, &create, procs).await {
             Ok(spawned) => spawned,
             Err(err) => {
                 tracing::warn!(container_id = %id, error = %err, "create failed");
                 return Err(err);
             }
         };
+        if let Some(adj) = oom_score_adj {
+            // Before the start byte, so the exec'd process inherits it.
+            if let Err(err) = oom_score::apply(spawned.pid, adj) {
+                let _ = spawned.pidfd.signal(Signal::SIGKILL);
+                let _ = tokio::time::timeout(DELETE_TIMEOUT, spawned.exit).await;
+                return Err(err);
+            }
+        }
         reservation.keep();
         let (exit_tx, exit_rx) = watch::channel(None);
         let container = Arc::new(Container {
@@ -161,8 +206,17 @@ impl Engine {
             })),
             started_at: AtomicI64::new(0),
             exit: exit_rx,
+            cgroup: cgroup.and_then(cgroup::PendingCgroup::keep),
         });
-        watch_exit(Arc::clone(&container), spawned.exit, exit_tx);
+        if let Some(cgroup) = &container.cgroup {
+            cgroup.watch_oom(self.events.clone());
+        }
+        watch_exit(
+            Arc::clone(&container),
+            spawned.exit,
+            exit_tx,
+            self.events.clone(),
+        );
         self.lock()
             .insert(id.clone(), Slot::Ready(Arc::clone(&container)));
         let pid = u32::try_from(container.pid.as_raw()).unwrap_or(0);
@@ -249,7 +303,7 @@ impl Engine {
         Ok(self.get(id)?.wait().await)
     }
 
-    /// Kills what is left of the container (its whole pid namespace) and forgets it.
+    /// Kills what is left of the container (its whole cgroup and pid namespace) and forgets it.
     pub async fn delete(&self, id: &str) -> Result<(), EngineError> {
         let container = self.get(id)?;
         if container.state() != ContainerState::Stopped {
@@ -270,6 +324,10 @@ impl Engine {
             return Err(EngineError::Internal(format!(
                 "container {id:?} did not exit within {DELETE_TIMEOUT:?} of SIGKILL"
             )));
+        }
+        // The exit already removed it; this retries if that failed.
+        if let Some(cgroup) = &container.cgroup {
+            cgroup.remove(DELETE_TIMEOUT).await?;
         }
         let mut containers = self.lock();
         // A concurrent Delete may have removed it already; only remove this very container.

@@ -6,6 +6,7 @@
 mod engine;
 mod error;
 pub mod init;
+mod oom_score;
 pub(crate) mod pidfd;
 mod pod;
 mod spawn;
@@ -17,5 +18,5 @@ pub use engine::{ContainerSummary, Engine};
 pub use error::EngineError;
 pub use init::INIT_ARG;
 pub use pod::PodNamespaces;
-pub use state::{ContainerState, ExitInfo};
+pub use state::{unix_nanos, ContainerState, ExitInfo};
 pub use validate::{validate_id, CreateSpec};

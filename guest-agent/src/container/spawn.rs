@@ -86,8 +86,14 @@ pub fn failure(kind: FailureKind, message: String) -> EngineError {
 }
 
 /// Spawns the init stage for `create` and waits until the container is set up.
+/// With `cgroup_procs` (a cgroup's `cgroup.procs` open for writing) the init
+/// stage moves itself into that cgroup before it runs.
 // On failure nothing is left: the container's process is killed and reaped.
-pub async fn spawn(reaper: &Reaper, create: &CreateSpec) -> Result<Spawned, EngineError> {
+pub async fn spawn(
+    reaper: &Reaper,
+    create: &CreateSpec,
+    cgroup_procs: Option<OwnedFd>,
+) -> Result<Spawned, EngineError> {
     let stdout = output("stdout_path", create.stdout.as_deref())?;
     let stderr = output("stderr_path", create.stderr.as_deref())?;
     let config = serde_json::to_vec(&InitConfig {
@@ -118,11 +124,18 @@ pub async fn spawn(reaper: &Reaper, create: &CreateSpec) -> Result<Spawned, Engi
     if let Ok(level) = std::env::var(LOG_ENV) {
         command.env(LOG_ENV, level);
     }
-    // Safe: between fork and exec this only calls fcntl, which is async-signal-safe.
+    let procs_fd = cgroup_procs.as_ref().map(AsRawFd::as_raw_fd);
+    // Safe: between fork and exec this only calls fcntl and write, which are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
             for fd in child_fds {
                 if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // "0" moves the writing process; its descendants are born in the cgroup.
+            if let Some(fd) = procs_fd {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -138,7 +151,7 @@ pub async fn spawn(reaper: &Reaper, create: &CreateSpec) -> Result<Spawned, Engi
         .map_err(|e| internal("spawn the container init", e))?;
     tracing::debug!(container_id = %create.id, pid = monitor.pid.as_raw(), "init stage spawned");
     // Our copies of the child's ends must go, or EOF never comes.
-    drop((config_r, sync_w, start_r));
+    drop((config_r, sync_w, start_r, cgroup_procs));
     let written = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         File::from(config_w).write_all(&config)

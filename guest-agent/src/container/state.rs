@@ -9,6 +9,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::pidfd::PidFd;
 use super::spawn::SyncReader;
+use crate::cgroup::ContainerCgroup;
+use crate::events::{EventBus, EventKind};
 use crate::reaper::ExitStatus;
 
 /// Lifecycle state of a container.
@@ -33,10 +35,12 @@ pub struct ExitInfo {
     pub started_at: i64,
     /// Unix nanoseconds of the reap.
     pub finished_at: i64,
+    /// Whether the OOM killer struck in the container's cgroup.
+    pub oom_killed: bool,
 }
 
 /// Nanoseconds since the Unix epoch, now.
-pub(super) fn unix_nanos() -> i64 {
+pub fn unix_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -60,6 +64,8 @@ pub(super) struct Container {
     pub(super) pending: tokio::sync::Mutex<Option<Pending>>,
     pub(super) started_at: AtomicI64,
     pub(super) exit: watch::Receiver<Option<ExitInfo>>,
+    /// Its cgroup, when the guest has a cgroup v2 hierarchy.
+    pub(super) cgroup: Option<Arc<ContainerCgroup>>,
 }
 
 impl Container {
@@ -87,17 +93,20 @@ impl Container {
                     signal: 0,
                     started_at: 0,
                     finished_at: unix_nanos(),
+                    oom_killed: false,
                 });
             }
         }
     }
 }
 
-/// Records the container's exit once the reaper reports it.
+/// Records the container's exit once the reaper reports it, after killing
+/// whatever is left in its cgroup; then publishes the exit event.
 pub(super) fn watch_exit(
     container: Arc<Container>,
     exit: oneshot::Receiver<ExitStatus>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
+    events: EventBus,
 ) {
     tokio::spawn(async move {
         // The reaper dropping its sender would mean the agent is going down.
@@ -106,13 +115,23 @@ pub(super) fn watch_exit(
             ExitStatus::Exited(code) => (code, 0),
             ExitStatus::Signaled { signal, .. } => (128 + signal, signal),
         };
+        let finished_at = unix_nanos();
+        let oom_killed = match &container.cgroup {
+            Some(cgroup) => cgroup.stop(&events).await,
+            None => false,
+        };
         let info = ExitInfo {
             exit_code,
             signal,
             started_at: container.started_at.load(Ordering::SeqCst),
-            finished_at: unix_nanos(),
+            finished_at,
+            oom_killed,
         };
-        tracing::info!(container_id = %container.id, exit_code, signal, "container exited");
+        tracing::info!(container_id = %container.id, exit_code, signal, oom_killed, "container exited");
         exit_tx.send_replace(Some(info));
+        events.publish(EventKind::Exit {
+            container_id: container.id.clone(),
+            exit: info,
+        });
     });
 }

@@ -24,14 +24,14 @@ impl ContainersService {
     }
 }
 
-fn wait_response(exit: ExitInfo) -> WaitContainerResponse {
+/// How an exit is reported (`Wait`, `List`, the `Events` stream).
+pub(crate) fn wait_response(exit: ExitInfo) -> WaitContainerResponse {
     WaitContainerResponse {
         exit_code: exit.exit_code,
         signal: u32::try_from(exit.signal).unwrap_or(0),
         started_at: exit.started_at,
         finished_at: exit.finished_at,
-        // No cgroups in this slice, so no OOM kills are detected yet.
-        oom_killed: false,
+        oom_killed: exit.oom_killed,
     }
 }
 

@@ -2,8 +2,10 @@
 
 mod agent;
 mod containers;
+mod events;
 mod health;
 mod listen;
+mod resources;
 mod sandbox;
 
 use std::fmt;
@@ -15,15 +17,20 @@ use tonic::transport::Server;
 
 pub use agent::AgentService;
 pub use containers::ContainersService;
+pub use events::EventsService;
 pub use health::HealthService;
 pub use listen::ServerError;
+pub use resources::ResourcesService;
 pub use sandbox::SandboxService;
 
 use crate::container::Engine;
 use crate::proto::agent_server::AgentServer;
 use crate::proto::containers_server::ContainersServer;
+use crate::proto::events_server::EventsServer;
 use crate::proto::health_server::HealthServer;
+use crate::proto::resources_server::ResourcesServer;
 use crate::proto::sandbox_server::SandboxServer;
+use crate::proto::stats_server::StatsServer;
 use crate::sandbox::Sandbox;
 use crate::shutdown::ShutdownSignal;
 
@@ -68,18 +75,37 @@ impl Workloads {
 /// All agent services, sharing one shutdown signal; `Containers` and `Sandbox` only with workloads.
 pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads>) -> Router {
     // Without workloads (in-process tests, which must not reap) those services answer Unimplemented.
-    let (containers, sandbox) = match workloads {
+    let (containers, sandbox) = match &workloads {
         Some(w) => (
-            Some(ContainersServer::new(ContainersService::new(w.engine))),
-            Some(SandboxServer::new(SandboxService::new(w.sandbox))),
+            Some(ContainersServer::new(ContainersService::new(
+                w.engine.clone(),
+            ))),
+            Some(SandboxServer::new(SandboxService::new(w.sandbox.clone()))),
         ),
         None => (None, None),
+    };
+    // Resources, Stats and Events: the cgroup side of the same engine.
+    let (resources, stats, events) = match workloads {
+        Some(w) => (
+            Some(ResourcesServer::new(ResourcesService::new(
+                w.engine.clone(),
+            ))),
+            Some(StatsServer::new(ResourcesService::new(w.engine.clone()))),
+            Some(EventsServer::new(EventsService::new(
+                w.engine.events().clone(),
+                shutdown.clone(),
+            ))),
+        ),
+        None => (None, None, None),
     };
     Server::builder()
         .add_service(HealthServer::new(HealthService::new(shutdown.clone())))
         .add_service(AgentServer::new(AgentService::new(shutdown.clone(), pid1)))
         .add_optional_service(containers)
         .add_optional_service(sandbox)
+        .add_optional_service(resources)
+        .add_optional_service(stats)
+        .add_optional_service(events)
 }
 
 /// Serves the agent API without containers; see [`serve_with`].
