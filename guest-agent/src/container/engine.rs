@@ -14,6 +14,7 @@ use super::error::EngineError;
 use super::pod::PodNamespaces;
 use super::spawn::{self, failure, next_message};
 use super::state::{unix_nanos, watch_exit, Container, ContainerState, ExitInfo, Pending};
+use super::stdio;
 use super::sync::SyncMessage;
 use super::validate::{validate_id, CreateSpec};
 use crate::reaper::Reaper;
@@ -110,7 +111,7 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, id: &str) -> Result<Arc<Container>, EngineError> {
+    pub(super) fn get(&self, id: &str) -> Result<Arc<Container>, EngineError> {
         validate_id(id)?;
         match self.lock().get(id) {
             Some(Slot::Ready(c)) => Ok(Arc::clone(c)),
@@ -142,10 +143,23 @@ impl Engine {
         let reservation = self.reserve(&id)?;
         // If the caller goes away mid-create this future is dropped: the reservation
         // frees the id, and the dropped start pipe makes the waiting process exit.
-        let spawned = match spawn::spawn(&self.reaper, &create).await {
+        let (child_stdio, parent_stdio) = stdio::prepare(
+            create.stdout.as_deref(),
+            create.stderr.as_deref(),
+            create.streams.as_ref(),
+        )?;
+        let spawned = match spawn::spawn(&self.reaper, &create, child_stdio).await {
             Ok(spawned) => spawned,
             Err(err) => {
                 tracing::warn!(container_id = %id, error = %err, "create failed");
+                return Err(err);
+            }
+        };
+        let stdio = match parent_stdio.connect() {
+            Ok(stdio) => stdio,
+            Err(err) => {
+                tracing::warn!(container_id = %id, error = %err, "create failed");
+                spawn::abandon(spawned).await;
                 return Err(err);
             }
         };
@@ -161,6 +175,9 @@ impl Engine {
             })),
             started_at: AtomicI64::new(0),
             exit: exit_rx,
+            spec: Arc::new(create.spec),
+            stdio,
+            execs: Default::default(),
         });
         watch_exit(Arc::clone(&container), spawned.exit, exit_tx);
         self.lock()

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
 use tokio::sync::{oneshot, watch};
 
+use super::exec::Execs;
 use super::pidfd::PidFd;
 use super::spawn::SyncReader;
+use super::stdio::ProcessStdio;
 use crate::reaper::ExitStatus;
 
 /// Lifecycle state of a container.
@@ -60,6 +63,12 @@ pub(super) struct Container {
     pub(super) pending: tokio::sync::Mutex<Option<Pending>>,
     pub(super) started_at: AtomicI64,
     pub(super) exit: watch::Receiver<Option<ExitInfo>>,
+    /// The spec it was created with (an exec runs with it, its process replaced).
+    pub(super) spec: Arc<Spec>,
+    /// The process's streams; `None` when stdio goes to files.
+    pub(super) stdio: Option<Arc<ProcessStdio>>,
+    /// Its exec processes.
+    pub(super) execs: Execs,
 }
 
 impl Container {

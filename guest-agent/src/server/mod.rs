@@ -4,6 +4,7 @@ mod agent;
 mod containers;
 mod health;
 mod listen;
+mod process;
 mod sandbox;
 
 use std::fmt;
@@ -17,13 +18,16 @@ pub use agent::AgentService;
 pub use containers::ContainersService;
 pub use health::HealthService;
 pub use listen::ServerError;
+pub use process::{ProcessesService, StdioService, MAX_INPUT_CHUNK};
 pub use sandbox::SandboxService;
 
 use crate::container::Engine;
 use crate::proto::agent_server::AgentServer;
 use crate::proto::containers_server::ContainersServer;
 use crate::proto::health_server::HealthServer;
+use crate::proto::processes_server::ProcessesServer;
 use crate::proto::sandbox_server::SandboxServer;
+use crate::proto::stdio_server::StdioServer;
 use crate::sandbox::Sandbox;
 use crate::shutdown::ShutdownSignal;
 
@@ -68,18 +72,26 @@ impl Workloads {
 /// All agent services, sharing one shutdown signal; `Containers` and `Sandbox` only with workloads.
 pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads>) -> Router {
     // Without workloads (in-process tests, which must not reap) those services answer Unimplemented.
-    let (containers, sandbox) = match workloads {
+    let (containers, sandbox) = match &workloads {
         Some(w) => (
-            Some(ContainersServer::new(ContainersService::new(w.engine))),
-            Some(SandboxServer::new(SandboxService::new(w.sandbox))),
+            Some(ContainersServer::new(ContainersService::new(
+                w.engine.clone(),
+            ))),
+            Some(SandboxServer::new(SandboxService::new(w.sandbox.clone()))),
         ),
         None => (None, None),
     };
+    let processes = workloads
+        .as_ref()
+        .map(|w| ProcessesServer::new(ProcessesService::new(w.engine.clone())));
+    let stdio = workloads.map(|w| StdioServer::new(StdioService::new(w.engine)));
     Server::builder()
         .add_service(HealthServer::new(HealthService::new(shutdown.clone())))
         .add_service(AgentServer::new(AgentService::new(shutdown.clone(), pid1)))
         .add_optional_service(containers)
         .add_optional_service(sandbox)
+        .add_optional_service(processes)
+        .add_optional_service(stdio)
 }
 
 /// Serves the agent API without containers; see [`serve_with`].
