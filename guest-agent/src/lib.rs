@@ -17,8 +17,9 @@ pub mod server;
 pub mod shutdown;
 
 /// Version of the agent API this build speaks, reported by `Agent.Version`
-/// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`).
-pub const AGENT_API_VERSION: u32 = 3;
+/// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`,
+/// 4 `Processes` (exec), `Stdio` and `CreateContainerRequest.streams`).
+pub const AGENT_API_VERSION: u32 = 4;
 
 /// vsock port the agent listens on inside the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

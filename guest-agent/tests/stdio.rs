@@ -308,22 +308,31 @@ async fn a_terminal_has_a_pts_name_and_follows_resize() {
     // Before Start: the first `stty size` sees it.
     h.stdio.resize(resize(40, 120)).await.expect("resize");
     h.start_container("tty").await;
-    let reader = tokio::spawn({
-        let channel = h.channel();
-        async move { collect_output(channel, "tty", "", StdioStream::Stdout, LIMIT).await }
-    });
+    let req = OutputRequest {
+        container_id: "tty".into(),
+        exec_id: String::new(),
+        stream: StdioStream::Stdout.into(),
+    };
+    let mut stream = h.stdio.output(req).await.expect("attach").into_inner();
+    let mut out = Vec::new();
+    // Input is echoed as soon as it is written: send it only once the first size is out.
+    while !String::from_utf8_lossy(&out).contains("40 120") {
+        match stream.message().await.expect("read") {
+            Some(chunk) => out.extend_from_slice(&chunk.data),
+            None => panic!("EOF early: {}", String::from_utf8_lossy(&out)),
+        }
+    }
     // While it runs: the process waits for a line, then prints the new size.
     h.stdio.resize(resize(50, 160)).await.expect("resize");
     write_stdin(h.channel(), "tty", "", b"go\n", false)
         .await
         .expect("input");
-    let out = reader.await.expect("join").expect("output");
+    while let Some(chunk) = stream.message().await.expect("read") {
+        out.extend_from_slice(&chunk.data);
+    }
     let out = String::from_utf8_lossy(&out).replace('\r', "");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.first(), Some(&"/dev/pts/0"), "{out}");
-    assert_eq!(lines.get(1), Some(&"40 120"), "{out}");
-    // The terminal echoes the input line before the second size.
-    assert_eq!(lines.last(), Some(&"50 160"), "{out}");
+    assert_eq!(lines, ["/dev/pts/0", "40 120", "go", "50 160"], "{out}");
     assert_eq!(h.wait("tty", "").await.exit_code, 0);
     // A terminal has no separate stderr.
     let req = OutputRequest {

@@ -243,7 +243,17 @@ impl Engine {
             join: Some(container.pidfd.as_raw_fd()),
         };
         // `container` (and so its pidfd) lives until the child has inherited it.
-        let spawned = spawn::spawn_init(self.reaper(), &label, &config, child).await?;
+        let spawned = match spawn::spawn_init(self.reaper(), &label, &config, child).await {
+            Ok(spawned) => spawned,
+            // The container exited meanwhile: setns found no process to join.
+            Err(_) if container.state() == ContainerState::Stopped => {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "container {:?} is not running",
+                    req.container_id
+                )))
+            }
+            Err(err) => return Err(err),
+        };
         let stdio = match parent.connect() {
             Ok(stdio) => stdio,
             Err(err) => {

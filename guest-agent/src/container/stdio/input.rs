@@ -128,3 +128,45 @@ impl Drop for InputWriter {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn slot_with_reader() -> (Arc<InputSlot>, std::fs::File) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let slot = InputSlot::new(Some(AsyncStdioFd::new(w).expect("async fd")));
+        (Arc::new(slot), std::fs::File::from(r))
+    }
+
+    #[tokio::test]
+    async fn writers_take_turns_and_close_reaches_the_reader() {
+        let (slot, mut reader) = slot_with_reader();
+        let first = slot.attach().expect("attach");
+        assert!(matches!(
+            slot.attach(),
+            Err(EngineError::FailedPrecondition(_))
+        ));
+        first.write_all(b"one").await.expect("write");
+        drop(first);
+        let second = slot.attach().expect("attach again");
+        second.write_all(b"two").await.expect("write");
+        // A close while a writer is attached happens when it lets go.
+        slot.close().expect("close");
+        drop(second);
+        let mut all = String::new();
+        reader.read_to_string(&mut all).expect("read to EOF");
+        assert_eq!(all, "onetwo");
+        assert!(slot.attach().is_err());
+        slot.close().expect("closing twice is fine");
+    }
+
+    #[test]
+    fn no_stdin_refuses_everything() {
+        let slot = Arc::new(InputSlot::new(None));
+        assert!(slot.attach().is_err());
+        assert!(slot.close().is_err());
+    }
+}

@@ -98,3 +98,41 @@ impl std::os::fd::AsFd for OutputSlot {
         self.fd.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot_with_writer() -> (Arc<OutputSlot>, std::fs::File) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let slot = OutputSlot::new("stdout", AsyncStdioFd::new(r).expect("async fd"));
+        (Arc::new(slot), std::fs::File::from(w))
+    }
+
+    #[tokio::test]
+    async fn one_reader_then_the_next_then_eof_for_everyone() {
+        use std::io::Write;
+        let (slot, mut writer) = slot_with_writer();
+        writer.write_all(b"abc").expect("write");
+        let mut first = slot.attach().expect("attach").expect("reader");
+        assert!(matches!(
+            slot.attach(),
+            Err(EngineError::FailedPrecondition(_))
+        ));
+        assert_eq!(
+            first.next_chunk().await.expect("read"),
+            Some(b"abc".to_vec())
+        );
+        drop(first);
+        writer.write_all(b"def").expect("write");
+        drop(writer);
+        let mut second = slot.attach().expect("attach").expect("reader");
+        assert_eq!(
+            second.next_chunk().await.expect("read"),
+            Some(b"def".to_vec())
+        );
+        assert_eq!(second.next_chunk().await.expect("read"), None);
+        drop(second);
+        assert!(slot.attach().expect("attach after eof").is_none());
+    }
+}
