@@ -21,7 +21,8 @@ pub mod stats;
 
 /// Version of the agent API this build speaks, reported by `Agent.Version`
 /// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`,
-/// 4 container cgroups: `Resources`, `Stats`, `Events`, `Wait.oom_killed`).
+/// 4 container cgroups: `Resources`, `Stats`, `Events`, `Wait.oom_killed`;
+/// `Processes` (exec), `Stdio` and `CreateContainerRequest.streams`).
 pub const AGENT_API_VERSION: u32 = 4;
 
 /// vsock port the agent listens on inside the guest.

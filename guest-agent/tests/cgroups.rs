@@ -193,6 +193,7 @@ impl Agent {
             rootfs: self.dir.path().join("rootfs").display().to_string(),
             stdout_path: self.out(id).display().to_string(),
             stderr_path: self.err(id).display().to_string(),
+            ..Default::default()
         };
         self.containers()
             .create(req)

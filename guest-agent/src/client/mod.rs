@@ -5,6 +5,7 @@ mod channel;
 mod error;
 mod hybrid_vsock;
 mod ready;
+pub mod stdio;
 
 use std::path::Path;
 

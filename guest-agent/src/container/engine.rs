@@ -15,6 +15,7 @@ use super::oom_score;
 use super::pod::PodNamespaces;
 use super::spawn::{self, failure, next_message};
 use super::state::{unix_nanos, watch_exit, Container, ContainerState, ExitInfo, Pending};
+use super::stdio;
 use super::sync::SyncMessage;
 use super::validate::{validate_id, CreateSpec};
 use crate::cgroup::{self, ContainerCgroup, Hierarchy};
@@ -140,7 +141,7 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, id: &str) -> Result<Arc<Container>, EngineError> {
+    pub(super) fn get(&self, id: &str) -> Result<Arc<Container>, EngineError> {
         validate_id(id)?;
         match self.lock().get(id) {
             Some(Slot::Ready(c)) => Ok(Arc::clone(c)),
@@ -179,7 +180,12 @@ impl Engine {
         };
         // If the caller goes away mid-create this future is dropped: the reservation
         // frees the id, and the dropped start pipe makes the waiting process exit.
-        let spawned = match spawn::spawn(&self.reaper, &create, procs).await {
+        let (child_stdio, parent_stdio) = stdio::prepare(
+            create.stdout.as_deref(),
+            create.stderr.as_deref(),
+            create.streams.as_ref(),
+        )?;
+        let spawned = match spawn::spawn(&self.reaper, &create, child_stdio, procs).await {
             Ok(spawned) => spawned,
             Err(err) => {
                 tracing::warn!(container_id = %id, error = %err, "create failed");
@@ -189,11 +195,18 @@ impl Engine {
         if let Some(adj) = oom_score_adj {
             // Before the start byte, so the exec'd process inherits it.
             if let Err(err) = oom_score::apply(spawned.pid, adj) {
-                let _ = spawned.pidfd.signal(Signal::SIGKILL);
-                let _ = tokio::time::timeout(DELETE_TIMEOUT, spawned.exit).await;
+                spawn::abandon(spawned).await;
                 return Err(err);
             }
         }
+        let stdio = match parent_stdio.connect() {
+            Ok(stdio) => stdio,
+            Err(err) => {
+                tracing::warn!(container_id = %id, error = %err, "create failed");
+                spawn::abandon(spawned).await;
+                return Err(err);
+            }
+        };
         reservation.keep();
         let (exit_tx, exit_rx) = watch::channel(None);
         let container = Arc::new(Container {
@@ -207,6 +220,9 @@ impl Engine {
             started_at: AtomicI64::new(0),
             exit: exit_rx,
             cgroup: cgroup.and_then(cgroup::PendingCgroup::keep),
+            spec: Arc::new(create.spec),
+            stdio,
+            execs: Default::default(),
         });
         if let Some(cgroup) = &container.cgroup {
             cgroup.watch_oom(self.events.clone());

@@ -17,6 +17,9 @@ pub enum EngineError {
     /// The container is not in a state that allows the operation.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A per-container limit is reached (e.g. too many execs).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The guest failed to do what was asked.
     #[error("{0}")]
     Internal(String),
@@ -29,6 +32,7 @@ impl From<EngineError> for Status {
             EngineError::NotFound(m) => Status::not_found(m),
             EngineError::AlreadyExists(_) => Status::already_exists(err.to_string()),
             EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
+            EngineError::ResourceExhausted(m) => Status::resource_exhausted(m),
             EngineError::Internal(m) => Status::internal(m),
         }
     }

@@ -5,17 +5,20 @@
 
 mod engine;
 mod error;
+mod exec;
 pub mod init;
 mod oom_score;
 pub(crate) mod pidfd;
 mod pod;
 mod spawn;
 mod state;
+pub mod stdio;
 mod sync;
 mod validate;
 
 pub use engine::{ContainerSummary, Engine};
 pub use error::EngineError;
+pub use exec::{ExecSpec, MAX_EXECS};
 pub use init::INIT_ARG;
 pub use pod::PodNamespaces;
 pub use state::{unix_nanos, ContainerState, ExitInfo};

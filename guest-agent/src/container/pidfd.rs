@@ -11,6 +11,12 @@ use nix::unistd::Pid;
 #[derive(Debug)]
 pub struct PidFd(OwnedFd);
 
+impl std::os::fd::AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 impl PidFd {
     /// Opens a pidfd for `pid`, which must be our unreaped child.
     pub fn open(pid: Pid) -> Result<Self, Errno> {

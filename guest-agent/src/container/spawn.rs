@@ -1,11 +1,9 @@
 //! Starting a container's init stage from the agent and talking to it over its pipes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -18,6 +16,7 @@ use tokio::sync::oneshot;
 use super::error::EngineError;
 use super::init::{InitConfig, FDS_ENV, INIT_ARG};
 use super::pidfd::PidFd;
+use super::stdio::ChildStdio;
 use super::sync::{FailureKind, SyncMessage};
 use super::validate::CreateSpec;
 use crate::logging::LOG_ENV;
@@ -48,21 +47,16 @@ fn internal(what: &str, err: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(format!("{what}: {err}"))
 }
 
-fn output(field: &str, path: Option<&Path>) -> Result<Stdio, EngineError> {
-    let Some(path) = path else {
-        return Ok(Stdio::null());
-    };
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .open(path)
-        .map(Stdio::from)
-        .map_err(|e| EngineError::InvalidArgument(format!("{field} {path:?}: {e}")))
-}
-
 fn pipe() -> Result<(OwnedFd, OwnedFd), EngineError> {
     pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("create a pipe", e))
+}
+
+/// Kills a set-up process that will not be started, and waits (briefly) for its reap.
+pub async fn abandon(spawned: Spawned) {
+    // Closing the start pipe alone makes it exit; SIGKILL in case it is elsewhere.
+    drop(spawned.start);
+    let _ = spawned.pidfd.signal(Signal::SIGKILL);
+    let _ = tokio::time::timeout(Duration::from_secs(5), spawned.exit).await;
 }
 
 /// Reads the next message; `None` at EOF.
@@ -88,27 +82,49 @@ pub fn failure(kind: FailureKind, message: String) -> EngineError {
 /// Spawns the init stage for `create` and waits until the container is set up.
 /// With `cgroup_procs` (a cgroup's `cgroup.procs` open for writing) the init
 /// stage moves itself into that cgroup before it runs.
-// On failure nothing is left: the container's process is killed and reaped.
 pub async fn spawn(
     reaper: &Reaper,
     create: &CreateSpec,
+    stdio: ChildStdio,
     cgroup_procs: Option<OwnedFd>,
 ) -> Result<Spawned, EngineError> {
-    let stdout = output("stdout_path", create.stdout.as_deref())?;
-    let stderr = output("stderr_path", create.stderr.as_deref())?;
-    let config = serde_json::to_vec(&InitConfig {
+    let config = InitConfig {
         rootfs: create.rootfs.clone(),
         spec: create.spec.clone(),
-    })
-    .map_err(|e| internal("encode the init config", e))?;
+        console: stdio.console.as_ref().map(AsRawFd::as_raw_fd),
+        join: None,
+    };
+    spawn_init(reaper, &create.id, &config, stdio, cgroup_procs).await
+}
+
+/// Spawns the init stage with `config` (a container, or an exec when `join` is
+/// set) and waits until the process is set up. The fds named in `config`
+/// (`console`, `join`) are passed to the child.
+// On failure nothing is left: the process is killed and reaped.
+pub async fn spawn_init(
+    reaper: &Reaper,
+    label: &str,
+    config: &InitConfig,
+    stdio: ChildStdio,
+    cgroup_procs: Option<OwnedFd>,
+) -> Result<Spawned, EngineError> {
+    let ChildStdio {
+        stdin,
+        stdout,
+        stderr,
+        console,
+    } = stdio;
+    let extra_fds = [config.console, config.join];
+    let config = serde_json::to_vec(config).map_err(|e| internal("encode the init config", e))?;
     let (config_r, config_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
     let (start_r, start_w) = pipe()?;
-    let child_fds = [
+    let mut child_fds = vec![
         config_r.as_raw_fd(),
         sync_w.as_raw_fd(),
         start_r.as_raw_fd(),
     ];
+    child_fds.extend(extra_fds.into_iter().flatten());
     let mut command = Command::new("/proc/self/exe");
     command
         .arg(INIT_ARG)
@@ -118,7 +134,7 @@ pub async fn spawn(
             format!("{},{},{}", child_fds[0], child_fds[1], child_fds[2]),
         )
         .current_dir("/")
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
     if let Ok(level) = std::env::var(LOG_ENV) {
@@ -128,7 +144,7 @@ pub async fn spawn(
     // Safe: between fork and exec this only calls fcntl and write, which are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
-            for fd in child_fds {
+            for &fd in &child_fds {
                 if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -149,9 +165,10 @@ pub async fn spawn(
             Ok::<_, std::io::Error>(((), Pid::from_raw(pid)))
         })
         .map_err(|e| internal("spawn the container init", e))?;
-    tracing::debug!(container_id = %create.id, pid = monitor.pid.as_raw(), "init stage spawned");
+    tracing::debug!(process = %label, pid = monitor.pid.as_raw(), "init stage spawned");
     // Our copies of the child's ends must go, or EOF never comes.
-    drop((config_r, sync_w, start_r, cgroup_procs));
+    drop((config_r, sync_w, start_r, console, cgroup_procs));
+    drop(command);
     let written = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         File::from(config_w).write_all(&config)
@@ -159,7 +176,7 @@ pub async fn spawn(
     .await;
     if let Ok(Err(e)) = &written {
         // The init reports its side of this; keep reading for the real cause.
-        tracing::debug!(container_id = %create.id, error = %e, "writing the init config failed");
+        tracing::debug!(process = %label, error = %e, "writing the init config failed");
     }
     let receiver =
         pipe::Receiver::from_owned_fd(sync_r).map_err(|e| internal("watch the sync pipe", e))?;

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
 use tokio::sync::{oneshot, watch};
 
+use super::exec::Execs;
 use super::pidfd::PidFd;
 use super::spawn::SyncReader;
+use super::stdio::ProcessStdio;
 use crate::cgroup::ContainerCgroup;
 use crate::events::{EventBus, EventKind};
 use crate::reaper::ExitStatus;
@@ -66,6 +69,12 @@ pub(super) struct Container {
     pub(super) exit: watch::Receiver<Option<ExitInfo>>,
     /// Its cgroup, when the guest has a cgroup v2 hierarchy.
     pub(super) cgroup: Option<Arc<ContainerCgroup>>,
+    /// The spec it was created with (an exec runs with it, its process replaced).
+    pub(super) spec: Arc<Spec>,
+    /// The process's streams; `None` when stdio goes to files.
+    pub(super) stdio: Option<Arc<ProcessStdio>>,
+    /// Its exec processes.
+    pub(super) execs: Execs,
 }
 
 impl Container {

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::error::EngineError;
+use super::stdio::StreamSpec;
 use crate::proto::CreateContainerRequest;
 
 /// Largest accepted `oci_spec_json`; real specs are a few KiB.
@@ -27,6 +28,8 @@ pub struct CreateSpec {
     pub stdout: Option<PathBuf>,
     /// Where stderr goes, if anywhere.
     pub stderr: Option<PathBuf>,
+    /// Streamed stdio instead of the files.
+    pub streams: Option<StreamSpec>,
 }
 
 fn invalid(msg: impl Into<String>) -> EngineError {
@@ -59,7 +62,7 @@ fn is_clean_absolute(path: &Path) -> bool {
     path.is_absolute() && !path.components().any(|c| c == Component::ParentDir)
 }
 
-fn optional_file(field: &str, value: &str) -> Result<Option<PathBuf>, EngineError> {
+pub(super) fn optional_file(field: &str, value: &str) -> Result<Option<PathBuf>, EngineError> {
     if value.is_empty() {
         return Ok(None);
     }
@@ -85,12 +88,20 @@ impl CreateSpec {
         let rootfs = validate_rootfs(&req.rootfs)?;
         let stdout = optional_file("stdout_path", &req.stdout_path)?;
         let stderr = optional_file("stderr_path", &req.stderr_path)?;
+        let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+        let streams = StreamSpec::from_request(
+            req.streams.as_ref(),
+            terminal,
+            stdout.is_some() || stderr.is_some(),
+            "oci_spec_json.process",
+        )?;
         Ok(Self {
             id: req.container_id.clone(),
             spec,
             rootfs,
             stdout,
             stderr,
+            streams,
         })
     }
 }
@@ -132,7 +143,7 @@ fn parse_spec(json: &str) -> Result<Spec, EngineError> {
     Ok(spec)
 }
 
-fn check_process(spec: &Spec) -> Result<(), EngineError> {
+pub(super) fn check_process(spec: &Spec) -> Result<(), EngineError> {
     let process = spec
         .process()
         .as_ref()
@@ -140,12 +151,6 @@ fn check_process(spec: &Spec) -> Result<(), EngineError> {
     match process.args() {
         Some(args) if !args.is_empty() && !args[0].is_empty() => {}
         _ => return Err(invalid("oci_spec_json.process.args is empty")),
-    }
-    if process.terminal() == Some(true) {
-        // Better refused than a container silently started without its TTY.
-        return Err(invalid(
-            "oci_spec_json.process.terminal: TTYs are not supported yet (stdio goes to files)",
-        ));
     }
     if !process.cwd().is_absolute() {
         return Err(invalid(format!(

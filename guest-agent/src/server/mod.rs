@@ -5,6 +5,7 @@ mod containers;
 mod events;
 mod health;
 mod listen;
+mod process;
 mod resources;
 mod sandbox;
 
@@ -20,6 +21,7 @@ pub use containers::ContainersService;
 pub use events::EventsService;
 pub use health::HealthService;
 pub use listen::ServerError;
+pub use process::{ProcessesService, StdioService, MAX_INPUT_CHUNK};
 pub use resources::ResourcesService;
 pub use sandbox::SandboxService;
 
@@ -28,9 +30,11 @@ use crate::proto::agent_server::AgentServer;
 use crate::proto::containers_server::ContainersServer;
 use crate::proto::events_server::EventsServer;
 use crate::proto::health_server::HealthServer;
+use crate::proto::processes_server::ProcessesServer;
 use crate::proto::resources_server::ResourcesServer;
 use crate::proto::sandbox_server::SandboxServer;
 use crate::proto::stats_server::StatsServer;
+use crate::proto::stdio_server::StdioServer;
 use crate::sandbox::Sandbox;
 use crate::shutdown::ShutdownSignal;
 
@@ -85,7 +89,7 @@ pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads
         None => (None, None),
     };
     // Resources, Stats and Events: the cgroup side of the same engine.
-    let (resources, stats, events) = match workloads {
+    let (resources, stats, events) = match &workloads {
         Some(w) => (
             Some(ResourcesServer::new(ResourcesService::new(
                 w.engine.clone(),
@@ -98,6 +102,10 @@ pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads
         ),
         None => (None, None, None),
     };
+    let processes = workloads
+        .as_ref()
+        .map(|w| ProcessesServer::new(ProcessesService::new(w.engine.clone())));
+    let stdio = workloads.map(|w| StdioServer::new(StdioService::new(w.engine)));
     Server::builder()
         .add_service(HealthServer::new(HealthService::new(shutdown.clone())))
         .add_service(AgentServer::new(AgentService::new(shutdown.clone(), pid1)))
@@ -106,6 +114,8 @@ pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads
         .add_optional_service(resources)
         .add_optional_service(stats)
         .add_optional_service(events)
+        .add_optional_service(processes)
+        .add_optional_service(stdio)
 }
 
 /// Serves the agent API without containers; see [`serve_with`].

@@ -129,6 +129,7 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
             rootfs: format!("{SHARED}/rootfs"),
             stdout_path: format!("{SHARED}/pinger.out"),
             stderr_path: format!("{SHARED}/pinger.err"),
+            ..CreateContainerRequest::default()
         }),
     )
     .await

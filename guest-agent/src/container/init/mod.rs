@@ -9,9 +9,11 @@
 //! up the rootfs and user, reports `Ready`, waits for the start byte and execs.
 
 mod dev;
+mod join;
 mod namespaces;
 mod process;
 mod rootfs;
+mod terminal;
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -39,6 +41,13 @@ pub struct InitConfig {
     pub rootfs: PathBuf,
     /// The validated OCI spec.
     pub spec: Spec,
+    /// Inherited fd of the console socket, when the process gets a terminal.
+    #[serde(default)]
+    pub console: Option<i32>,
+    /// Inherited pidfd of a running container to exec in (its namespaces, cgroup
+    /// and root) instead of creating a container; `rootfs` is then unused.
+    #[serde(default)]
+    pub join: Option<i32>,
 }
 
 /// A setup step that failed, with how the agent should report it.
@@ -90,7 +99,11 @@ pub fn main() -> ! {
             std::process::exit(125);
         }
     };
-    if let Err(err) = namespaces::enter(&config.spec) {
+    let entered = match config.join {
+        Some(pidfd) => join::enter(pidfd),
+        None => namespaces::enter(&config.spec),
+    };
+    if let Err(err) = entered {
         err.report(sync.as_fd());
         std::process::exit(125);
     }
@@ -132,10 +145,16 @@ fn container_main(config: &InitConfig, sync: &OwnedFd, start: &OwnedFd) -> ! {
 /// Everything before the start byte; returns the exec ready to go.
 fn setup(config: &InitConfig) -> Result<process::Prepared, SetupError> {
     let spec = &config.spec;
-    if let Some(hostname) = spec.hostname() {
-        nix::unistd::sethostname(hostname).map_err(|e| sys("sethostname", e))?;
+    // An exec finds hostname and root as the container set them.
+    if config.join.is_none() {
+        if let Some(hostname) = spec.hostname() {
+            nix::unistd::sethostname(hostname).map_err(|e| sys("sethostname", e))?;
+        }
+        rootfs::setup(&config.rootfs, spec)?;
     }
-    rootfs::setup(&config.rootfs, spec)?;
+    if let Some(socket) = config.console {
+        terminal::setup(socket, spec)?;
+    }
     process::prepare(spec)
 }
 

@@ -38,6 +38,15 @@ pub struct Prepared {
 impl Prepared {
     /// Replaces this process with the container's; returns only on failure.
     pub fn exec(self) -> SetupError {
+        // The Rust runtime of this init stage ignores SIGPIPE, and an ignored signal
+        // stays ignored across execve: give the process the default back.
+        // Safe: SIG_DFL installs no handler; this process is single-threaded.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
         match nix::unistd::execve(&self.path, &self.args, &self.env) {
             // Not an executable the kernel can run (bad ELF, missing interpreter): an image problem.
             Err(errno) => {
