@@ -10,6 +10,7 @@ pub mod container;
 pub mod diag;
 pub mod init;
 pub mod logging;
+pub mod portforward;
 pub mod proto;
 pub mod reaper;
 pub mod sandbox;
@@ -17,8 +18,9 @@ pub mod server;
 pub mod shutdown;
 
 /// Version of the agent API this build speaks, reported by `Agent.Version`
-/// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`).
-pub const AGENT_API_VERSION: u32 = 3;
+/// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`,
+/// 4 `PortForward`, `CreateContainerRequest.run_as` and seccomp profiles).
+pub const AGENT_API_VERSION: u32 = 4;
 
 /// vsock port the agent listens on inside the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

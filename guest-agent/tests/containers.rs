@@ -108,6 +108,7 @@ impl Agent {
             rootfs: self.rootfs().display().to_string(),
             stdout_path: self.out(id).display().to_string(),
             stderr_path: self.err(id).display().to_string(),
+            ..Default::default()
         }
     }
 

@@ -386,6 +386,7 @@ async fn run(agent: &NamespacedAgent, id: &str, script: &str) -> String {
         rootfs: agent.dir.path().join("rootfs").display().to_string(),
         stdout_path: out.display().to_string(),
         stderr_path: out.display().to_string(),
+        ..Default::default()
     };
     if let Err(status) = client.create(req).await {
         panic!("create {id}: {status:?}\n{}", agent.log());

@@ -8,9 +8,11 @@ mod error;
 pub mod init;
 pub(crate) mod pidfd;
 mod pod;
+pub mod seccomp;
 mod spawn;
 mod state;
 mod sync;
+pub mod users;
 mod validate;
 
 pub use engine::{ContainerSummary, Engine};

@@ -4,6 +4,7 @@ mod agent;
 mod containers;
 mod health;
 mod listen;
+mod portforward;
 mod sandbox;
 
 use std::fmt;
@@ -17,12 +18,14 @@ pub use agent::AgentService;
 pub use containers::ContainersService;
 pub use health::HealthService;
 pub use listen::ServerError;
+pub use portforward::PortForwardService;
 pub use sandbox::SandboxService;
 
 use crate::container::Engine;
 use crate::proto::agent_server::AgentServer;
 use crate::proto::containers_server::ContainersServer;
 use crate::proto::health_server::HealthServer;
+use crate::proto::port_forward_server::PortForwardServer;
 use crate::proto::sandbox_server::SandboxServer;
 use crate::sandbox::Sandbox;
 use crate::shutdown::ShutdownSignal;
@@ -66,6 +69,7 @@ impl Workloads {
 }
 
 /// All agent services, sharing one shutdown signal; `Containers` and `Sandbox` only with workloads.
+// `PortForward` needs no workloads: it connects in the agent's own network namespace.
 pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads>) -> Router {
     // Without workloads (in-process tests, which must not reap) those services answer Unimplemented.
     let (containers, sandbox) = match workloads {
@@ -78,6 +82,7 @@ pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads
     Server::builder()
         .add_service(HealthServer::new(HealthService::new(shutdown.clone())))
         .add_service(AgentServer::new(AgentService::new(shutdown.clone(), pid1)))
+        .add_service(PortForwardServer::new(PortForwardService::new()))
         .add_optional_service(containers)
         .add_optional_service(sandbox)
 }

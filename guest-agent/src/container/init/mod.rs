@@ -12,6 +12,7 @@ mod dev;
 mod namespaces;
 mod process;
 mod rootfs;
+mod seccomp;
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};

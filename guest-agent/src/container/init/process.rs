@@ -11,7 +11,7 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process, Spec};
 
-use super::{sys, SetupError};
+use super::{seccomp, sys, SetupError};
 use crate::init::DEFAULT_PATH;
 
 /// Why an OCI capability name has no counterpart in the `caps` crate.
@@ -33,11 +33,18 @@ pub struct Prepared {
     path: CString,
     args: Vec<CString>,
     env: Vec<CString>,
+    /// The seccomp profile, when it goes on right before the exec.
+    seccomp: Option<crate::container::seccomp::Profile>,
 }
 
 impl Prepared {
     /// Replaces this process with the container's; returns only on failure.
     pub fn exec(self) -> SetupError {
+        if let Some(profile) = &self.seccomp {
+            if let Err(err) = seccomp::install(profile) {
+                return err;
+            }
+        }
         match nix::unistd::execve(&self.path, &self.args, &self.env) {
             // Not an executable the kernel can run (bad ELF, missing interpreter): an image problem.
             Err(errno) => {
@@ -59,6 +66,12 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, SetupError> {
         .as_ref()
         .ok_or_else(|| SetupError::invalid("process is missing"))?;
     set_rlimits(process)?;
+    let mut profile = seccomp::load(spec)?;
+    if !seccomp::can_install_late(process) {
+        if let Some(profile) = profile.take() {
+            seccomp::install(&profile)?;
+        }
+    }
     set_user(process)?;
     if process.no_new_privileges() == Some(true) {
         nix::sys::prctl::set_no_new_privs().map_err(|e| sys("set no_new_privs", e))?;
@@ -82,6 +95,7 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, SetupError> {
             .iter()
             .map(|e| cstring("process.env", e.as_bytes()))
             .collect::<Result<_, _>>()?,
+        seccomp: profile,
     })
 }
 
