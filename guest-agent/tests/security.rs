@@ -17,9 +17,7 @@ use vessel_agent::proto::{
     WaitContainerRequest, WaitContainerResponse,
 };
 
-const APPLETS: &[&str] = &[
-    "sh", "echo", "mkdir", "id", "grep", "cat", "true", "uname",
-];
+const APPLETS: &[&str] = &["sh", "echo", "mkdir", "id", "grep", "cat", "true", "uname"];
 
 macro_rules! agent_or_skip {
     () => {{
@@ -179,15 +177,72 @@ async fn seccomp_kill_rule_kills_with_sigsys() {
 /// A trimmed version of Docker's default profile: ERRNO unless listed.
 fn docker_like() -> Value {
     let allowed = [
-        "access", "arch_prctl", "brk", "capget", "capset", "chdir", "close", "dup", "dup2",
-        "dup3", "execve", "exit", "exit_group", "fcntl", "fstat", "newfstatat", "statx",
-        "futex", "getcwd", "getdents64", "getegid", "geteuid", "getgid", "getgroups", "getpgrp",
-        "getpid", "getppid", "getrandom", "getrlimit", "getuid", "ioctl", "lseek", "mmap",
-        "mprotect", "munmap", "nanosleep", "clock_nanosleep", "open", "openat", "pipe",
-        "pipe2", "prctl", "pread64", "prlimit64", "read", "readlink", "readlinkat",
-        "rseq", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "set_robust_list",
-        "set_tid_address", "setpgid", "stat", "lstat", "sysinfo", "uname", "umask", "vfork",
-        "wait4", "waitid", "write", "writev", "fork", "clone3_is_not_a_name_here",
+        "access",
+        "arch_prctl",
+        "brk",
+        "capget",
+        "capset",
+        "chdir",
+        "close",
+        "dup",
+        "dup2",
+        "dup3",
+        "execve",
+        "exit",
+        "exit_group",
+        "fcntl",
+        "fstat",
+        "newfstatat",
+        "statx",
+        "futex",
+        "getcwd",
+        "getdents64",
+        "getegid",
+        "geteuid",
+        "getgid",
+        "getgroups",
+        "getpgrp",
+        "getpid",
+        "getppid",
+        "getrandom",
+        "getrlimit",
+        "getuid",
+        "ioctl",
+        "lseek",
+        "mmap",
+        "mprotect",
+        "munmap",
+        "nanosleep",
+        "clock_nanosleep",
+        "open",
+        "openat",
+        "pipe",
+        "pipe2",
+        "prctl",
+        "pread64",
+        "prlimit64",
+        "read",
+        "readlink",
+        "readlinkat",
+        "rseq",
+        "rt_sigaction",
+        "rt_sigprocmask",
+        "rt_sigreturn",
+        "set_robust_list",
+        "set_tid_address",
+        "setpgid",
+        "stat",
+        "lstat",
+        "sysinfo",
+        "uname",
+        "umask",
+        "vfork",
+        "wait4",
+        "waitid",
+        "write",
+        "writev",
+        "fork",
+        "clone3_is_not_a_name_here",
     ];
     json!({
         "defaultAction": "SCMP_ACT_ERRNO",
@@ -293,7 +348,11 @@ async fn users_and_groups_by_name() {
     assert_eq!(out, "4242\n4343\n4343\n/\n");
 
     // No run_as: the spec's uid, and HOME from its passwd entry.
-    let (_, out, _) = run(&agent, request(&agent, "spec", &spec(&["sh", "-c", ID_SCRIPT]))).await;
+    let (_, out, _) = run(
+        &agent,
+        request(&agent, "spec", &spec(&["sh", "-c", ID_SCRIPT])),
+    )
+    .await;
     assert_eq!(out, "0\n0\n0\n/root\n");
 }
 
