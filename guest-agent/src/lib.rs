@@ -12,6 +12,7 @@ pub mod diag;
 pub mod events;
 pub mod init;
 pub mod logging;
+pub mod portforward;
 pub mod proto;
 pub mod reaper;
 pub mod sandbox;
@@ -22,7 +23,8 @@ pub mod stats;
 /// Version of the agent API this build speaks, reported by `Agent.Version`
 /// (2 added `Containers`, 3 `Sandbox` and `VersionResponse.root_fs_type`,
 /// 4 container cgroups: `Resources`, `Stats`, `Events`, `Wait.oom_killed`;
-/// `Processes` (exec), `Stdio` and `CreateContainerRequest.streams`).
+/// `Processes` (exec), `Stdio` and `CreateContainerRequest.streams`;
+/// `PortForward`, `CreateContainerRequest.run_as` and seccomp profiles).
 pub const AGENT_API_VERSION: u32 = 4;
 
 /// vsock port the agent listens on inside the guest.

@@ -10,10 +10,12 @@ pub mod init;
 mod oom_score;
 pub(crate) mod pidfd;
 mod pod;
+pub mod seccomp;
 mod spawn;
 mod state;
 pub mod stdio;
 mod sync;
+pub mod users;
 mod validate;
 
 pub use engine::{ContainerSummary, Engine};

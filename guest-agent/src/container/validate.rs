@@ -84,8 +84,10 @@ impl CreateSpec {
     /// Validates every field of `req`.
     pub fn from_request(req: &CreateContainerRequest) -> Result<Self, EngineError> {
         validate_id(&req.container_id)?;
-        let spec = parse_spec(&req.oci_spec_json)?;
+        let mut spec = parse_spec(&req.oci_spec_json)?;
         let rootfs = validate_rootfs(&req.rootfs)?;
+        super::users::apply_to_spec(&mut spec, &rootfs, req.run_as.as_ref())?;
+        check_seccomp(&req.container_id, &spec)?;
         let stdout = optional_file("stdout_path", &req.stdout_path)?;
         let stderr = optional_file("stderr_path", &req.stderr_path)?;
         let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
@@ -133,9 +135,11 @@ fn parse_spec(json: &str) -> Result<Spec, EngineError> {
         )));
     }
     let spec: Spec = serde_json::from_str(json).map_err(|err| {
-        invalid(format!(
-            "oci_spec_json is not a valid OCI runtime spec: {err}"
-        ))
+        // serde does not say where in the profile an unknown action or operator is.
+        invalid(
+            super::seccomp::explain_parse_error(json)
+                .unwrap_or_else(|| format!("oci_spec_json is not a valid OCI runtime spec: {err}")),
+        )
     })?;
     check_process(&spec)?;
     check_mounts(&spec)?;
@@ -173,6 +177,18 @@ pub(super) fn check_process(spec: &Spec) -> Result<(), EngineError> {
                 ))
             })?;
         }
+    }
+    Ok(())
+}
+
+/// Compiles the seccomp profile once here, so a bad one fails `Create` with the field named.
+fn check_seccomp(id: &str, spec: &Spec) -> Result<(), EngineError> {
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(());
+    };
+    let profile = super::seccomp::compile(seccomp).map_err(|e| invalid(e.to_string()))?;
+    if !profile.unknown.is_empty() {
+        tracing::warn!(container_id = %id, syscalls = ?profile.unknown, "seccomp: skipping syscalls unknown to this agent");
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod containers;
 mod events;
 mod health;
 mod listen;
+mod portforward;
 mod process;
 mod resources;
 mod sandbox;
@@ -21,6 +22,7 @@ pub use containers::ContainersService;
 pub use events::EventsService;
 pub use health::HealthService;
 pub use listen::ServerError;
+pub use portforward::PortForwardService;
 pub use process::{ProcessesService, StdioService, MAX_INPUT_CHUNK};
 pub use resources::ResourcesService;
 pub use sandbox::SandboxService;
@@ -30,6 +32,7 @@ use crate::proto::agent_server::AgentServer;
 use crate::proto::containers_server::ContainersServer;
 use crate::proto::events_server::EventsServer;
 use crate::proto::health_server::HealthServer;
+use crate::proto::port_forward_server::PortForwardServer;
 use crate::proto::processes_server::ProcessesServer;
 use crate::proto::resources_server::ResourcesServer;
 use crate::proto::sandbox_server::SandboxServer;
@@ -77,6 +80,7 @@ impl Workloads {
 }
 
 /// All agent services, sharing one shutdown signal; `Containers` and `Sandbox` only with workloads.
+// `PortForward` needs no workloads: it connects in the agent's own network namespace.
 pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads>) -> Router {
     // Without workloads (in-process tests, which must not reap) those services answer Unimplemented.
     let (containers, sandbox) = match &workloads {
@@ -109,6 +113,7 @@ pub fn router(shutdown: &ShutdownSignal, pid1: bool, workloads: Option<Workloads
     Server::builder()
         .add_service(HealthServer::new(HealthService::new(shutdown.clone())))
         .add_service(AgentServer::new(AgentService::new(shutdown.clone(), pid1)))
+        .add_service(PortForwardServer::new(PortForwardService::new()))
         .add_optional_service(containers)
         .add_optional_service(sandbox)
         .add_optional_service(resources)

@@ -13,6 +13,7 @@ mod join;
 mod namespaces;
 mod process;
 mod rootfs;
+mod seccomp;
 mod terminal;
 
 use std::io::Read;

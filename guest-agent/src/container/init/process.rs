@@ -11,7 +11,7 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process, Spec};
 
-use super::{sys, SetupError};
+use super::{seccomp, sys, SetupError};
 use crate::init::DEFAULT_PATH;
 
 /// Why an OCI capability name has no counterpart in the `caps` crate.
@@ -33,6 +33,8 @@ pub struct Prepared {
     path: CString,
     args: Vec<CString>,
     env: Vec<CString>,
+    /// The seccomp profile, when it goes on right before the exec.
+    seccomp: Option<crate::container::seccomp::Profile>,
 }
 
 impl Prepared {
@@ -47,6 +49,11 @@ impl Prepared {
                 nix::sys::signal::SigHandler::SigDfl,
             )
         };
+        if let Some(profile) = &self.seccomp {
+            if let Err(err) = seccomp::install(profile) {
+                return err;
+            }
+        }
         match nix::unistd::execve(&self.path, &self.args, &self.env) {
             // Not an executable the kernel can run (bad ELF, missing interpreter): an image problem.
             Err(errno) => {
@@ -68,6 +75,12 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, SetupError> {
         .as_ref()
         .ok_or_else(|| SetupError::invalid("process is missing"))?;
     set_rlimits(process)?;
+    let mut profile = seccomp::load(spec)?;
+    if !seccomp::can_install_late(process) {
+        if let Some(profile) = profile.take() {
+            seccomp::install(&profile)?;
+        }
+    }
     set_user(process)?;
     if process.no_new_privileges() == Some(true) {
         nix::sys::prctl::set_no_new_privs().map_err(|e| sys("set no_new_privs", e))?;
@@ -91,6 +104,7 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, SetupError> {
             .iter()
             .map(|e| cstring("process.env", e.as_bytes()))
             .collect::<Result<_, _>>()?,
+        seccomp: profile,
     })
 }
 
