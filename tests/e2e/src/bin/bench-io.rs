@@ -8,8 +8,10 @@
 //! rounds alternate between them so that drift in the (noisy, nested) host
 //! hits both alike. Each round moves `VESSEL_BENCH_MIB` MiB (default 64) in
 //! 64 KiB writes, host→guest and guest→host, over vsock and over TCP through
-//! the tap. Prints a Markdown table; tests/bench/io.sh runs it through
-//! tests/kvm-host.
+//! the tap. Then, in the vessel guest only, a busybox container (rootfs on a
+//! virtio-fs share) writes `VESSEL_BENCH_STREAM_MIB` MiB (default 256) to its
+//! stdout, streamed to the host through `Stdio.Output` over vsock. Prints
+//! Markdown tables; tests/bench/io.sh runs it through tests/kvm-host.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,17 +19,24 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use tokio_vsock::{VsockAddr, VsockStream};
+use vessel_agent::client::stdio::read_output;
 use vessel_agent::client::Channel;
 use vessel_agent::client::HybridVsock;
 use vessel_agent::diag::DIAG_PORT;
+use vessel_agent::proto::containers_client::ContainersClient;
 use vessel_agent::proto::sandbox_client::SandboxClient;
-use vessel_agent::proto::{Interface, SetupSandboxRequest};
+use vessel_agent::proto::{
+    CreateContainerRequest, Interface, SetupSandboxRequest, SharedMount, StartContainerRequest,
+    StdioStream, StreamStdio, WaitContainerRequest,
+};
+use vessel_e2e::busybox::build_rootfs;
 use vessel_e2e::diag::{mb_per_s, receive, send};
 use vessel_e2e::netns::{connect_in_netns, NetnsTap};
 use vessel_e2e::qemu::{QemuConfig, QemuVm};
 use vessel_e2e::stats::stats;
+use vessel_e2e::virtiofsd::Virtiofsd;
 use vessel_e2e::{vm_config, BOOT_TIMEOUT};
-use vessel_host_runtime::vm::{NetDevice, VmProcess};
+use vessel_host_runtime::vm::{FsShare, NetDevice, VmProcess};
 
 const MEMORY_MIB: u32 = 256;
 
@@ -60,8 +69,19 @@ async fn qemu_stream(vm: &QemuVm) -> VsockStream {
         .expect("qemu: diag port")
 }
 
-/// Gives the guest its address on the tap's subnet.
-async fn setup_network(channel: Channel, net: &NetnsTap) {
+/// Where the vessel guest mounts its share.
+const SHARED: &str = "/mnt/pod";
+
+/// Gives the guest its address on the tap's subnet (and the share, if any).
+async fn setup_network(channel: Channel, net: &NetnsTap, share: bool) {
+    let mounts = share
+        .then(|| SharedMount {
+            tag: "pod".into(),
+            mount_point: SHARED.into(),
+            read_only: false,
+        })
+        .into_iter()
+        .collect();
     let req = SetupSandboxRequest {
         sandbox_id: "bench-io".into(),
         interfaces: vec![Interface {
@@ -69,6 +89,7 @@ async fn setup_network(channel: Channel, net: &NetnsTap) {
             addresses: vec![format!("{}/{}", net.guest_ip, net.prefix)],
             ..Interface::default()
         }],
+        mounts,
         ..SetupSandboxRequest::default()
     };
     SandboxClient::new(channel)
@@ -85,6 +106,62 @@ fn tcp_stream(net: &NetnsTap) -> TcpStream {
     let std = connect_in_netns(&net.path(), addr);
     std.set_nonblocking(true).expect("non-blocking");
     TcpStream::from_std(std).expect("tokio stream")
+}
+
+/// Streams `bytes` of a container's stdout to the host; returns MB/s.
+async fn stream_from_container(channel: Channel, round: usize, bytes: u64) -> f64 {
+    let id = format!("stream{round}");
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "user": { "uid": 0, "gid": 0 },
+            "args": ["/bin/head", "-c", bytes.to_string(), "/dev/zero"],
+            "env": ["PATH=/bin"],
+            "cwd": "/"
+        },
+        "root": { "path": "rootfs", "readonly": true },
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"] }
+        ],
+        "linux": { "namespaces": [{ "type": "pid" }, { "type": "mount" }] }
+    });
+    let mut containers = ContainersClient::new(channel.clone());
+    containers
+        .create(CreateContainerRequest {
+            container_id: id.clone(),
+            oci_spec_json: spec.to_string(),
+            rootfs: format!("{SHARED}/rootfs"),
+            streams: Some(StreamStdio::default()),
+            ..CreateContainerRequest::default()
+        })
+        .await
+        .expect("Create of the streaming container");
+    containers
+        .start(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("Start");
+    let started = std::time::Instant::now();
+    let got = read_output(channel, &id, "", StdioStream::Stdout, |_| {})
+        .await
+        .expect("Stdio.Output");
+    let took = started.elapsed();
+    assert_eq!(got, bytes, "streamed byte count");
+    let exit = containers
+        .wait(WaitContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("Wait")
+        .into_inner();
+    assert_eq!(exit.exit_code, 0);
+    containers
+        .delete(vessel_agent::proto::DeleteContainerRequest { container_id: id })
+        .await
+        .expect("Delete");
+    mb_per_s(bytes, took)
 }
 
 fn row(what: &str, s: &Samples) {
@@ -110,17 +187,24 @@ async fn main() {
     let qemu_net = NetnsTap::create("bench-qemu", 12);
     let mut config = vm_config("bench-io-vessel", 1, MEMORY_MIB);
     config.extra_cmdline = Some("vessel.diag=1".into());
+    let shared = config.state_dir.join("shared");
+    build_rootfs(&shared.join("rootfs"));
+    let virtiofsd = Virtiofsd::start(&shared, &config.state_dir.join("virtiofsd"));
+    config.shares.push(FsShare {
+        tag: "pod".into(),
+        socket: virtiofsd.socket.clone(),
+    });
     config.nets.push(NetDevice {
         tap: vessel_net.tap.clone(),
         netns: Some(vessel_net.path()),
         mac: vessel_net.guest_mac.clone(),
     });
     let mut vessel = VmProcess::spawn(config).expect("vessel-vmm starts");
-    let channel = vessel
+    let vessel_channel = vessel
         .connect_agent(BOOT_TIMEOUT)
         .await
         .expect("vessel agent ready");
-    setup_network(channel, &vessel_net).await;
+    setup_network(vessel_channel.clone(), &vessel_net, true).await;
     let console = vessel_e2e::fresh_state_dir("bench-io-qemu");
     std::fs::create_dir_all(&console).expect("qemu state dir");
     let mut qemu = QemuVm::spawn(QemuConfig {
@@ -140,7 +224,7 @@ async fn main() {
         ],
     });
     let (channel, _) = qemu.wait_agent(BOOT_TIMEOUT).await;
-    setup_network(channel, &qemu_net).await;
+    setup_network(channel, &qemu_net, false).await;
 
     let mut all: [Samples; 4] = Default::default();
     for round in 0..rounds {
@@ -190,7 +274,25 @@ async fn main() {
     row("vsock guest→host", &all[1]);
     row("virtio-net tap→guest, TCP", &all[2]);
     row("virtio-net guest→tap, TCP", &all[3]);
+    let stream_bytes = env_num("VESSEL_BENCH_STREAM_MIB", 256) << 20;
+    let mut streamed = Vec::new();
+    for round in 0..rounds.min(3) {
+        streamed.push(stream_from_container(vessel_channel.clone(), round, stream_bytes).await);
+        eprintln!("stream round {round}: {:.0} MB/s", streamed[round]);
+    }
+    let st = stats(streamed);
+    println!();
+    println!(
+        "| agent streaming, vessel guest ({} MiB of container stdout over vsock) | median (min–max) |",
+        stream_bytes >> 20
+    );
+    println!("| --- | --- |");
+    println!(
+        "| `Stdio.Output` (MB/s) | {:.0} ({:.0}–{:.0}) |",
+        st.median, st.min, st.max
+    );
     let _ = vessel.kill();
+    drop(virtiofsd);
     drop(qemu);
     let _ = std::fs::remove_dir_all(vessel.config().state_dir.clone());
     let _ = std::fs::remove_dir_all(console);
