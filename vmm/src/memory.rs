@@ -235,9 +235,25 @@ mod tests {
         assert_eq!(u32::from_le_bytes(buf), 0xabcd);
     }
 
+    /// Grows the host's 2 MiB pool to hold `pages` more free pages if it is
+    /// short and we may (root); returns the previous size to restore.
+    fn reserve_hugepages(pages: u64) -> Option<u64> {
+        const NR: &str = "/proc/sys/vm/nr_hugepages";
+        let pool = hugepages::Pool::read()?;
+        if pool.available() >= pages {
+            return None;
+        }
+        let before: u64 = std::fs::read_to_string(NR).ok()?.trim().parse().ok()?;
+        let want = before + pages - pool.available();
+        std::fs::write(NR, want.to_string()).ok()?;
+        Some(before)
+    }
+
     #[test]
     fn hugepage_memory_when_the_host_has_pages() {
         let size = 64u64 << 20;
+        // Dropped after the memory below: the pages go back to the host then.
+        let _restore = RestorePool(reserve_hugepages(size / hugepages::HUGEPAGE_SIZE));
         match hugepages::Pool::read() {
             Some(pool) if pool.available() >= size / hugepages::HUGEPAGE_SIZE => {}
             pool => {
@@ -253,6 +269,17 @@ mod tests {
         use vm_memory::Bytes;
         mem.write_obj(7u64, GuestAddress(size - 8)).unwrap();
         assert_eq!(mem.read_obj::<u64>(GuestAddress(size - 8)).unwrap(), 7);
+    }
+
+    /// Puts the pool back to `before` when dropped.
+    struct RestorePool(Option<u64>);
+
+    impl Drop for RestorePool {
+        fn drop(&mut self) {
+            if let Some(before) = self.0 {
+                let _ = std::fs::write("/proc/sys/vm/nr_hugepages", before.to_string());
+            }
+        }
     }
 
     #[test]

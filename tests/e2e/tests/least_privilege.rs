@@ -1,5 +1,6 @@
 //! The VMM's least privilege with a real guest: started with `--jail` and
-//! the default seccomp filters, the guest boots and its agent answers, while
+//! the default seccomp filters (and its RAM on 2 MiB hugepages, which the
+//! test reserves in the test host), the guest boots and its agent answers, while
 //! from outside the VMM shows no capabilities, no_new_privs, a filter on
 //! every thread, its own mount namespace with a near-empty root, and a
 //! bounded file limit.
@@ -25,6 +26,14 @@ fn status_field(status: &str, field: &str) -> String {
 async fn jailed_vmm_with_seccomp_boots_a_guest_without_privileges() {
     let mut config = vm_config("jailed", 2, 256);
     config.extra_vmm_args.push("--jail".into());
+    // 256 MiB of guest RAM on hugepages: reserve them (the test host is ours).
+    let nr: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .expect("hugepages sysctl")
+        .trim()
+        .parse()
+        .expect("nr_hugepages");
+    std::fs::write("/proc/sys/vm/nr_hugepages", (nr + 128).to_string()).expect("reserve hugepages");
+    config.extra_vmm_args.push("--hugepages".into());
     let state_dir = config.state_dir.clone();
     let vsock = config.vsock_path();
     let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
@@ -41,6 +50,12 @@ async fn jailed_vmm_with_seccomp_boots_a_guest_without_privileges() {
     .expect("Version")
     .into_inner();
     assert_eq!(version.online_cpus, 2);
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    assert!(
+        maps.lines()
+            .any(|l| l.starts_with("KernelPageSize:") && l.ends_with(" 2048 kB")),
+        "guest RAM is not on 2 MiB pages"
+    );
 
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
@@ -105,4 +120,5 @@ async fn jailed_vmm_with_seccomp_boots_a_guest_without_privileges() {
     assert!(!vsock.exists(), "the jailed VMM left its vsock socket");
     assert_eq!(running_vmms(), Vec::<u32>::new());
     std::fs::remove_dir_all(&state_dir).expect("state dir removable");
+    let _ = std::fs::write("/proc/sys/vm/nr_hugepages", nr.to_string());
 }
