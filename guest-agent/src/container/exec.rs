@@ -22,7 +22,7 @@ use super::error::EngineError;
 use super::init::InitConfig;
 use super::pidfd::PidFd;
 use super::spawn::{self, failure, next_message, SyncReader};
-use super::state::{unix_nanos, ContainerState, ExitInfo};
+use super::state::{unix_nanos, wait_exit, ContainerState, ExitInfo};
 use super::stdio::{self, ProcessStdio, StreamSpec};
 use super::sync::SyncMessage;
 use super::validate::{check_process, optional_file, validate_id, MAX_SPEC_LEN};
@@ -143,24 +143,6 @@ impl Drop for Reservation<'_> {
             if matches!(execs.get(&id), Some(Slot::Starting)) {
                 execs.remove(&id);
             }
-        }
-    }
-}
-
-async fn wait_exit(exit: &watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
-    let mut exit = exit.clone();
-    loop {
-        if let Some(info) = *exit.borrow_and_update() {
-            return info;
-        }
-        if exit.changed().await.is_err() {
-            return exit.borrow().unwrap_or(ExitInfo {
-                exit_code: 255,
-                signal: 0,
-                started_at: 0,
-                finished_at: unix_nanos(),
-                oom_killed: false,
-            });
         }
     }
 }

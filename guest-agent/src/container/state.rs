@@ -89,23 +89,7 @@ impl Container {
     }
 
     pub(super) async fn wait(&self) -> ExitInfo {
-        let mut exit = self.exit.clone();
-        loop {
-            if let Some(info) = *exit.borrow_and_update() {
-                return info;
-            }
-            // The sender lives in the exit task until it has sent; a closed channel
-            // without a value cannot happen, but must not spin.
-            if exit.changed().await.is_err() {
-                return exit.borrow().unwrap_or(ExitInfo {
-                    exit_code: 255,
-                    signal: 0,
-                    started_at: 0,
-                    finished_at: unix_nanos(),
-                    oom_killed: false,
-                });
-            }
-        }
+        wait_exit(&self.exit).await
     }
 }
 
@@ -143,4 +127,25 @@ pub(super) fn watch_exit(
             exit: info,
         });
     });
+}
+
+/// Waits until `exit` holds the process's exit.
+pub(super) async fn wait_exit(exit: &watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
+    let mut exit = exit.clone();
+    loop {
+        if let Some(info) = *exit.borrow_and_update() {
+            return info;
+        }
+        // The sender lives in the exit task until it has sent; a closed channel
+        // without a value cannot happen, but must not spin.
+        if exit.changed().await.is_err() {
+            return exit.borrow().unwrap_or(ExitInfo {
+                exit_code: 255,
+                signal: 0,
+                started_at: 0,
+                finished_at: unix_nanos(),
+                oom_killed: false,
+            });
+        }
+    }
 }

@@ -95,6 +95,18 @@ impl WorkerHandle {
     }
 }
 
+/// Adds each `(token, fd)` to `epoll`, watching for input.
+pub fn watch_inputs(epoll: &Epoll, fds: &[(u64, std::os::fd::RawFd)]) -> std::io::Result<()> {
+    for &(token, fd) in fds {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token),
+        )?;
+    }
+    Ok(())
+}
+
 /// Starts a thread named `name` serving `queue` with `handler`.
 pub fn spawn<H: QueueHandler>(
     name: &'static str,
@@ -106,16 +118,13 @@ pub fn spawn<H: QueueHandler>(
 ) -> std::io::Result<WorkerHandle> {
     let stop = EventFd::new(EFD_NONBLOCK)?;
     let epoll = Epoll::new()?;
-    for (token, fd) in [
-        (TOKEN_QUEUE, queue_evt.as_raw_fd()),
-        (TOKEN_STOP, stop.as_raw_fd()),
-    ] {
-        epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(EventSet::IN, token),
-        )?;
-    }
+    watch_inputs(
+        &epoll,
+        &[
+            (TOKEN_QUEUE, queue_evt.as_raw_fd()),
+            (TOKEN_STOP, stop.as_raw_fd()),
+        ],
+    )?;
     let worker = Worker {
         name,
         mem,

@@ -59,18 +59,15 @@ impl<B: Backend> Worker<B> {
     ) -> std::io::Result<Worker<B>> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
-        for (token, fd) in [
-            (TOKEN_RXQ, rx_evt.as_raw_fd()),
-            (TOKEN_TXQ, tx_evt.as_raw_fd()),
-            (TOKEN_TAP, backend.as_raw_fd()),
-            (TOKEN_STOP, stop.as_raw_fd()),
-        ] {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )?;
-        }
+        crate::devices::virtio::queue_worker::watch_inputs(
+            &epoll,
+            &[
+                (TOKEN_RXQ, rx_evt.as_raw_fd()),
+                (TOKEN_TXQ, tx_evt.as_raw_fd()),
+                (TOKEN_TAP, backend.as_raw_fd()),
+                (TOKEN_STOP, stop.as_raw_fd()),
+            ],
+        )?;
         Ok(Worker {
             mem,
             interrupt,

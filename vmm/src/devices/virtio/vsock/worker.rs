@@ -59,18 +59,15 @@ impl Worker {
         }
         let stop = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?;
         let epoll = muxer.epoll();
-        for (token, fd) in [
-            (TOKEN_RX, queue_evts[0].as_raw_fd()),
-            (TOKEN_TX, queue_evts[1].as_raw_fd()),
-            (TOKEN_EVQ, queue_evts[2].as_raw_fd()),
-            (TOKEN_STOP, stop.as_raw_fd()),
-        ] {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )?;
-        }
+        crate::devices::virtio::queue_worker::watch_inputs(
+            epoll,
+            &[
+                (TOKEN_RX, queue_evts[0].as_raw_fd()),
+                (TOKEN_TX, queue_evts[1].as_raw_fd()),
+                (TOKEN_EVQ, queue_evts[2].as_raw_fd()),
+                (TOKEN_STOP, stop.as_raw_fd()),
+            ],
+        )?;
         Ok(Worker {
             mem,
             interrupt,
