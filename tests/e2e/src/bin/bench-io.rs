@@ -84,6 +84,7 @@ async fn setup_network(channel: Channel, net: &NetnsTap, share: bool) {
         .collect();
     let req = SetupSandboxRequest {
         sandbox_id: "bench-io".into(),
+        hostname: "bench-io".into(),
         interfaces: vec![Interface {
             mac: net.guest_mac.clone(),
             addresses: vec![format!("{}/{}", net.guest_ip, net.prefix)],
