@@ -1,6 +1,7 @@
 //! Virtio devices on the virtio-mmio transport (virtio 1.x, modern only).
 
 pub mod block;
+mod device_worker;
 pub mod fs;
 pub mod mmio;
 pub mod net;
@@ -61,8 +62,17 @@ pub trait VirtioDevice: Send {
     fn ack_features(&mut self, features: u64);
     /// Reads the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Writes the device-specific configuration space.
-    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Writes the device-specific configuration space. The default ignores
+    /// the write: none of our devices offers a driver-writable field (each
+    /// says why at its config space).
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        tracing::debug!(
+            device_type = self.device_type(),
+            offset,
+            len = data.len(),
+            "virtio: ignored write to read-only config space"
+        );
+    }
     /// Starts the device: the driver set DRIVER_OK. `queue_evts[i]` is
     /// signalled when the driver notifies queue `i`.
     fn activate(
@@ -86,5 +96,25 @@ pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
             .and_then(|o| o.checked_add(i))
             .and_then(|o| config.get(o).copied())
             .unwrap_or(0);
+    }
+}
+
+/// Takes the queues and eventfds a device was activated with as exactly
+/// `N` of each, or fails the activation of `device` (the transport gives
+/// one per queue the device declared, so a mismatch is our bug).
+pub fn exact_queues<const N: usize>(
+    device: &str,
+    queues: Vec<Queue>,
+    queue_evts: Vec<EventFd>,
+) -> Result<([Queue; N], [EventFd; N]), ActivateError> {
+    let (nq, ne) = (queues.len(), queue_evts.len());
+    match (
+        <[Queue; N]>::try_from(queues),
+        <[EventFd; N]>::try_from(queue_evts),
+    ) {
+        (Ok(queues), Ok(evts)) => Ok((queues, evts)),
+        _ => Err(ActivateError::BadQueues(format!(
+            "{device} needs exactly {N} queues and {N} eventfds, got {nq} and {ne}"
+        ))),
     }
 }

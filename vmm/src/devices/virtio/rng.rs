@@ -10,8 +10,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::{Queue, Writer};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::queue_worker::{self, Processed, QueueHandler, WorkerHandle};
-use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::device_worker::DeviceWorker;
+use super::queue_worker::{self, Processed, QueueHandler};
+use super::{exact_queues, ActivateError, GuestMemory, Interrupt, VirtioDevice};
 
 /// Size of the single request queue.
 const QUEUE_SIZE: u16 = 256;
@@ -21,20 +22,24 @@ const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
 pub const MAX_BYTES_PER_CHAIN: usize = 64 * 1024;
 
 /// The virtio-rng device.
-#[derive(Default)]
 pub struct Rng {
     acked_features: u64,
-    worker: Option<WorkerHandle>,
+    worker: DeviceWorker,
 }
 
 impl Rng {
     /// Creates the device; it needs no host resources until activation.
     pub fn new() -> Rng {
-        Rng::default()
+        Rng {
+            acked_features: 0,
+            worker: DeviceWorker::new("virtio-rng"),
+        }
     }
+}
 
-    fn stop_worker(&mut self) -> bool {
-        self.worker.take().is_none_or(|w| w.stop())
+impl Default for Rng {
+    fn default() -> Rng {
+        Rng::new()
     }
 }
 
@@ -61,14 +66,6 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
 
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        debug!(
-            offset,
-            len = data.len(),
-            "rng: ignored write to absent config space"
-        );
-    }
-
     fn activate(
         &mut self,
         mem: GuestMemory,
@@ -76,40 +73,25 @@ impl VirtioDevice for Rng {
         queues: Vec<Queue>,
         queue_evts: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::BadQueues("rng is already active".into()));
-        }
-        let (Ok([queue]), Ok([evt])) = (
-            <[Queue; 1]>::try_from(queues),
-            <[EventFd; 1]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::BadQueues(
-                "rng needs exactly 1 queue and 1 eventfd".into(),
-            ));
-        };
+        self.worker.ensure_idle()?;
+        let ([queue], [evt]) = exact_queues("virtio-rng", queues, queue_evts)?;
         let handler = RngHandler {
             buf: vec![0; MAX_BYTES_PER_CHAIN],
             served_any: false,
         };
         debug!("virtio-rng: activated");
-        let worker = queue_worker::spawn("virtio-rng", mem, interrupt, queue, evt, handler)
-            .map_err(ActivateError::Worker)?;
-        self.worker = Some(worker);
-        Ok(())
+        self.worker.start(queue_worker::spawn(
+            "virtio-rng",
+            mem,
+            interrupt,
+            queue,
+            evt,
+            handler,
+        ))
     }
 
     fn reset(&mut self) -> bool {
-        let ok = self.stop_worker();
-        if !ok {
-            warn!("rng: worker did not stop cleanly");
-        }
-        ok
-    }
-}
-
-impl Drop for Rng {
-    fn drop(&mut self) {
-        self.stop_worker();
+        self.worker.stop()
     }
 }
 

@@ -19,14 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use tracing::{debug, warn};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::queue_worker::WorkerHandle;
-use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::device_worker::DeviceWorker;
+use super::{exact_queues, ActivateError, GuestMemory, Interrupt, VirtioDevice};
 use muxer::Muxer;
 use worker::Worker;
 
@@ -68,7 +67,7 @@ pub struct Vsock {
     socket_id: (u64, u64),
     listener: UnixListener,
     acked_features: u64,
-    worker: Option<WorkerHandle>,
+    worker: DeviceWorker,
     bytes: Arc<VsockBytes>,
 }
 
@@ -86,7 +85,7 @@ impl Vsock {
             socket_id,
             listener,
             acked_features: 0,
-            worker: None,
+            worker: DeviceWorker::new("vsock"),
             bytes: Arc::default(),
         })
     }
@@ -104,13 +103,6 @@ impl Vsock {
     /// The device's byte counters.
     pub fn bytes(&self) -> Arc<VsockBytes> {
         self.bytes.clone()
-    }
-
-    fn stop_worker(&mut self) -> bool {
-        match self.worker.take() {
-            Some(w) => w.stop(),
-            None => true,
-        }
     }
 }
 
@@ -132,17 +124,9 @@ impl VirtioDevice for Vsock {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // struct virtio_vsock_config { le64 guest_cid; }
+        // struct virtio_vsock_config { le64 guest_cid; }, read-only.
         let config = self.guest_cid.to_le_bytes();
         super::read_config_space(&config, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        debug!(
-            offset,
-            len = data.len(),
-            "vsock: ignored write to read-only config"
-        );
     }
 
     fn activate(
@@ -152,16 +136,8 @@ impl VirtioDevice for Vsock {
         queues: Vec<Queue>,
         queue_evts: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::BadQueues("vsock is already active".into()));
-        }
-        if queues.len() != QUEUE_SIZES.len() || queue_evts.len() != QUEUE_SIZES.len() {
-            return Err(ActivateError::BadQueues(format!(
-                "vsock needs 3 queues, got {} queues and {} eventfds",
-                queues.len(),
-                queue_evts.len()
-            )));
-        }
+        self.worker.ensure_idle()?;
+        let (queues, queue_evts) = exact_queues::<3>("vsock", queues, queue_evts)?;
         // The worker gets its own descriptor; ours keeps the socket bound
         // and listening across driver resets.
         let listener = self.listener.try_clone().map_err(ActivateError::Worker)?;
@@ -170,22 +146,17 @@ impl VirtioDevice for Vsock {
         let worker = Worker::new(mem, interrupt, queues, queue_evts, muxer)
             .map_err(ActivateError::Worker)?
             .with_bytes(self.bytes.clone());
-        self.worker = Some(worker.spawn().map_err(ActivateError::Worker)?);
-        Ok(())
+        self.worker.start(worker.spawn())
     }
 
     fn reset(&mut self) -> bool {
-        let ok = self.stop_worker();
-        if !ok {
-            warn!("vsock: worker did not stop cleanly");
-        }
-        ok
+        self.worker.stop()
     }
 }
 
 impl Drop for Vsock {
     fn drop(&mut self) {
-        self.stop_worker();
+        self.worker.stop();
         uds::unlink_if_ours(&self.uds_path, self.socket_id);
     }
 }
