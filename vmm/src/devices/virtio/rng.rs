@@ -2,17 +2,13 @@
 //! guest's device-writable buffers from the host's getrandom(2), so the
 //! guest's CRNG is seeded within milliseconds of boot.
 
-use std::sync::Arc;
-
 use tracing::{debug, trace, warn};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::{Queue, Writer};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::device_worker::DeviceWorker;
 use super::queue_worker::{self, Processed, QueueHandler};
-use super::{exact_queues, ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::{ActivateError, Activation, GuestMemory, VirtioDevice};
 
 /// Size of the single request queue.
 const QUEUE_SIZE: u16 = 256;
@@ -23,7 +19,6 @@ pub const MAX_BYTES_PER_CHAIN: usize = 64 * 1024;
 
 /// The virtio-rng device.
 pub struct Rng {
-    acked_features: u64,
     worker: DeviceWorker,
 }
 
@@ -31,7 +26,6 @@ impl Rng {
     /// Creates the device; it needs no host resources until activation.
     pub fn new() -> Rng {
         Rng {
-            acked_features: 0,
             worker: DeviceWorker::new("virtio-rng"),
         }
     }
@@ -52,29 +46,15 @@ impl VirtioDevice for Rng {
         &QUEUE_SIZES
     }
 
-    fn features(&self) -> u64 {
-        1u64 << VIRTIO_F_VERSION_1
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // The entropy device has no configuration space.
         debug!(offset, len = data.len(), "rng: read of absent config space");
         data.fill(0);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
         self.worker.ensure_idle()?;
-        let ([queue], [evt]) = exact_queues("virtio-rng", queues, queue_evts)?;
+        let ([queue], [evt]) = activation.take_queues("virtio-rng")?;
         let handler = RngHandler {
             buf: vec![0; MAX_BYTES_PER_CHAIN],
             served_any: false,
@@ -82,8 +62,8 @@ impl VirtioDevice for Rng {
         debug!("virtio-rng: activated");
         self.worker.start(queue_worker::spawn(
             "virtio-rng",
-            mem,
-            interrupt,
+            activation.mem,
+            activation.interrupt,
             queue,
             evt,
             handler,

@@ -20,11 +20,10 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::Queue;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::device_worker::DeviceWorker;
 use super::queue_worker::{self, Processed, QueueHandler};
-use super::{exact_queues, ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::{ActivateError, Activation, GuestMemory, VirtioDevice};
 use disk::{DiskImage, ID_BYTES};
 use request::{Backend, IO_CHUNK};
 
@@ -108,15 +107,9 @@ impl VirtioDevice for Block {
         super::read_config_space(&config, offset, data);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
         self.worker.ensure_idle()?;
-        let ([queue], [evt]) = exact_queues("virtio-blk", queues, queue_evts)?;
+        let ([queue], [evt]) = activation.take_queues("virtio-blk")?;
         let handler = BlockHandler {
             file: self.file.clone(),
             sectors: self.sectors,
@@ -128,8 +121,8 @@ impl VirtioDevice for Block {
         debug!(path = %self.path.display(), "virtio-blk: activated");
         self.worker.start(queue_worker::spawn(
             "virtio-blk",
-            mem,
-            interrupt,
+            activation.mem,
+            activation.interrupt,
             queue,
             evt,
             handler,

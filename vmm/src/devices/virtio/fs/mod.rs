@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{exact_queues, read_config_space, ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::{read_config_space, ActivateError, Activation, GuestMemory, Interrupt, VirtioDevice};
 pub use backend::{BackendError, IO_TIMEOUT, NUM_QUEUES};
 use config_space::CONFIG_LEN;
 pub use spec::FsSpec;
@@ -134,15 +134,9 @@ impl VirtioDevice for Fs {
         read_config_space(&self.config, offset, data);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        let (queues, queue_evts) = exact_queues::<NUM_QUEUES>("virtio-fs", queues, queue_evts)?;
-        match self.start(&mem, interrupt, &queues, &queue_evts) {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let (queues, queue_evts) = activation.take_queues::<NUM_QUEUES>("virtio-fs")?;
+        match self.start(&activation.mem, activation.interrupt, &queues, &queue_evts) {
             Ok(()) => {
                 info!(tag = %self.tag, "virtio-fs: activated");
                 Ok(())

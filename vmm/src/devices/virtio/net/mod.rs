@@ -18,11 +18,9 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::VIRTIO_NET_S_LINK_UP;
-use virtio_queue::Queue;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::device_worker::DeviceWorker;
-use super::{exact_queues, ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::{ActivateError, Activation, VirtioDevice};
 use backend::Backend;
 use counters::NetCounters;
 use spec::MacAddr;
@@ -105,23 +103,17 @@ impl<B: Backend> VirtioDevice for Net<B> {
         super::read_config_space(&self.config(), offset, data);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
         self.worker.ensure_idle()?;
-        let (queues, evts) = exact_queues("virtio-net", queues, queue_evts)?;
+        let (queues, evts) = activation.take_queues("virtio-net")?;
         let offloads = header::tap_offloads(self.acked_features);
         if let Err(e) = self.backend.set_offload(offloads) {
             // Safe to go on: without them the tap just sends plain frames.
             warn!("virtio-net: cannot set the tap's offloads {offloads:#x}: {e}");
         }
         let worker = Worker::new(
-            mem,
-            interrupt,
+            activation.mem,
+            activation.interrupt,
             queues,
             evts,
             self.backend.clone(),

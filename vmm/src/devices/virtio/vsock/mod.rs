@@ -19,13 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
-use virtio_queue::Queue;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::device_worker::DeviceWorker;
-use super::{exact_queues, ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::{ActivateError, Activation, VirtioDevice};
 use muxer::Muxer;
 use worker::Worker;
 
@@ -66,7 +63,6 @@ pub struct Vsock {
     uds_path: PathBuf,
     socket_id: (u64, u64),
     listener: UnixListener,
-    acked_features: u64,
     worker: DeviceWorker,
     bytes: Arc<VsockBytes>,
 }
@@ -84,7 +80,6 @@ impl Vsock {
             uds_path: uds_path.to_path_buf(),
             socket_id,
             listener,
-            acked_features: 0,
             worker: DeviceWorker::new("vsock"),
             bytes: Arc::default(),
         })
@@ -115,37 +110,29 @@ impl VirtioDevice for Vsock {
         &QUEUE_SIZES
     }
 
-    fn features(&self) -> u64 {
-        1u64 << VIRTIO_F_VERSION_1
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_vsock_config { le64 guest_cid; }, read-only.
         let config = self.guest_cid.to_le_bytes();
         super::read_config_space(&config, offset, data);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
         self.worker.ensure_idle()?;
-        let (queues, queue_evts) = exact_queues::<3>("vsock", queues, queue_evts)?;
+        let (queues, queue_evts) = activation.take_queues("vsock")?;
         // The worker gets its own descriptor; ours keeps the socket bound
         // and listening across driver resets.
         let listener = self.listener.try_clone().map_err(ActivateError::Worker)?;
         let muxer = Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
             .map_err(ActivateError::Worker)?;
-        let worker = Worker::new(mem, interrupt, queues, queue_evts, muxer)
-            .map_err(ActivateError::Worker)?
-            .with_bytes(self.bytes.clone());
+        let worker = Worker::new(
+            activation.mem,
+            activation.interrupt,
+            queues,
+            queue_evts,
+            muxer,
+        )
+        .map_err(ActivateError::Worker)?
+        .with_bytes(self.bytes.clone());
         self.worker.start(worker.spawn())
     }
 
