@@ -13,7 +13,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::time::Instant;
 use tonic::{Code, Streaming};
-use vessel_agent::client::{wait_ready_unix, Channel};
+use vessel_agent::client::Channel;
 use vessel_agent::proto::containers_client::ContainersClient;
 use vessel_agent::proto::event::Kind;
 use vessel_agent::proto::events_client::EventsClient;
@@ -33,7 +33,7 @@ use vessel_agent::proto::{
     UpdateResourcesRequest, WaitContainerRequest, WaitContainerResponse,
 };
 
-use common::{build_busybox_rootfs, AGENT_BIN, BUSYBOX};
+use common::{add_mount, build_busybox_rootfs, minimal_spec, spawn_agent, BUSYBOX};
 
 const APPLETS: &[&str] = &["sh", "sleep", "cat", "head", "dd", "echo", "true"];
 /// Deadline for conditions that take a moment (generous: the nested test host is slow).
@@ -99,33 +99,14 @@ impl Agent {
         fs::create_dir(&cgroup).expect("create the test cgroup");
         let dir = tempfile::tempdir().expect("tempdir");
         build_busybox_rootfs(&dir.path().join("rootfs"), APPLETS);
-        let socket = dir.path().join("agent.sock");
-        let log = fs::File::create(dir.path().join("agent.log")).expect("log");
-        let child = Command::new("unshare")
-            .args(["--mount", "--pid", "--fork", "--kill-child", "--mount-proc"])
-            .args([
-                "--",
-                "/bin/sh",
-                "-c",
-                "\"$0\" --unix \"$1\" --cgroup-root \"$2\" & wait $!",
-            ])
-            .arg(AGENT_BIN)
-            .arg(&socket)
-            .arg(&cgroup)
-            .env("VESSEL_AGENT_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn unshare");
-        let deadline = Instant::now() + PATIENCE;
-        let channel = match wait_ready_unix(&socket, deadline).await {
-            Ok(channel) => channel,
-            Err(err) => panic!(
-                "agent not ready: {err:?}\n{}",
-                fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
-            ),
-        };
+        let (child, channel) = spawn_agent(
+            dir.path(),
+            &["--mount", "--pid"],
+            "",
+            &["--cgroup-root".as_ref(), cgroup.as_os_str()],
+            PATIENCE,
+        )
+        .await;
         Self {
             child,
             dir,
@@ -347,25 +328,14 @@ fn remove_tree(dir: &Path) -> bool {
     fs::remove_dir(dir).is_ok() || !dir.exists()
 }
 
-/// A small spec: own pid/ipc/uts/mount namespaces, /proc and a /tmp tmpfs.
+/// The minimal spec with a /tmp tmpfs.
 fn spec(args: &[&str]) -> Value {
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "user": { "uid": 0, "gid": 0 },
-            "args": args,
-            "env": ["PATH=/bin"],
-            "cwd": "/"
-        },
-        "root": { "path": "rootfs" },
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"] }
-        ],
-        "linux": {
-            "namespaces": [{ "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }]
-        }
-    })
+    let mut spec = minimal_spec(args);
+    add_mount(
+        &mut spec,
+        json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"] }),
+    );
+    spec
 }
 
 /// Pids of live (non-zombie) processes whose command line contains `marker`, machine-wide.

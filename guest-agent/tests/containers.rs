@@ -4,25 +4,26 @@
 //!
 //! Skipped (with a note) when not root or when `unshare`/`/bin/busybox` are missing.
 
-use std::fs::{self, File};
-use std::os::unix::fs::symlink;
+mod common;
+
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::time::Instant;
 use tonic::Code;
-use vessel_agent::client::{wait_ready_unix, Channel};
+use vessel_agent::client::Channel;
 use vessel_agent::proto::containers_client::ContainersClient;
 use vessel_agent::proto::{
     ContainerStatus, CreateContainerRequest, DeleteContainerRequest, ListContainersRequest,
     SignalContainerRequest, StartContainerRequest, WaitContainerRequest, WaitContainerResponse,
 };
 
-const AGENT: &str = env!("CARGO_BIN_EXE_vessel-agent");
-const BUSYBOX: &str = "/bin/busybox";
+use common::{build_busybox_rootfs, spawn_agent, BUSYBOX};
+
 const APPLETS: &[&str] = &[
     "sh", "true", "echo", "sleep", "hostname", "touch", "id", "cat", "grep", "ls",
 ];
@@ -55,29 +56,14 @@ impl Agent {
     async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         build_rootfs(&dir.path().join("rootfs"));
-        let socket = dir.path().join("agent.sock");
-        let log = File::create(dir.path().join("agent.log")).expect("log");
-        // `sh` stays PID 1 of the namespace so the agent runs as an ordinary process
-        // (not the PID 1 path); --kill-child takes the whole namespace down with the test.
-        let child = Command::new("unshare")
-            .args(["--mount", "--pid", "--fork", "--kill-child", "--mount-proc"])
-            .args(["--", "/bin/sh", "-c", "\"$0\" --unix \"$1\" & wait $!"])
-            .arg(AGENT)
-            .arg(&socket)
-            .env("VESSEL_AGENT_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn unshare");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let channel = match wait_ready_unix(&socket, deadline).await {
-            Ok(channel) => channel,
-            Err(err) => panic!(
-                "agent not ready: {err:?}\n{}",
-                fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
-            ),
-        };
+        let (child, channel) = spawn_agent(
+            dir.path(),
+            &["--mount", "--pid"],
+            "",
+            &[],
+            Duration::from_secs(20),
+        )
+        .await;
         Self {
             child,
             dir,
@@ -166,14 +152,10 @@ impl Drop for Agent {
     }
 }
 
+/// The busybox rootfs plus a second user and secrets to mask or hide.
 fn build_rootfs(root: &Path) {
-    for dir in ["bin", "etc", "proc", "sys", "dev", "tmp", "secret"] {
-        fs::create_dir_all(root.join(dir)).expect("mkdir");
-    }
-    fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
-    for applet in APPLETS {
-        symlink("busybox", root.join("bin").join(applet)).expect("symlink");
-    }
+    build_busybox_rootfs(root, APPLETS);
+    fs::create_dir_all(root.join("secret")).expect("mkdir");
     fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n",

@@ -10,7 +10,9 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use common::{build_busybox_rootfs, namespaced_supported, NamespacedAgent};
+use common::{
+    add_namespace, build_busybox_rootfs, minimal_spec, namespaced_supported, NamespacedAgent,
+};
 use serde_json::{json, Value};
 use tonic::Code;
 use vessel_agent::proto::containers_client::ContainersClient;
@@ -354,26 +356,10 @@ async fn bad_requests_get_clear_statuses_and_apply_nothing() {
 }
 
 fn container_spec(script: &str) -> Value {
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "user": { "uid": 0, "gid": 0 },
-            "args": ["sh", "-c", script],
-            "env": ["PATH=/bin"],
-            "cwd": "/"
-        },
-        "root": { "path": "rootfs" },
-        "hostname": "pod-b-host",
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" }
-        ],
-        "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" },
-                { "type": "mount" }, { "type": "network" }
-            ]
-        }
-    })
+    let mut spec = minimal_spec(&["sh", "-c", script]);
+    spec["hostname"] = json!("pod-b-host");
+    add_namespace(&mut spec, "network");
+    spec
 }
 
 /// Runs a container to completion and returns its stdout.

@@ -8,7 +8,10 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{build_busybox_rootfs, namespaced_supported, NamespacedAgent};
+use common::{
+    add_mount, add_namespace, build_busybox_rootfs, minimal_spec, namespaced_supported,
+    NamespacedAgent,
+};
 use serde_json::{json, Value};
 use tonic::Code;
 use vessel_agent::proto::containers_client::ContainersClient;
@@ -47,27 +50,14 @@ macro_rules! agent_or_skip {
 
 /// A spec for `args` with a writable /tmp, noNewPrivileges and no capabilities.
 fn spec(args: &[&str]) -> Value {
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "user": { "uid": 0, "gid": 0 },
-            "args": args,
-            "env": ["PATH=/bin"],
-            "cwd": "/",
-            "noNewPrivileges": true
-        },
-        "root": { "path": "rootfs" },
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }
-        ],
-        "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" },
-                { "type": "mount" }, { "type": "network" }
-            ]
-        }
-    })
+    let mut spec = minimal_spec(args);
+    spec["process"]["noNewPrivileges"] = json!(true);
+    add_mount(
+        &mut spec,
+        json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }),
+    );
+    add_namespace(&mut spec, "network");
+    spec
 }
 
 fn request(agent: &NamespacedAgent, id: &str, spec: &Value) -> CreateContainerRequest {

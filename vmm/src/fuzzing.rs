@@ -13,9 +13,41 @@ use crate::devices::virtio::net::rx::{Rx, RxState};
 use crate::devices::virtio::net::tx as net_tx;
 use crate::devices::virtio::vsock::packet::{RxBuffer, TxPacket, MAX_PKT_DATA};
 use crate::devices::virtio::GuestMemory;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 pub use crate::devices::virtio::vsock::handshake::{HandshakeError, HandshakeParser, MAX_LINE};
+
+/// Guest memory size of the queue fuzz targets.
+pub const MEM_SIZE: usize = 0x1_0000;
+
+/// Guest memory of `MEM_SIZE` bytes holding `image` (cut to fit) from
+/// address 0; None if it cannot be mapped.
+pub fn guest_memory(image: &[u8]) -> Option<GuestMemory> {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).ok()?;
+    let n = image.len().min(MEM_SIZE);
+    mem.write_slice(&image[..n], GuestAddress(0)).ok()?;
+    Some(mem)
+}
+
+/// The split queue a driver sets up from six fuzzed bytes, as the queue
+/// targets read their header: size `1 << (size % 9)` (1..=256); descriptor
+/// table, avail and used ring at the three little-endian u16 in `addrs`
+/// (aligned down as the spec requires). None where the transport would
+/// refuse the queue.
+pub fn fuzzed_queue(mem: &GuestMemory, size: u8, addrs: [u8; 6], event_idx: bool) -> Option<Queue> {
+    let addr = |i: usize, align: u64| {
+        GuestAddress(u64::from(u16::from_le_bytes([addrs[i], addrs[i + 1]])) & !(align - 1))
+    };
+    let mut q = Queue::new(256).ok()?;
+    q.try_set_size(1u16 << (size % 9)).ok()?;
+    q.try_set_desc_table_address(addr(0, 16)).ok()?;
+    q.try_set_avail_ring_address(addr(2, 2)).ok()?;
+    q.try_set_used_ring_address(addr(4, 4)).ok()?;
+    q.set_event_idx(event_idx);
+    q.set_ready(true);
+    q.is_valid(mem).then_some(q)
+}
 
 /// Parses a vsock TX chain as the device does, then copies its payload.
 /// Returns the payload length, or `None` if the device would reject it.

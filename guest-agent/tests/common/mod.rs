@@ -1,16 +1,19 @@
 //! Shared test helpers: an in-process agent and a fake VMM hybrid vsock socket.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use vessel_agent::client::wait_ready_unix;
+use vessel_agent::client::{wait_ready_unix, Channel};
 use vessel_agent::server::{serve, Listen, ServerError};
 use vessel_agent::shutdown::ShutdownSignal;
 
@@ -195,34 +198,15 @@ pub struct NamespacedAgent {
 impl NamespacedAgent {
     /// Starts the agent and waits until it serves.
     pub async fn start() -> Self {
-        use std::process::{Command, Stdio};
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agent.sock");
-        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-        // `sh` stays PID 1 of the namespace so the agent runs as an ordinary process
-        // (not the PID 1 path); --kill-child takes the whole namespace down with the test.
-        let script = "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /etc && \
-                      \"$0\" --unix \"$1\" & wait $!";
-        let child = Command::new("unshare")
-            .args(["--mount", "--pid", "--net", "--uts", "--ipc"])
-            .args(["--fork", "--kill-child", "--mount-proc"])
-            .args(["--", "/bin/sh", "-c", script])
-            .arg(AGENT_BIN)
-            .arg(&socket)
-            .env("VESSEL_AGENT_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn unshare");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let channel = match wait_ready_unix(&socket, deadline).await {
-            Ok(channel) => channel,
-            Err(err) => panic!(
-                "agent not ready: {err:?}\n{}",
-                std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
-            ),
-        };
+        let (child, channel) = spawn_agent(
+            dir.path(),
+            &["--mount", "--pid", "--net", "--uts", "--ipc"],
+            "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /etc && ",
+            &[],
+            Duration::from_secs(20),
+        )
+        .await;
         Self {
             child,
             dir,
@@ -285,4 +269,79 @@ pub fn build_busybox_rootfs(root: &Path, applets: &[&str]) {
     }
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
     fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
+}
+
+/// Starts the agent binary as root under `unshare` in `namespaces` (flags
+/// such as `--mount`; a new pid namespace too) on `dir/agent.sock`, logging
+/// to `dir/agent.log`, and waits up to `patience` until it serves. `prelude`
+/// is shell run first in the namespaces (empty, or ending in `&& `);
+/// `agent_args` follow `--unix <socket>`.
+pub async fn spawn_agent(
+    dir: &Path,
+    namespaces: &[&str],
+    prelude: &str,
+    agent_args: &[&OsStr],
+    patience: Duration,
+) -> (Child, Channel) {
+    let socket = dir.join("agent.sock");
+    let log = std::fs::File::create(dir.join("agent.log")).expect("log");
+    // `sh` stays PID 1 of the namespace so the agent runs as an ordinary process
+    // (not the PID 1 path); --kill-child takes the whole namespace down with the test.
+    let script = format!("{prelude}\"$0\" --unix \"$@\" & wait $!");
+    let child = Command::new("unshare")
+        .args(namespaces)
+        .args(["--fork", "--kill-child", "--mount-proc"])
+        .args(["--", "/bin/sh", "-c", &script])
+        .arg(AGENT_BIN)
+        .arg(&socket)
+        .args(agent_args)
+        .env("VESSEL_AGENT_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn unshare");
+    let deadline = Instant::now() + patience;
+    match wait_ready_unix(&socket, deadline).await {
+        Ok(channel) => (child, channel),
+        Err(err) => panic!(
+            "agent not ready: {err:?}\n{}",
+            std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+        ),
+    }
+}
+
+/// The smallest container spec the tests build on: `args` as root in `/`
+/// with `PATH=/bin`, the rootfs at `rootfs`, /proc mounted, and its own
+/// pid, ipc, uts and mount namespaces.
+pub fn minimal_spec(args: &[&str]) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "user": { "uid": 0, "gid": 0 },
+            "args": args,
+            "env": ["PATH=/bin"],
+            "cwd": "/"
+        },
+        "root": { "path": "rootfs" },
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" }
+        ],
+        "linux": {
+            "namespaces": [{ "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }]
+        }
+    })
+}
+
+/// Appends `mount` to the spec's mounts.
+pub fn add_mount(spec: &mut Value, mount: Value) {
+    spec["mounts"].as_array_mut().expect("mounts").push(mount);
+}
+
+/// Appends a namespace of `kind` (e.g. `network`) to the spec's namespaces.
+pub fn add_namespace(spec: &mut Value, kind: &str) {
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .push(json!({ "type": kind }));
 }

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use vessel_vmm::bus::BusDevice;
 use vessel_vmm::devices::virtio::mmio::MmioTransport;
 use vessel_vmm::devices::virtio::{
-    read_config_space, ActivateError, GuestMemory, Interrupt, VirtioDevice,
+    read_config_space, ActivateError, Activation, GuestMemory, Interrupt, VirtioDevice,
 };
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -61,20 +61,14 @@ impl VirtioDevice for Dummy {
             }
         }
     }
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        _queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
         if self.fail_activate {
             return Err(ActivateError::BadQueues("fuzz".into()));
         }
         *self.shared.lock().unwrap() = Some(Active {
-            mem,
-            interrupt,
-            queues,
+            mem: activation.mem,
+            interrupt: activation.interrupt,
+            queues: activation.queues,
         });
         Ok(())
     }

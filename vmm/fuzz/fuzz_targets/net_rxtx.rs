@@ -16,10 +16,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vessel_vmm::fuzzing;
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-
-const MEM_SIZE: usize = 0x1_0000;
+use virtio_queue::QueueT;
 const VERSION_1: u64 = 1 << 32;
 const EVENT_IDX: u64 = 1 << 29;
 const MRG_RXBUF: u64 = 1 << 15;
@@ -35,9 +32,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (hdr, image) = data.split_at(16);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    let n = image.len().min(MEM_SIZE);
-    mem.write_slice(&image[..n], GuestAddress(0)).unwrap();
+    let mem = fuzzing::guest_memory(image).expect("guest memory");
 
     let mode = hdr[0];
     let mut acked = VERSION_1;
@@ -50,23 +45,10 @@ fuzz_target!(|data: &[u8]| {
     if mode & 8 != 0 {
         acked |= EVENT_IDX;
     }
-    let size = 1u16 << (hdr[1] % 9);
-    let mut q = Queue::new(256).unwrap();
-    if q.try_set_size(size).is_err()
-        || q.try_set_desc_table_address(GuestAddress(le16(&hdr[2..4]) & !0xf))
-            .is_err()
-        || q.try_set_avail_ring_address(GuestAddress(le16(&hdr[4..6]) & !1))
-            .is_err()
-        || q.try_set_used_ring_address(GuestAddress(le16(&hdr[6..8]) & !3))
-            .is_err()
-    {
+    let addrs = [hdr[2], hdr[3], hdr[4], hdr[5], hdr[6], hdr[7]];
+    let Some(mut q) = fuzzing::fuzzed_queue(&mem, hdr[1], addrs, acked & EVENT_IDX != 0) else {
         return;
-    }
-    q.set_event_idx(acked & EVENT_IDX != 0);
-    q.set_ready(true);
-    if !q.is_valid(&mem) {
-        return;
-    }
+    };
 
     if mode & 1 == 0 {
         let _ = fuzzing::net_tx(&mem, &mut q, acked);

@@ -14,10 +14,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use vessel_vmm::fuzzing;
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-
-const MEM_SIZE: usize = 0x1_0000;
+use virtio_queue::QueueT;
 const DISK_SECTORS: u64 = 64;
 
 /// A scratch disk image, unlinked at once so nothing is left behind.
@@ -38,35 +35,18 @@ fn disk() -> &'static File {
     })
 }
 
-fn le16(b: &[u8]) -> u64 {
-    u64::from(u16::from_le_bytes([b[0], b[1]]))
-}
-
 fuzz_target!(|data: &[u8]| {
     if data.len() < 8 {
         return;
     }
     let (hdr, image) = data.split_at(8);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    let n = image.len().min(MEM_SIZE);
-    mem.write_slice(&image[..n], GuestAddress(0)).unwrap();
+    let mem = fuzzing::guest_memory(image).expect("guest memory");
 
-    let size = 1u16 << (hdr[1] % 9);
-    let mut q = Queue::new(256).unwrap();
-    if q.try_set_size(size).is_err()
-        || q.try_set_desc_table_address(GuestAddress(le16(&hdr[2..4]) & !0xf))
-            .is_err()
-        || q.try_set_avail_ring_address(GuestAddress(le16(&hdr[4..6]) & !1))
-            .is_err()
-        || q.try_set_used_ring_address(GuestAddress(le16(&hdr[6..8]) & !3))
-            .is_err()
-    {
+    let addrs = [hdr[2], hdr[3], hdr[4], hdr[5], hdr[6], hdr[7]];
+    let Some(mut q) = fuzzing::fuzzed_queue(&mem, hdr[1], addrs, false) else {
         return;
-    }
-    q.set_ready(true);
-    if !q.is_valid(&mem) {
-        return;
-    }
+    };
+    let size = q.size();
 
     for _ in 0..usize::from(size) {
         let Some(chain) = q.pop_descriptor_chain(&mem) else {

@@ -19,7 +19,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{GuestMemory, Interrupt, VirtioDevice};
+use super::{Activation, GuestMemory, Interrupt, VirtioDevice};
 use crate::bus::BusDevice;
 
 /// "virt" in little endian.
@@ -470,10 +470,12 @@ impl MmioTransport {
             }
         }
         let interrupt: Arc<dyn Interrupt> = self.interrupt.clone();
-        match self
-            .device
-            .activate(self.mem.clone(), interrupt, queues, evts)
-        {
+        match self.device.activate(Activation {
+            mem: self.mem.clone(),
+            interrupt,
+            queues,
+            queue_evts: evts,
+        }) {
             Ok(()) => self.activated = true,
             Err(e) => {
                 warn!(

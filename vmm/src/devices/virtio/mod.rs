@@ -1,6 +1,7 @@
 //! Virtio devices on the virtio-mmio transport (virtio 1.x, modern only).
 
 pub mod block;
+mod device_worker;
 pub mod fs;
 pub mod mmio;
 pub mod net;
@@ -47,6 +48,41 @@ pub enum ActivateError {
     Backend(String),
 }
 
+/// What the transport hands a device when the driver sets DRIVER_OK.
+pub struct Activation {
+    /// Guest RAM.
+    pub mem: GuestMemory,
+    /// The device's interrupt line.
+    pub interrupt: Arc<dyn Interrupt>,
+    /// The queues the driver set up, one per `queue_max_sizes` entry.
+    pub queues: Vec<Queue>,
+    /// `queue_evts[i]` is signalled when the driver notifies queue `i`.
+    pub queue_evts: Vec<EventFd>,
+}
+
+impl Activation {
+    /// Takes the queues and their eventfds as exactly `N` of each, or fails
+    /// the activation of `device` (the transport gives one per queue the
+    /// device declared, so a mismatch is our bug).
+    pub fn take_queues<const N: usize>(
+        &mut self,
+        device: &str,
+    ) -> Result<([Queue; N], [EventFd; N]), ActivateError> {
+        let queues = std::mem::take(&mut self.queues);
+        let queue_evts = std::mem::take(&mut self.queue_evts);
+        let (nq, ne) = (queues.len(), queue_evts.len());
+        match (
+            <[Queue; N]>::try_from(queues),
+            <[EventFd; N]>::try_from(queue_evts),
+        ) {
+            (Ok(queues), Ok(evts)) => Ok((queues, evts)),
+            _ => Err(ActivateError::BadQueues(format!(
+                "{device} needs exactly {N} queues and {N} eventfds, got {nq} and {ne}"
+            ))),
+        }
+    }
+}
+
 /// A virtio device behind a transport. The transport owns the generic
 /// registers; the device owns features, config space and the queues once
 /// the driver sets DRIVER_OK.
@@ -55,23 +91,30 @@ pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
     /// Maximum size of each queue; its length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
-    /// Device feature bits offered to the driver (VIRTIO_F_VERSION_1 included).
-    fn features(&self) -> u64;
-    /// Records the features the driver accepted.
-    fn ack_features(&mut self, features: u64);
+    /// Device feature bits offered to the driver (VIRTIO_F_VERSION_1
+    /// included). The default offers nothing else.
+    fn features(&self) -> u64 {
+        1u64 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1
+    }
+    /// Records the features the driver accepted (the transport checked that
+    /// it offered them). The default forgets them: a device that offers no
+    /// optional feature has nothing to act on.
+    fn ack_features(&mut self, _features: u64) {}
     /// Reads the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Writes the device-specific configuration space.
-    fn write_config(&mut self, offset: u64, data: &[u8]);
-    /// Starts the device: the driver set DRIVER_OK. `queue_evts[i]` is
-    /// signalled when the driver notifies queue `i`.
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError>;
+    /// Writes the device-specific configuration space. The default ignores
+    /// the write: none of our devices offers a driver-writable field (each
+    /// says why at its config space).
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        tracing::debug!(
+            device_type = self.device_type(),
+            offset,
+            len = data.len(),
+            "virtio: ignored write to read-only config space"
+        );
+    }
+    /// Starts the device: the driver set DRIVER_OK.
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops the device on a driver reset; returns false if it cannot be reset.
     fn reset(&mut self) -> bool;
 }

@@ -7,14 +7,14 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use tracing::{error, warn};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::device_worker::{self, watch_inputs, WorkerHandle};
 use super::{GuestMemory, Interrupt};
 
 const TOKEN_QUEUE: u64 = 0;
@@ -72,41 +72,6 @@ where
     Ok(done)
 }
 
-/// A running device worker thread (any device's): how to stop it and wait for it.
-pub struct WorkerHandle {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
-impl WorkerHandle {
-    /// Wraps a worker `thread` that exits once `stop` is signalled.
-    pub(crate) fn new(stop: EventFd, thread: JoinHandle<()>) -> Self {
-        Self { stop, thread }
-    }
-
-    /// Stops the worker and waits for it; false if it had panicked.
-    pub fn stop(self) -> bool {
-        if let Err(e) = self.stop.write(1) {
-            // Without the wake-up join would hang; this cannot really fail.
-            error!("device worker: cannot signal the worker to stop: {e}");
-            return false;
-        }
-        self.thread.join().is_ok()
-    }
-}
-
-/// Adds each `(token, fd)` to `epoll`, watching for input.
-pub fn watch_inputs(epoll: &Epoll, fds: &[(u64, std::os::fd::RawFd)]) -> std::io::Result<()> {
-    for &(token, fd) in fds {
-        epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(EventSet::IN, token),
-        )?;
-    }
-    Ok(())
-}
-
 /// Starts a thread named `name` serving `queue` with `handler`.
 pub fn spawn<H: QueueHandler>(
     name: &'static str,
@@ -134,9 +99,8 @@ pub fn spawn<H: QueueHandler>(
         epoll,
         handler,
     };
-    let thread = crate::seccomp::spawn_worker(name, move || worker.run())?;
     // The epoll set holds `stop`'s fd number; the handle keeps it open.
-    Ok(WorkerHandle::new(stop, thread))
+    WorkerHandle::spawn(name, stop, move || worker.run())
 }
 
 struct Worker<H> {
@@ -159,15 +123,9 @@ impl<H: QueueHandler> Worker<H> {
                 let more = match self.process() {
                     Ok(more) => more,
                     Err(e) => {
-                        warn!(
-                            "{}: guest broke the device, it needs a reset: {e}",
-                            self.name
-                        );
-                        if let Err(e) = self.interrupt.set_needs_reset() {
-                            warn!("{}: cannot signal the guest: {e}", self.name);
-                        }
+                        device_worker::report_broken(self.name, &*self.interrupt, &e);
                         // Stop touching the queue; wait for the driver's reset.
-                        self.wait_for_stop();
+                        device_worker::wait_for_stop(&self.epoll, TOKEN_STOP, &[&self.queue_evt]);
                         return;
                     }
                 };
@@ -212,22 +170,5 @@ impl<H: QueueHandler> Worker<H> {
             }
         }
         Ok(done.more)
-    }
-
-    /// After the device broke: only the stop request matters now.
-    fn wait_for_stop(&self) {
-        let mut events = [EpollEvent::default(); 2];
-        loop {
-            match self.epoll.wait(-1, &mut events) {
-                Ok(n) => {
-                    if events[..n].iter().any(|e| e.data() == TOKEN_STOP) {
-                        return;
-                    }
-                    let _ = self.queue_evt.read();
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
     }
 }

@@ -2,16 +2,13 @@
 //! guest's device-writable buffers from the host's getrandom(2), so the
 //! guest's CRNG is seeded within milliseconds of boot.
 
-use std::sync::Arc;
-
 use tracing::{debug, trace, warn};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::{Queue, Writer};
-use vmm_sys_util::eventfd::EventFd;
 
-use super::queue_worker::{self, Processed, QueueHandler, WorkerHandle};
-use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::device_worker::DeviceWorker;
+use super::queue_worker::{self, Processed, QueueHandler};
+use super::{ActivateError, Activation, GuestMemory, VirtioDevice};
 
 /// Size of the single request queue.
 const QUEUE_SIZE: u16 = 256;
@@ -21,20 +18,22 @@ const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
 pub const MAX_BYTES_PER_CHAIN: usize = 64 * 1024;
 
 /// The virtio-rng device.
-#[derive(Default)]
 pub struct Rng {
-    acked_features: u64,
-    worker: Option<WorkerHandle>,
+    worker: DeviceWorker,
 }
 
 impl Rng {
     /// Creates the device; it needs no host resources until activation.
     pub fn new() -> Rng {
-        Rng::default()
+        Rng {
+            worker: DeviceWorker::new("virtio-rng"),
+        }
     }
+}
 
-    fn stop_worker(&mut self) -> bool {
-        self.worker.take().is_none_or(|w| w.stop())
+impl Default for Rng {
+    fn default() -> Rng {
+        Rng::new()
     }
 }
 
@@ -47,69 +46,32 @@ impl VirtioDevice for Rng {
         &QUEUE_SIZES
     }
 
-    fn features(&self) -> u64 {
-        1u64 << VIRTIO_F_VERSION_1
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // The entropy device has no configuration space.
         debug!(offset, len = data.len(), "rng: read of absent config space");
         data.fill(0);
     }
 
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        debug!(
-            offset,
-            len = data.len(),
-            "rng: ignored write to absent config space"
-        );
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::BadQueues("rng is already active".into()));
-        }
-        let (Ok([queue]), Ok([evt])) = (
-            <[Queue; 1]>::try_from(queues),
-            <[EventFd; 1]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::BadQueues(
-                "rng needs exactly 1 queue and 1 eventfd".into(),
-            ));
-        };
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        self.worker.ensure_idle()?;
+        let ([queue], [evt]) = activation.take_queues("virtio-rng")?;
         let handler = RngHandler {
             buf: vec![0; MAX_BYTES_PER_CHAIN],
             served_any: false,
         };
         debug!("virtio-rng: activated");
-        let worker = queue_worker::spawn("virtio-rng", mem, interrupt, queue, evt, handler)
-            .map_err(ActivateError::Worker)?;
-        self.worker = Some(worker);
-        Ok(())
+        self.worker.start(queue_worker::spawn(
+            "virtio-rng",
+            activation.mem,
+            activation.interrupt,
+            queue,
+            evt,
+            handler,
+        ))
     }
 
     fn reset(&mut self) -> bool {
-        let ok = self.stop_worker();
-        if !ok {
-            warn!("rng: worker did not stop cleanly");
-        }
-        ok
-    }
-}
-
-impl Drop for Rng {
-    fn drop(&mut self) {
-        self.stop_worker();
+        self.worker.stop()
     }
 }
 

@@ -3,10 +3,13 @@
 //! driver would, and reads back the used ring. It can also write whatever
 //! garbage a hostile driver might.
 
+use std::sync::Arc;
+
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
 
-use super::GuestMemory;
+use super::{Activation, GuestMemory};
 
 /// Descriptor flag: another descriptor follows.
 pub const F_NEXT: u16 = 1;
@@ -178,5 +181,21 @@ impl TestQueue {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+}
+
+/// What a transport would activate a device with: the device side of the
+/// driver's `queues`, notified through (clones of) `evts`, interrupting `irq`.
+pub fn activation(
+    mem: &GuestMemory,
+    irq: &Arc<TestInterrupt>,
+    queues: &[&TestQueue],
+    evts: &[EventFd],
+) -> Activation {
+    Activation {
+        mem: mem.clone(),
+        interrupt: irq.clone(),
+        queues: queues.iter().map(|q| q.device_queue()).collect(),
+        queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
     }
 }

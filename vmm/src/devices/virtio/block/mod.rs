@@ -13,17 +13,17 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tracing::{debug, warn};
+use tracing::debug;
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX,
 };
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::Queue;
-use vmm_sys_util::eventfd::EventFd;
 
-use super::queue_worker::{self, Processed, QueueHandler, WorkerHandle};
-use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::device_worker::DeviceWorker;
+use super::queue_worker::{self, Processed, QueueHandler};
+use super::{ActivateError, Activation, GuestMemory, VirtioDevice};
 use disk::{DiskImage, ID_BYTES};
 use request::{Backend, IO_CHUNK};
 
@@ -50,7 +50,7 @@ pub struct Block {
     sectors: u64,
     id: [u8; ID_BYTES],
     acked_features: u64,
-    worker: Option<WorkerHandle>,
+    worker: DeviceWorker,
 }
 
 impl Block {
@@ -63,20 +63,18 @@ impl Block {
             sectors: image.sectors,
             id: image.id,
             acked_features: 0,
-            worker: None,
+            worker: DeviceWorker::new("virtio-blk"),
         }
     }
 
+    /// The config space. Read-only to the driver: only `writeback` is
+    /// writable, with VIRTIO_BLK_F_CONFIG_WCE, which we do not offer.
     fn config(&self) -> [u8; CONFIG_LEN] {
         let mut c = [0u8; CONFIG_LEN];
         c[0..8].copy_from_slice(&self.sectors.to_le_bytes());
         c[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         c
-    }
-
-    fn stop_worker(&mut self) -> bool {
-        self.worker.take().is_none_or(|w| w.stop())
     }
 }
 
@@ -109,36 +107,9 @@ impl VirtioDevice for Block {
         super::read_config_space(&config, offset, data);
     }
 
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // Only `writeback` is writable, with VIRTIO_BLK_F_CONFIG_WCE, which
-        // we do not offer.
-        debug!(
-            offset,
-            len = data.len(),
-            "virtio-blk: ignored write to read-only config"
-        );
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::BadQueues(
-                "virtio-blk is already active".into(),
-            ));
-        }
-        let (Ok([queue]), Ok([evt])) = (
-            <[Queue; 1]>::try_from(queues),
-            <[EventFd; 1]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::BadQueues(
-                "virtio-blk needs exactly 1 queue and 1 eventfd".into(),
-            ));
-        };
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        self.worker.ensure_idle()?;
+        let ([queue], [evt]) = activation.take_queues("virtio-blk")?;
         let handler = BlockHandler {
             file: self.file.clone(),
             sectors: self.sectors,
@@ -148,24 +119,18 @@ impl VirtioDevice for Block {
             buf: vec![0; IO_CHUNK],
         };
         debug!(path = %self.path.display(), "virtio-blk: activated");
-        let worker = queue_worker::spawn("virtio-blk", mem, interrupt, queue, evt, handler)
-            .map_err(ActivateError::Worker)?;
-        self.worker = Some(worker);
-        Ok(())
+        self.worker.start(queue_worker::spawn(
+            "virtio-blk",
+            activation.mem,
+            activation.interrupt,
+            queue,
+            evt,
+            handler,
+        ))
     }
 
     fn reset(&mut self) -> bool {
-        let ok = self.stop_worker();
-        if !ok {
-            warn!(path = %self.path.display(), "virtio-blk: worker did not stop cleanly");
-        }
-        ok
-    }
-}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        self.stop_worker();
+        self.worker.stop()
     }
 }
 

@@ -15,7 +15,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::disk::{DiskError, DiskSpec};
 use super::*;
-use crate::devices::virtio::test_driver::{TestInterrupt, TestQueue, F_NEXT, F_WRITE};
+use crate::devices::virtio::test_driver::{activation, TestInterrupt, TestQueue, F_NEXT, F_WRITE};
 
 const MEM_SIZE: usize = 8 << 20;
 const QUEUE_BASE: u64 = 0x1_0000;
@@ -91,13 +91,8 @@ impl Guest {
         let q = TestQueue::new(&mem, QUEUE_BASE, QUEUE_SIZE);
         let evt = EventFd::new(EFD_NONBLOCK).unwrap();
         let irq = Arc::new(TestInterrupt::default());
-        dev.activate(
-            mem.clone(),
-            irq.clone(),
-            vec![q.device_queue()],
-            vec![evt.try_clone().unwrap()],
-        )
-        .unwrap();
+        dev.activate(activation(&mem, &irq, &[&q], std::slice::from_ref(&evt)))
+            .unwrap();
         Guest {
             mem,
             q,

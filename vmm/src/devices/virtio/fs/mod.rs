@@ -8,14 +8,15 @@ pub mod config_space;
 mod relay;
 pub mod spec;
 
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{read_config_space, ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::{read_config_space, ActivateError, Activation, GuestMemory, Interrupt, VirtioDevice};
 pub use backend::{BackendError, IO_TIMEOUT, NUM_QUEUES};
 use config_space::CONFIG_LEN;
 pub use spec::FsSpec;
@@ -26,6 +27,7 @@ pub const VIRTIO_ID_FS: u32 = 26;
 /// One virtio-fs share, connected to its virtiofsd.
 pub struct Fs {
     tag: String,
+    /// Every field is read-only for the driver (§5.11.4).
     config: [u8; CONFIG_LEN],
     queue_sizes: [u16; NUM_QUEUES],
     backend: backend::Backend,
@@ -33,11 +35,9 @@ pub struct Fs {
     /// What the backend signals when it used buffers, one per vring; kept
     /// across activations.
     calls: Vec<EventFd>,
-    /// What the relay is started with at the first activation.
-    relay_parts: Option<(Vec<EventFd>, std::os::unix::net::UnixStream)>,
     /// Relays those calls to the guest; from the first activation on, as
     /// long as the device.
-    relay: Option<relay::RelayHandle>,
+    relay: Relay,
     /// The vrings are handed to the backend (DRIVER_OK until reset).
     started: bool,
     /// The backend is gone or failed a request; the device stays dead.
@@ -72,8 +72,7 @@ impl Fs {
             backend,
             acked_features: 0,
             calls,
-            relay_parts: Some((relay_calls, socket)),
-            relay: None,
+            relay: Relay::Pending(relay_calls, socket),
             started: false,
             broken,
         })
@@ -99,12 +98,7 @@ impl Fs {
         // Started here, not in `new`: the VMM must still be single-threaded
         // when it enters its jail, and a worker started through the seccomp
         // launcher runs under the device filter.
-        if let Some((calls, socket)) = self.relay_parts.take() {
-            let relay = relay::spawn(&self.tag, calls, socket, self.broken.clone())
-                .map_err(|e| format!("cannot start the interrupt relay: {e}"))?;
-            self.relay = Some(relay);
-        }
-        let relay = self.relay.as_ref().ok_or("no interrupt relay")?;
+        let relay = self.relay.start_once(&self.tag, &self.broken)?;
         // Before the vrings start: their first call must reach the guest.
         relay.attach(interrupt);
         self.backend
@@ -113,7 +107,7 @@ impl Fs {
     }
 
     fn detach_relay(&self) {
-        if let Some(relay) = &self.relay {
+        if let Relay::Running(relay) = &self.relay {
             relay.detach();
         }
     }
@@ -140,25 +134,9 @@ impl VirtioDevice for Fs {
         read_config_space(&self.config, offset, data);
     }
 
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // Every field is read-only for the driver (§5.11.4).
-        debug!(offset, len = data.len(), "virtio-fs: ignored config write");
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        if queues.len() != NUM_QUEUES || queue_evts.len() != NUM_QUEUES {
-            return Err(ActivateError::BadQueues(format!(
-                "{} queues, virtio-fs has {NUM_QUEUES}",
-                queues.len()
-            )));
-        }
-        match self.start(&mem, interrupt, &queues, &queue_evts) {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let (queues, queue_evts) = activation.take_queues::<NUM_QUEUES>("virtio-fs")?;
+        match self.start(&activation.mem, activation.interrupt, &queues, &queue_evts) {
             Ok(()) => {
                 info!(tag = %self.tag, "virtio-fs: activated");
                 Ok(())
@@ -186,15 +164,48 @@ impl VirtioDevice for Fs {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 impl Drop for Fs {
     fn drop(&mut self) {
-        if let Some(relay) = self.relay.take() {
+        if let Relay::Running(relay) = std::mem::replace(&mut self.relay, Relay::Failed) {
             if !relay.stop() {
                 warn!(tag = %self.tag, "virtio-fs: the interrupt relay had panicked");
             }
         }
     }
 }
+
+/// The interrupt relay's life: one state, so it cannot be both started and
+/// waiting to start.
+enum Relay {
+    /// Not started yet: the call eventfds and backend socket it starts with.
+    Pending(Vec<EventFd>, UnixStream),
+    /// Relays the backend's calls to the guest.
+    Running(relay::RelayHandle),
+    /// Its start failed, or it was stopped with the device: no relay.
+    Failed,
+}
+
+impl Relay {
+    /// The running relay, started now if this is the first activation.
+    fn start_once(
+        &mut self,
+        tag: &str,
+        broken: &Arc<AtomicBool>,
+    ) -> Result<&relay::RelayHandle, String> {
+        // Failed until the start succeeds.
+        *self = match std::mem::replace(self, Relay::Failed) {
+            Relay::Pending(calls, socket) => Relay::Running(
+                relay::spawn(tag, calls, socket, broken.clone())
+                    .map_err(|e| format!("cannot start the interrupt relay: {e}"))?,
+            ),
+            other => other,
+        };
+        match self {
+            Relay::Running(relay) => Ok(relay),
+            _ => Err("no interrupt relay".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

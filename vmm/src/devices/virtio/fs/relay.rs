@@ -26,7 +26,7 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::devices::virtio::queue_worker::WorkerHandle;
+use crate::devices::virtio::device_worker::WorkerHandle;
 use crate::devices::virtio::Interrupt;
 
 /// Token of the backend socket (vring call eventfds use their index).
@@ -97,9 +97,8 @@ pub fn spawn(
         broken,
         epoll,
     };
-    let thread = crate::seccomp::spawn_worker("virtio-fs", move || relay.run())?;
     Ok(RelayHandle {
-        worker: WorkerHandle::new(stop, thread),
+        worker: WorkerHandle::spawn("virtio-fs", stop, move || relay.run())?,
         line,
     })
 }

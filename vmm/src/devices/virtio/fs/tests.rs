@@ -16,7 +16,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
-use crate::devices::virtio::test_driver::{TestInterrupt, TestQueue, F_WRITE};
+use crate::devices::virtio::test_driver::{activation, TestInterrupt, TestQueue, F_WRITE};
 use crate::memory::create_guest_memory;
 
 const QUEUE_SIZE: u16 = 128;
@@ -142,12 +142,12 @@ impl Guest {
 
     fn activate(&self, dev: &mut Fs) -> Result<(), ActivateError> {
         dev.ack_features(dev.features() & (1 << VIRTIO_F_VERSION_1));
-        dev.activate(
-            self.mem.clone(),
-            self.irq.clone(),
-            vec![self.hiprio.device_queue(), self.request.device_queue()],
-            self.kicks.iter().map(|k| k.try_clone().unwrap()).collect(),
-        )
+        dev.activate(activation(
+            &self.mem,
+            &self.irq,
+            &[&self.hiprio, &self.request],
+            &self.kicks,
+        ))
     }
 
     /// Sends FUSE_INIT with `unique` on the request queue; returns the

@@ -56,23 +56,18 @@ impl VirtioDevice for MockDevice {
             .config_writes
             .push((offset, data.to_vec()));
     }
-    fn activate(
-        &mut self,
-        _mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
         if self.fail_activate {
             return Err(ActivateError::BadQueues("mock".into()));
         }
         let mut r = self.rec.lock().unwrap();
-        r.queues = queues
+        r.queues = activation
+            .queues
             .iter()
             .map(|q| (q.size(), q.desc_table(), q.avail_ring(), q.used_ring()))
             .collect();
-        r.evts = queue_evts;
-        r.interrupt = Some(interrupt);
+        r.evts = activation.queue_evts;
+        r.interrupt = Some(activation.interrupt);
         Ok(())
     }
     fn reset(&mut self) -> bool {

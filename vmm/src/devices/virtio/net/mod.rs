@@ -18,11 +18,9 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::VIRTIO_NET_S_LINK_UP;
-use virtio_queue::Queue;
-use vmm_sys_util::eventfd::EventFd;
 
-use super::queue_worker::WorkerHandle;
-use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::device_worker::DeviceWorker;
+use super::{ActivateError, Activation, VirtioDevice};
 use backend::Backend;
 use counters::NetCounters;
 use spec::MacAddr;
@@ -38,7 +36,7 @@ pub struct Net<B: Backend> {
     mac: Option<MacAddr>,
     acked_features: u64,
     counters: Arc<NetCounters>,
-    worker: Option<WorkerHandle>,
+    worker: DeviceWorker,
 }
 
 impl<B: Backend> Net<B> {
@@ -50,7 +48,7 @@ impl<B: Backend> Net<B> {
             mac,
             acked_features: 0,
             counters: Arc::default(),
-            worker: None,
+            worker: DeviceWorker::new("virtio-net"),
         }
     }
 
@@ -60,7 +58,9 @@ impl<B: Backend> Net<B> {
     }
 
     /// The config space: `struct virtio_net_config` up to
-    /// `max_virtqueue_pairs` (mac, status, one pair).
+    /// `max_virtqueue_pairs` (mac, status, one pair). Read-only to the
+    /// driver: the MAC is writable only with VIRTIO_NET_F_CTRL_MAC_ADDR
+    /// (not offered).
     fn config(&self) -> [u8; 10] {
         let mut c = [0u8; 10];
         if let Some(mac) = self.mac {
@@ -73,7 +73,7 @@ impl<B: Backend> Net<B> {
     }
 
     fn stop_worker(&mut self) -> bool {
-        let ok = self.worker.take().is_none_or(|w| w.stop());
+        let ok = self.worker.stop();
         // A driver that comes next may not take offloaded frames.
         if let Err(e) = self.backend.set_offload(0) {
             warn!("virtio-net: cannot turn the tap's offloads off: {e}");
@@ -103,37 +103,17 @@ impl<B: Backend> VirtioDevice for Net<B> {
         super::read_config_space(&self.config(), offset, data);
     }
 
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // The MAC is writable only with VIRTIO_NET_F_CTRL_MAC_ADDR (not offered).
-        debug!(offset, len = data.len(), "net: ignored config write");
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::BadQueues("net is already active".into()));
-        }
-        let (Ok(queues), Ok(evts)) = (
-            <[Queue; 2]>::try_from(queues),
-            <[EventFd; 2]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::BadQueues(
-                "net needs exactly 2 queues and 2 eventfds".into(),
-            ));
-        };
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        self.worker.ensure_idle()?;
+        let (queues, evts) = activation.take_queues("virtio-net")?;
         let offloads = header::tap_offloads(self.acked_features);
         if let Err(e) = self.backend.set_offload(offloads) {
             // Safe to go on: without them the tap just sends plain frames.
             warn!("virtio-net: cannot set the tap's offloads {offloads:#x}: {e}");
         }
         let worker = Worker::new(
-            mem,
-            interrupt,
+            activation.mem,
+            activation.interrupt,
             queues,
             evts,
             self.backend.clone(),
@@ -141,7 +121,7 @@ impl<B: Backend> VirtioDevice for Net<B> {
             self.counters.clone(),
         )
         .map_err(ActivateError::Worker)?;
-        self.worker = Some(worker.spawn().map_err(ActivateError::Worker)?);
+        self.worker.start(worker.spawn())?;
         debug!(
             features = format_args!("{:#x}", self.acked_features),
             offloads, "virtio-net: activated"
@@ -150,19 +130,7 @@ impl<B: Backend> VirtioDevice for Net<B> {
     }
 
     fn reset(&mut self) -> bool {
-        let ok = self.stop_worker();
-        if !ok {
-            warn!("net: worker did not stop cleanly");
-        }
-        ok
-    }
-}
-
-impl<B: Backend> Drop for Net<B> {
-    fn drop(&mut self) {
-        if let Some(w) = self.worker.take() {
-            w.stop();
-        }
+        self.stop_worker()
     }
 }
 

@@ -15,7 +15,7 @@ use super::header::{NetHeader, HDR_LEN};
 use super::spec::NetSpec;
 use super::tap::{Tap, TapError};
 use super::*;
-use crate::devices::virtio::test_driver::{TestInterrupt, TestQueue, F_WRITE};
+use crate::devices::virtio::test_driver::{activation, TestInterrupt, TestQueue, F_WRITE};
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x77, 0x00, 0x02];
 const HOST_IP: [u8; 4] = [10, 77, 0, 1];
@@ -131,13 +131,8 @@ fn arp_through_a_real_tap_in_a_netns() {
     }
     let evts = [(); 2].map(|()| EventFd::new(EFD_NONBLOCK).unwrap());
     let irq = Arc::new(TestInterrupt::default());
-    dev.activate(
-        mem.clone(),
-        irq.clone(),
-        vec![rxq.device_queue(), txq.device_queue()],
-        evts.iter().map(|e| e.try_clone().unwrap()).collect(),
-    )
-    .unwrap();
+    dev.activate(activation(&mem, &irq, &[&rxq, &txq], &evts))
+        .unwrap();
 
     let mut f = NetHeader::default().to_bytes().to_vec();
     f.extend(arp_request());

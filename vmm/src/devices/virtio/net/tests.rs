@@ -28,6 +28,7 @@ use super::rx::{Rx, RxState};
 use super::spec::MacAddr;
 use super::*;
 use crate::devices::virtio::test_driver::{TestInterrupt, TestQueue, F_WRITE};
+use crate::devices::virtio::GuestMemory;
 
 const MEM_SIZE: usize = 4 << 20;
 const QUEUE_BASE: u64 = 0x1_0000;
@@ -456,12 +457,12 @@ impl Guest {
         });
         let evts = [(); 2].map(|()| EventFd::new(EFD_NONBLOCK).unwrap());
         let irq = Arc::new(TestInterrupt::default());
-        dev.activate(
-            mem.clone(),
-            irq.clone(),
-            queues.into(),
-            evts.iter().map(|e| e.try_clone().unwrap()).collect(),
-        )
+        dev.activate(Activation {
+            mem: mem.clone(),
+            interrupt: irq.clone(),
+            queues: queues.into(),
+            queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
+        })
         .unwrap();
         (
             Guest {

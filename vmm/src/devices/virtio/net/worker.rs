@@ -20,7 +20,7 @@ use super::backend::Backend;
 use super::counters::NetCounters;
 use super::rx::{Rx, RxState};
 use super::tx;
-use crate::devices::virtio::queue_worker::WorkerHandle;
+use crate::devices::virtio::device_worker::{self, WorkerHandle};
 use crate::devices::virtio::{GuestMemory, Interrupt};
 
 const TOKEN_RXQ: u64 = 0;
@@ -59,7 +59,7 @@ impl<B: Backend> Worker<B> {
     ) -> std::io::Result<Worker<B>> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
-        crate::devices::virtio::queue_worker::watch_inputs(
+        device_worker::watch_inputs(
             &epoll,
             &[
                 (TOKEN_RXQ, rx_evt.as_raw_fd()),
@@ -87,11 +87,7 @@ impl<B: Backend> Worker<B> {
 
     /// Starts the worker thread.
     pub fn spawn(self) -> std::io::Result<WorkerHandle> {
-        let stop = self.stop.try_clone()?;
-        // Through the seccomp launcher: activation runs on a vCPU thread,
-        // whose filter a plain spawn would inherit.
-        let thread = crate::seccomp::spawn_worker("virtio-net", move || self.run())?;
-        Ok(WorkerHandle::new(stop, thread))
+        WorkerHandle::spawn("virtio-net", self.stop.try_clone()?, move || self.run())
     }
 
     fn run(mut self) {
@@ -110,10 +106,7 @@ impl<B: Backend> Worker<B> {
                 Ok(())
             })();
             if let Err(e) = step {
-                warn!("virtio-net: guest broke the device, it needs a reset: {e}");
-                if let Err(e) = self.interrupt.set_needs_reset() {
-                    warn!("virtio-net: cannot signal the guest: {e}");
-                }
+                device_worker::report_broken("virtio-net", &*self.interrupt, &e);
                 self.wait_for_stop();
                 return;
             }
@@ -253,20 +246,7 @@ impl<B: Backend> Worker<B> {
         if self.poll_tap(false).is_err() {
             return;
         }
-        let mut events = [EpollEvent::default(); 4];
-        loop {
-            match self.epoll.wait(-1, &mut events) {
-                Ok(n) => {
-                    if events[..n].iter().any(|e| e.data() == TOKEN_STOP) {
-                        return;
-                    }
-                    let _ = self.rx_evt.read();
-                    let _ = self.tx_evt.read();
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
+        device_worker::wait_for_stop(&self.epoll, TOKEN_STOP, &[&self.rx_evt, &self.tx_evt]);
     }
 }
 

@@ -8,7 +8,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
-use crate::devices::virtio::test_driver::{TestInterrupt, TestQueue, F_WRITE};
+use crate::devices::virtio::test_driver::{activation, TestInterrupt, TestQueue, F_WRITE};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 
 const MEM_SIZE: usize = 4 << 20;
 const QUEUE_BASE: u64 = 0x1_0000;
@@ -31,13 +32,8 @@ impl Guest {
         let q = TestQueue::new(&mem, QUEUE_BASE, QUEUE_SIZE);
         let evt = EventFd::new(EFD_NONBLOCK).unwrap();
         let irq = Arc::new(TestInterrupt::default());
-        dev.activate(
-            mem.clone(),
-            irq.clone(),
-            vec![q.device_queue()],
-            vec![evt.try_clone().unwrap()],
-        )
-        .unwrap();
+        dev.activate(activation(&mem, &irq, &[&q], std::slice::from_ref(&evt)))
+            .unwrap();
         Guest {
             mem,
             q,
@@ -139,12 +135,12 @@ fn broken_avail_ring_needs_reset_and_reset_restarts() {
     let q = TestQueue::new(&g.mem, 0x3_0000, QUEUE_SIZE);
     let evt = EventFd::new(EFD_NONBLOCK).unwrap();
     g.dev
-        .activate(
-            g.mem.clone(),
-            g.irq.clone(),
-            vec![q.device_queue()],
-            vec![evt.try_clone().unwrap()],
-        )
+        .activate(activation(
+            &g.mem,
+            &g.irq,
+            &[&q],
+            std::slice::from_ref(&evt),
+        ))
         .unwrap();
     g.q = q;
     g.evt = evt;
@@ -165,7 +161,8 @@ fn device_basics() {
     assert!(dev.reset());
     // Wrong queue count is refused.
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    let err = dev.activate(mem, Arc::new(TestInterrupt::default()), vec![], vec![]);
+    let irq = Arc::new(TestInterrupt::default());
+    let err = dev.activate(activation(&mem, &irq, &[], &[]));
     assert!(matches!(err, Err(ActivateError::BadQueues(_))));
 }
 

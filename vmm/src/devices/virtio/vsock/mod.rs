@@ -19,14 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use tracing::{debug, warn};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
-use virtio_queue::Queue;
-use vmm_sys_util::eventfd::EventFd;
 
-use super::queue_worker::WorkerHandle;
-use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use super::device_worker::DeviceWorker;
+use super::{ActivateError, Activation, VirtioDevice};
 use muxer::Muxer;
 use worker::Worker;
 
@@ -67,8 +63,7 @@ pub struct Vsock {
     uds_path: PathBuf,
     socket_id: (u64, u64),
     listener: UnixListener,
-    acked_features: u64,
-    worker: Option<WorkerHandle>,
+    worker: DeviceWorker,
     bytes: Arc<VsockBytes>,
 }
 
@@ -85,8 +80,7 @@ impl Vsock {
             uds_path: uds_path.to_path_buf(),
             socket_id,
             listener,
-            acked_features: 0,
-            worker: None,
+            worker: DeviceWorker::new("vsock"),
             bytes: Arc::default(),
         })
     }
@@ -105,13 +99,6 @@ impl Vsock {
     pub fn bytes(&self) -> Arc<VsockBytes> {
         self.bytes.clone()
     }
-
-    fn stop_worker(&mut self) -> bool {
-        match self.worker.take() {
-            Some(w) => w.stop(),
-            None => true,
-        }
-    }
 }
 
 impl VirtioDevice for Vsock {
@@ -123,69 +110,40 @@ impl VirtioDevice for Vsock {
         &QUEUE_SIZES
     }
 
-    fn features(&self) -> u64 {
-        1u64 << VIRTIO_F_VERSION_1
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // struct virtio_vsock_config { le64 guest_cid; }
+        // struct virtio_vsock_config { le64 guest_cid; }, read-only.
         let config = self.guest_cid.to_le_bytes();
         super::read_config_space(&config, offset, data);
     }
 
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        debug!(
-            offset,
-            len = data.len(),
-            "vsock: ignored write to read-only config"
-        );
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::BadQueues("vsock is already active".into()));
-        }
-        if queues.len() != QUEUE_SIZES.len() || queue_evts.len() != QUEUE_SIZES.len() {
-            return Err(ActivateError::BadQueues(format!(
-                "vsock needs 3 queues, got {} queues and {} eventfds",
-                queues.len(),
-                queue_evts.len()
-            )));
-        }
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        self.worker.ensure_idle()?;
+        let (queues, queue_evts) = activation.take_queues("vsock")?;
         // The worker gets its own descriptor; ours keeps the socket bound
         // and listening across driver resets.
         let listener = self.listener.try_clone().map_err(ActivateError::Worker)?;
         let muxer = Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
             .map_err(ActivateError::Worker)?;
-        let worker = Worker::new(mem, interrupt, queues, queue_evts, muxer)
-            .map_err(ActivateError::Worker)?
-            .with_bytes(self.bytes.clone());
-        self.worker = Some(worker.spawn().map_err(ActivateError::Worker)?);
-        Ok(())
+        let worker = Worker::new(
+            activation.mem,
+            activation.interrupt,
+            queues,
+            queue_evts,
+            muxer,
+        )
+        .map_err(ActivateError::Worker)?
+        .with_bytes(self.bytes.clone());
+        self.worker.start(worker.spawn())
     }
 
     fn reset(&mut self) -> bool {
-        let ok = self.stop_worker();
-        if !ok {
-            warn!("vsock: worker did not stop cleanly");
-        }
-        ok
+        self.worker.stop()
     }
 }
 
 impl Drop for Vsock {
     fn drop(&mut self) {
-        self.stop_worker();
+        self.worker.stop();
         uds::unlink_if_ours(&self.uds_path, self.socket_id);
     }
 }

@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::connection::CONN_TX_BUF_SIZE;
 use super::packet::{Header, Op, HDR_SIZE, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
 use super::*;
-use crate::devices::virtio::test_driver::{TestQueue, F_WRITE};
+use crate::devices::virtio::test_driver::{activation, TestInterrupt, TestQueue, F_WRITE};
+use crate::devices::virtio::GuestMemory;
 
 const CID: u64 = 3;
 const MEM_SIZE: usize = 16 << 20;
@@ -25,23 +26,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(300);
 const RX_DATA: u32 = 4096;
 const GUEST_BUF_ALLOC: u32 = 64 * 1024;
-
-#[derive(Default)]
-struct TestInterrupt {
-    count: AtomicUsize,
-    needs_reset: AtomicBool,
-}
-
-impl Interrupt for TestInterrupt {
-    fn trigger(&self, _status: u32) -> std::io::Result<()> {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    fn set_needs_reset(&self) -> std::io::Result<()> {
-        self.needs_reset.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 struct TempDir(PathBuf);
 
@@ -97,13 +81,8 @@ impl Guest {
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
             .collect();
         let irq = Arc::new(TestInterrupt::default());
-        dev.activate(
-            mem.clone(),
-            irq.clone(),
-            vec![rx.device_queue(), tx.device_queue(), ev.device_queue()],
-            evts.iter().map(|e| e.try_clone().unwrap()).collect(),
-        )
-        .unwrap();
+        dev.activate(activation(&mem, &irq, &[&rx, &tx, &ev], &evts))
+            .unwrap();
         let mut g = Guest {
             mem,
             rx,
@@ -242,7 +221,7 @@ impl Guest {
 
     fn wait_needs_reset(&self) {
         let deadline = Instant::now() + TIMEOUT;
-        while !self.irq.needs_reset.load(Ordering::SeqCst) {
+        while !self.irq.needs_reset() {
             assert!(Instant::now() < deadline, "device did not ask for a reset");
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -387,7 +366,8 @@ fn activate_validates_queues_and_reset_reactivates() {
     let uds = dir.0.join("v.sock");
     let mut dev = Vsock::new(CID, &uds).unwrap();
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-    let e = dev.activate(mem, Arc::new(TestInterrupt::default()), vec![], vec![]);
+    let irq = Arc::new(TestInterrupt::default());
+    let e = dev.activate(activation(&mem, &irq, &[], &[]));
     assert!(matches!(e, Err(ActivateError::BadQueues(_))));
 
     let mut g = Guest::with_device(dev, uds, dir);
@@ -799,7 +779,7 @@ fn garbage_tx_descriptors_are_dropped() {
     g.evts[1].write(1).unwrap();
     g.wait_tx_consumed();
     g.assert_quiet();
-    assert!(!g.irq.needs_reset.load(Ordering::SeqCst));
+    assert!(!g.irq.needs_reset());
 
     // A valid packet split across odd descriptors still works.
     let rw = g.hdr(Op::Rw, 7100, 7101);

@@ -10,13 +10,13 @@ use std::time::Instant;
 use tracing::{debug, error, warn};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::muxer::Muxer;
 use super::packet::{RxBuffer, TxPacket, MAX_PKT_DATA};
 use super::VsockBytes;
-use crate::devices::virtio::queue_worker::WorkerHandle;
+use crate::devices::virtio::device_worker::{self, WorkerHandle};
 use crate::devices::virtio::{GuestMemory, Interrupt};
 
 const TOKEN_RX: u64 = 0;
@@ -32,7 +32,7 @@ pub struct Worker {
     interrupt: Arc<dyn Interrupt>,
     rxq: Queue,
     txq: Queue,
-    queue_evts: Vec<EventFd>,
+    queue_evts: [EventFd; 3],
     stop: EventFd,
     muxer: Muxer,
     tx_stalled: bool,
@@ -46,20 +46,14 @@ impl Worker {
     pub fn new(
         mem: GuestMemory,
         interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
+        // Nothing uses the event queue (no live migration).
+        [rxq, txq, _evq]: [Queue; 3],
+        queue_evts: [EventFd; 3],
         muxer: Muxer,
     ) -> std::io::Result<Worker> {
-        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "need 3 queues");
-        let mut queues = queues.into_iter();
-        let rxq = queues.next().ok_or_else(bad)?;
-        let txq = queues.next().ok_or_else(bad)?;
-        if queue_evts.len() != 3 {
-            return Err(bad());
-        }
         let stop = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?;
         let epoll = muxer.epoll();
-        crate::devices::virtio::queue_worker::watch_inputs(
+        device_worker::watch_inputs(
             epoll,
             &[
                 (TOKEN_RX, queue_evts[0].as_raw_fd()),
@@ -91,9 +85,7 @@ impl Worker {
 
     /// Starts the worker thread.
     pub fn spawn(self) -> std::io::Result<WorkerHandle> {
-        let stop = self.stop.try_clone()?;
-        let thread = crate::seccomp::spawn_worker("vsock", move || self.run())?;
-        Ok(WorkerHandle::new(stop, thread))
+        WorkerHandle::spawn("vsock", self.stop.try_clone()?, move || self.run())
     }
 
     fn run(mut self) {
@@ -102,10 +94,7 @@ impl Worker {
         let mut kick_tx = true;
         loop {
             if let Err(e) = self.process_queues(kick_tx) {
-                warn!("vsock: guest broke the device, it needs a reset: {e}");
-                if let Err(e) = self.interrupt.set_needs_reset() {
-                    warn!("vsock: cannot signal the guest: {e}");
-                }
+                device_worker::report_broken("vsock", &*self.interrupt, &e);
                 // Stop touching the queues and close every connection, so
                 // host clients see EOF; then wait for the driver's reset.
                 let Worker { muxer, stop, .. } = self;
@@ -241,25 +230,14 @@ impl Worker {
 }
 
 /// After the device broke: only the stop request matters now.
+/// Waits for the stop request on an epoll set of its own (the muxer's went
+/// with the muxer).
 fn wait_for_stop(stop: &EventFd) {
-    let mut events = [EpollEvent::default(); 1];
-    let Ok(epoll) = vmm_sys_util::epoll::Epoll::new() else {
+    let Ok(epoll) = Epoll::new() else {
         return;
     };
-    let ev = EpollEvent::new(EventSet::IN, TOKEN_STOP);
-    if epoll
-        .ctl(ControlOperation::Add, stop.as_raw_fd(), ev)
-        .is_err()
-    {
-        return;
-    }
-    loop {
-        match epoll.wait(-1, &mut events) {
-            Ok(n) if n > 0 => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
+    if device_worker::watch_inputs(&epoll, &[(TOKEN_STOP, stop.as_raw_fd())]).is_ok() {
+        device_worker::wait_for_stop(&epoll, TOKEN_STOP, &[]);
     }
 }
 
