@@ -14,8 +14,9 @@ pub const TAP_NAME: &str = "tap0";
 /// The virtio-fs tag of the container rootfs share.
 pub const ROOTFS_TAG: &str = "rootfs";
 
-/// Where the agent mounts the rootfs share in the guest.
-pub const ROOTFS_GUEST_PATH: &str = "/run/vessel/shares/rootfs";
+/// Where the agent mounts the rootfs share in the guest (the agent keeps
+/// /run/vessel, /proc, /sys and /dev for itself).
+pub const ROOTFS_GUEST_PATH: &str = "/mnt/rootfs";
 
 /// The guest's NIC name, set by `Sandbox.Setup`.
 pub const GUEST_NIC: &str = "eth0";

@@ -135,9 +135,9 @@ async fn start_and_wait(
                 container_id: id.to_string(),
             })
             .await
-            .map_err(|source| PodError::Agent {
+            .map_err(|status| PodError::Agent {
                 call: "Containers.Wait",
-                source,
+                status,
             })?
             .into_inner();
         Ok(ContainerExit {
@@ -151,8 +151,8 @@ async fn start_and_wait(
         let stream = reader.stream;
         match tokio::time::timeout(OUTPUT_DRAIN, reader.task).await {
             Ok(Ok(Ok(_bytes))) => {}
-            Ok(Ok(Err(source))) => {
-                drained = drained.and(Err(PodError::Output { stream, source }));
+            Ok(Ok(Err(status))) => {
+                drained = drained.and(Err(PodError::Output { stream, status }));
             }
             Ok(Err(join)) => {
                 tracing::warn!(stream, error = %join, "output copier failed");

@@ -66,12 +66,12 @@ pub enum PodError {
     #[error(transparent)]
     Vm(#[from] VmError),
     /// An agent call failed.
-    #[error("{call}: {} ({:?})", .source.message(), .source.code())]
+    #[error("{call}: {} ({:?})", .status.message(), .status.code())]
     Agent {
         /// The call, e.g. "Sandbox.Setup".
         call: &'static str,
-        /// The agent's status.
-        source: tonic::Status,
+        /// The agent's status (its message is in ours, so it is not a `source`).
+        status: tonic::Status,
     },
     /// An agent call did not answer in time.
     #[error("{call}: no answer within {waited:?}")]
@@ -88,12 +88,12 @@ pub enum PodError {
     #[error("container spec to JSON: {0}")]
     SpecJson(#[source] serde_json::Error),
     /// Copying a container's output failed.
-    #[error("container {stream}: {}", .source.message())]
+    #[error("container {stream}: {} ({:?})", .status.message(), .status.code())]
     Output {
         /// "stdout" or "stderr".
         stream: &'static str,
         /// The agent's status.
-        source: tonic::Status,
+        status: tonic::Status,
     },
     /// The VMM did not exit cleanly after the guest shut down.
     #[error("vessel-vmm ended with {exit}; guest console in {console}")]
@@ -203,17 +203,26 @@ impl Pod {
     /// the agent's sandbox setup, reporting each step. On failure what was
     /// made stays recorded; [`Pod::stop`] undoes it.
     pub async fn start(&mut self, progress: Progress<'_>) -> Result<(), PodError> {
-        let step = |started: Instant, result| report(progress, Phase::Start, started, result);
-        step(Instant::now(), self.make_state_dir())?;
-        step(Instant::now(), self.make_netns())?;
-        step(Instant::now(), self.make_tap())?;
+        let step =
+            |what, started: Instant, result| report(progress, Phase::Start, what, started, result);
+        step(
+            "making the state dir",
+            Instant::now(),
+            self.make_state_dir(),
+        )?;
+        step(
+            "making the network namespace",
+            Instant::now(),
+            self.make_netns(),
+        )?;
+        step("making the tap", Instant::now(), self.make_tap())?;
         let t = Instant::now();
-        step(t, self.start_virtiofsd().await)?;
-        step(Instant::now(), self.start_vm())?;
+        step("starting virtiofsd", t, self.start_virtiofsd().await)?;
+        step("starting vessel-vmm", Instant::now(), self.start_vm())?;
         let t = Instant::now();
-        step(t, self.connect_agent().await)?;
+        step("reaching the agent", t, self.connect_agent().await)?;
         let t = Instant::now();
-        step(t, self.setup_sandbox().await)?;
+        step("Sandbox.Setup", t, self.setup_sandbox().await)?;
         Ok(())
     }
 
@@ -506,11 +515,12 @@ fn setup_request(c: &PodConfig) -> SetupSandboxRequest {
     }
 }
 
-/// Reports a finished step (its line and time, or its error) and passes its
-/// result on.
+/// Reports a finished step (its line and time, or its name and error) and
+/// passes its result on.
 fn report(
     progress: Progress<'_>,
     phase: Phase,
+    step: &str,
     started: Instant,
     result: Result<String, PodError>,
 ) -> Result<(), PodError> {
@@ -522,7 +532,7 @@ fn report(
         Err(e) => {
             progress(&Step {
                 phase,
-                what: "failed",
+                what: step,
                 took: started.elapsed(),
                 error: Some(&e),
             });
@@ -539,7 +549,7 @@ pub(crate) async fn agent_call<T>(
 ) -> Result<T, PodError> {
     match tokio::time::timeout(timeout, request).await {
         Ok(Ok(reply)) => Ok(reply.into_inner()),
-        Ok(Err(source)) => Err(PodError::Agent { call, source }),
+        Ok(Err(status)) => Err(PodError::Agent { call, status }),
         Err(_) => Err(PodError::AgentTimeout {
             call,
             waited: timeout,
