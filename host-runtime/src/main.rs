@@ -238,10 +238,22 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
             c.tx_packets
         ),
         (Ok(_), Err(e)) => tracing::warn!(error = %e, "cannot read the tap's counters"),
-        (Err(_), _) => println!(
-            "[{:8.3}s] the pod failed; rolling back what was made",
-            clock.elapsed().as_secs_f64()
-        ),
+        (Err(_), _) => {
+            let logs = config.run_dir.join("failed").join(&config.name);
+            match pod.save_logs(&logs) {
+                Ok(saved) if !saved.is_empty() => println!(
+                    "[{:8.3}s] the pod failed; its logs are in {}",
+                    clock.elapsed().as_secs_f64(),
+                    logs.display()
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot save the pod's logs"),
+            }
+            println!(
+                "[{:8.3}s] the pod failed; rolling back what was made",
+                clock.elapsed().as_secs_f64()
+            );
+        }
     }
     let stopped = pod.stop(&print).await;
     let left = leftovers(&config, pod.pids());

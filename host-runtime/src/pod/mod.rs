@@ -350,6 +350,32 @@ impl Pod {
         container::run(channel, sandbox, &rootfs, run, progress).await
     }
 
+    /// Copies the pod's logs (guest console, VMM, virtiofsd) to `dir`, so a
+    /// failure can be looked into after [`Pod::stop`] removed the state dir.
+    /// Returns the files copied.
+    pub fn save_logs(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>, PodError> {
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| PodError::StateDir { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let vm = self.config.vm_config();
+        let mut saved = Vec::new();
+        for log in [
+            vm.console_path(),
+            vm.vmm_log_path(),
+            self.config.virtiofsd_config().log,
+        ] {
+            let (Some(name), true) = (log.file_name(), log.exists()) else {
+                continue;
+            };
+            let to = dir.join(name);
+            std::fs::copy(&log, &to).map_err(io(&to))?;
+            saved.push(to);
+        }
+        Ok(saved)
+    }
+
     /// The tap's packet counters.
     pub fn tap_counters(&self) -> Result<TapCounters, PodError> {
         self.made
