@@ -54,7 +54,7 @@ pub async fn run(
     let id = run.id.clone();
     let mut containers = ContainersClient::new(channel.clone());
     let started = Instant::now();
-    agent_call(
+    let created = agent_call(
         "Containers.Create",
         AGENT_CALL_TIMEOUT,
         containers.create(CreateContainerRequest {
@@ -65,7 +65,16 @@ pub async fn run(
             ..CreateContainerRequest::default()
         }),
     )
-    .await?;
+    .await;
+    if let Err(e) = &created {
+        progress(&Step {
+            phase: Phase::Run,
+            what: &format!("creating container {id}"),
+            took: started.elapsed(),
+            error: Some(e),
+        });
+    }
+    created?;
     progress(&Step::done(
         Phase::Run,
         &format!("created container {id} (rootfs {rootfs} on virtio-fs)"),
