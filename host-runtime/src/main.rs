@@ -1,15 +1,21 @@
 //! `vesseld`: the CRI runtime daemon of vessel.
 //!
-//! The CRI services arrive with later work; today it can boot one pod VM and
-//! talk to its agent (`vesseld boot-vm`), which is what `make run` shows.
+//! The CRI services arrive with later work; today it can run one pod end to
+//! end through the agent API (`vesseld run-pod`, what `make run` shows), or
+//! just boot a VM and talk to its agent (`vesseld boot-vm`).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use vessel_agent::proto::{agent_client::AgentClient, health_client::HealthClient};
 use vessel_agent::proto::{CheckRequest, ShutdownRequest, VersionRequest};
+use vessel_host_runtime::net::{PodAddressing, DEFAULT_SUBNET};
+use vessel_host_runtime::pod::{
+    leftovers, ContainerExit, ContainerRun, Phase, Pod, PodConfig, Step, GUEST_NIC,
+};
 use vessel_host_runtime::vm::{VmConfig, VmExit, VmProcess};
 
 /// vesseld: runs Kubernetes pods in KVM microVMs.
@@ -24,6 +30,56 @@ struct Cli {
 enum Command {
     /// Boots one pod VM, checks its agent over vsock, and shuts it down.
     BootVm(BootVm),
+    /// Runs one pod end to end: netns and tap, virtiofsd, VM, sandbox setup,
+    /// one container with streamed output, then stops it all and checks
+    /// nothing is left. Exits with the container's status.
+    RunPod(RunPod),
+}
+
+/// Arguments of `vesseld run-pod`.
+#[derive(Parser, Debug)]
+struct RunPod {
+    /// The pod's name: its hostname, and the root of its netns and state dir names.
+    #[arg(long, default_value = "demo")]
+    name: String,
+    /// Host directory with the container's root filesystem (shared over virtio-fs).
+    #[arg(long)]
+    rootfs: PathBuf,
+    /// The vessel-vmm binary.
+    #[arg(long, env = "VESSEL_VMM")]
+    vmm: PathBuf,
+    /// Guest kernel (vmlinux with a PVH entry).
+    #[arg(long, env = "VESSEL_KERNEL")]
+    kernel: PathBuf,
+    /// Guest initramfs (vessel-agent as /init).
+    #[arg(long, env = "VESSEL_INITRAMFS")]
+    initramfs: PathBuf,
+    /// The virtiofsd binary.
+    #[arg(long, env = "VESSEL_VIRTIOFSD")]
+    virtiofsd: PathBuf,
+    /// vesseld's runtime directory; the pod's sockets and logs go to RUN_DIR/pods/NAME
+    /// (it must hold Unix sockets: a tmpfs, not 9p or NFS).
+    #[arg(long, env = "VESSEL_RUN_DIR", default_value = "/run/vessel")]
+    run_dir: PathBuf,
+    /// The pod's IPv4 subnet: the tap gets its first address, the guest the second.
+    #[arg(long, default_value = DEFAULT_SUBNET)]
+    subnet: PodAddressing,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+    /// How long to wait for the agent after starting the VMM.
+    #[arg(long, default_value = "60", value_parser = parse_secs)]
+    timeout: Duration,
+    /// The container's command (default: greet, show the hostname and eth0, ping the tap).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
 }
 
 /// Arguments of `vesseld boot-vm`.
@@ -59,7 +115,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -67,8 +123,166 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::BootVm(args) => boot_vm(args).await,
+        Command::BootVm(args) => boot_vm(args).await.map(|()| ExitCode::SUCCESS),
+        Command::RunPod(args) => run_pod(args).await,
     }
+}
+
+/// The container's command when none is given: it shows the pod's hostname
+/// and NIC, and reaches the host through the tap.
+fn default_command(addressing: &PodAddressing) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo hello from a vessel pod; hostname; ip addr show {GUEST_NIC}; ping -c 1 -W 5 {}",
+            addressing.host_ip
+        ),
+    ]
+}
+
+/// Prints one step: time since start, the step, how long it took.
+fn print_step(clock: Instant, step: &Step<'_>) {
+    let at = clock.elapsed().as_secs_f64();
+    let took = step.took.as_millis();
+    let mark = match step.phase {
+        Phase::Start => "start",
+        Phase::Run => "run  ",
+        Phase::Stop => "stop ",
+    };
+    match step.error {
+        None => println!("[{at:8.3}s] {mark} | {} ({took} ms)", step.what),
+        Some(e) => println!(
+            "[{at:8.3}s] {mark} | {} FAILED after {took} ms: {}",
+            step.what,
+            error_chain(e)
+        ),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// Resolves once SIGINT or SIGTERM arrives; names it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        // Without signal handling the pod still runs; only Ctrl-C is rougher.
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run_pod(args: RunPod) -> Result<ExitCode> {
+    let clock = Instant::now();
+    let rootfs = std::fs::canonicalize(&args.rootfs)
+        .with_context(|| format!("container rootfs {}", args.rootfs.display()))?;
+    let command = if args.command.is_empty() {
+        default_command(&args.subnet)
+    } else {
+        args.command
+    };
+    let config = PodConfig {
+        name: args.name,
+        rootfs,
+        run_dir: args.run_dir,
+        vmm: args.vmm,
+        kernel: args.kernel,
+        initramfs: args.initramfs,
+        virtiofsd: args.virtiofsd,
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        addressing: args.subnet,
+        boot_timeout: args.timeout,
+    };
+    let mut pod = Pod::new(config.clone()).context("checking the pod's configuration")?;
+    println!(
+        "vesseld run-pod: pod {}, rootfs {}, command {:?}",
+        config.name,
+        config.rootfs.display(),
+        command
+    );
+    let print = move |step: &Step<'_>| print_step(clock, step);
+
+    let outcome: Result<ContainerExit> = tokio::select! {
+        result = async {
+            pod.start(&print).await.context("starting the pod")?;
+            let run = ContainerRun {
+                id: config.name.clone(),
+                args: command,
+                stdout: Box::new(std::io::stdout()),
+                stderr: Box::new(std::io::stderr()),
+            };
+            pod.run_container(run, &print).await.context("running the container")
+        } => result,
+        signal = interrupted() => Err(anyhow!("interrupted by {signal}")),
+    };
+    match (&outcome, pod.tap_counters()) {
+        (Ok(_), Ok(c)) => println!(
+            "[{:8.3}s] run   | host side of the pod's NIC: tap0 received {} packets from the guest, sent {}",
+            clock.elapsed().as_secs_f64(),
+            c.rx_packets,
+            c.tx_packets
+        ),
+        (Ok(_), Err(e)) => tracing::warn!(error = %e, "cannot read the tap's counters"),
+        (Err(_), _) => {
+            let logs = config.run_dir.join("failed").join(&config.name);
+            match pod.save_logs(&logs) {
+                Ok(saved) if !saved.is_empty() => println!(
+                    "[{:8.3}s] the pod failed; its logs are in {}",
+                    clock.elapsed().as_secs_f64(),
+                    logs.display()
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot save the pod's logs"),
+            }
+            println!(
+                "[{:8.3}s] the pod failed; rolling back what was made",
+                clock.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let stopped = pod.stop(&print).await;
+    let left = leftovers(&config, pod.pids());
+    if left.is_empty() {
+        println!(
+            "[{:8.3}s] check | nothing of pod {} is left: no vessel-vmm or virtiofsd of it, no netns {}, no socket, no state dir",
+            clock.elapsed().as_secs_f64(),
+            config.name,
+            config.netns_name()
+        );
+    }
+    let exit = outcome?;
+    stopped.context("stopping the pod")?;
+    if !left.is_empty() {
+        let list: Vec<String> = left.iter().map(ToString::to_string).collect();
+        bail!(
+            "pod {} left things behind: {}",
+            config.name,
+            list.join("; ")
+        );
+    }
+    println!(
+        "[{:8.3}s] done  | container exit status {}",
+        clock.elapsed().as_secs_f64(),
+        exit.exit_code
+    );
+    Ok(ExitCode::from(
+        u8::try_from(exit.exit_code).unwrap_or(u8::MAX),
+    ))
 }
 
 async fn boot_vm(args: BootVm) -> Result<()> {

@@ -1,0 +1,265 @@
+//! What a pod is made of, and the names and paths derived from its name.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::net::{self, PodAddressing};
+use crate::virtiofsd::VirtiofsdConfig;
+use crate::vm::{FsShare, NetDevice, VmConfig, VmConfigError};
+
+/// The tap's name inside the pod's namespace (each pod has its own namespace,
+/// so every pod can use the same name).
+pub const TAP_NAME: &str = "tap0";
+
+/// The virtio-fs tag of the container rootfs share.
+pub const ROOTFS_TAG: &str = "rootfs";
+
+/// Where the agent mounts the rootfs share in the guest (the agent keeps
+/// /run/vessel, /proc, /sys and /dev for itself).
+pub const ROOTFS_GUEST_PATH: &str = "/mnt/rootfs";
+
+/// The guest's NIC name, set by `Sandbox.Setup`.
+pub const GUEST_NIC: &str = "eth0";
+
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the NUL). The
+/// hybrid vsock adds `_<port>` for guest-initiated connections: leave room.
+const MAX_SOCKET_PATH: usize = 107 - "_4294967295".len();
+
+/// Everything needed to run one pod.
+#[derive(Debug, Clone)]
+pub struct PodConfig {
+    /// The pod's name: its hostname, sandbox id and the root of its host-side names.
+    pub name: String,
+    /// Host directory holding the container's root filesystem (shared with virtio-fs).
+    pub rootfs: PathBuf,
+    /// vesseld's runtime directory; the pod's state lives in `<run_dir>/pods/<name>`.
+    pub run_dir: PathBuf,
+    /// The `vessel-vmm` binary.
+    pub vmm: PathBuf,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Guest initramfs (vessel-agent as /init).
+    pub initramfs: PathBuf,
+    /// The virtiofsd binary.
+    pub virtiofsd: PathBuf,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// The pod's subnet and addresses.
+    pub addressing: PodAddressing,
+    /// How long the agent may take to answer after the VMM starts.
+    pub boot_timeout: Duration,
+}
+
+/// A pod configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum PodConfigError {
+    /// The pod name is not a valid hostname label.
+    #[error("pod name {name:?} {why} (it must be an RFC 1123 label: 1-63 of a-z, 0-9, '-', starting and ending with a letter or digit)")]
+    BadName {
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The rootfs is not a directory.
+    #[error("container rootfs {0} is not a directory")]
+    RootfsNotADirectory(PathBuf),
+    /// A binary is missing.
+    #[error("{what} {path} does not exist")]
+    Missing {
+        /// Which one.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A socket path would be too long for `bind`.
+    #[error("socket path {0} is too long for a Unix socket; use a shorter --run-dir")]
+    SocketPathTooLong(PathBuf),
+    /// The VM part of the configuration is invalid.
+    #[error(transparent)]
+    Vm(#[from] VmConfigError),
+}
+
+impl PodConfig {
+    /// Checks everything that can be checked before creating anything.
+    pub fn validate(&self) -> Result<(), PodConfigError> {
+        validate_name(&self.name)?;
+        if !self.rootfs.is_dir() {
+            return Err(PodConfigError::RootfsNotADirectory(self.rootfs.clone()));
+        }
+        if !self.virtiofsd.is_file() {
+            return Err(PodConfigError::Missing {
+                what: "virtiofsd binary",
+                path: self.virtiofsd.clone(),
+            });
+        }
+        let vm = self.vm_config();
+        vm.validate()?;
+        for socket in [vm.vsock_path(), self.virtiofsd_config().socket] {
+            if socket.as_os_str().len() > MAX_SOCKET_PATH {
+                return Err(PodConfigError::SocketPathTooLong(socket));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pod's state directory: sockets, logs.
+    pub fn state_dir(&self) -> PathBuf {
+        self.run_dir.join("pods").join(&self.name)
+    }
+
+    /// The name of the pod's network namespace.
+    pub fn netns_name(&self) -> String {
+        format!("vessel-{}", self.name)
+    }
+
+    /// The path of the pod's network namespace.
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new(net::NETNS_DIR).join(self.netns_name())
+    }
+
+    /// How the pod's virtiofsd runs.
+    pub fn virtiofsd_config(&self) -> VirtiofsdConfig {
+        let dir = self.state_dir();
+        VirtiofsdConfig {
+            binary: self.virtiofsd.clone(),
+            shared_dir: self.rootfs.clone(),
+            socket: dir.join("virtiofsd.sock"),
+            log: dir.join("virtiofsd.log"),
+        }
+    }
+
+    /// The pod's VM: its NIC on the tap in the pod's namespace, the rootfs share.
+    pub fn vm_config(&self) -> VmConfig {
+        VmConfig {
+            vmm: self.vmm.clone(),
+            kernel: self.kernel.clone(),
+            initramfs: self.initramfs.clone(),
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            extra_cmdline: None,
+            state_dir: self.state_dir(),
+            api_socket: false,
+            nets: vec![NetDevice {
+                tap: TAP_NAME.to_string(),
+                netns: Some(self.netns_path()),
+                mac: self.addressing.guest_mac.clone(),
+            }],
+            shares: vec![FsShare {
+                tag: ROOTFS_TAG.to_string(),
+                socket: self.virtiofsd_config().socket,
+            }],
+            extra_vmm_args: Vec::new(),
+        }
+    }
+}
+
+/// A pod name is an RFC 1123 label: it becomes the guest's hostname.
+pub fn validate_name(name: &str) -> Result<(), PodConfigError> {
+    let bad = |why| {
+        Err(PodConfigError::BadName {
+            name: name.to_string(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name.len() > 63 {
+        return bad("is longer than 63 bytes");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return bad("has a character other than a-z, 0-9 and '-'");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return bad("starts or ends with '-'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> PodConfig {
+        for f in ["vmm", "vmlinux", "initramfs", "virtiofsd"] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        PodConfig {
+            name: "demo".into(),
+            rootfs: dir.join("rootfs"),
+            run_dir: dir.join("run"),
+            vmm: dir.join("vmm"),
+            kernel: dir.join("vmlinux"),
+            initramfs: dir.join("initramfs"),
+            virtiofsd: dir.join("virtiofsd"),
+            cpus: 1,
+            memory_mib: 256,
+            addressing: PodAddressing::default(),
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn names_and_paths_derive_from_the_pod_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        assert_eq!(c.state_dir(), dir.path().join("run/pods/demo"));
+        assert_eq!(c.netns_name(), "vessel-demo");
+        assert_eq!(c.netns_path(), Path::new("/var/run/netns/vessel-demo"));
+        let fs = c.virtiofsd_config();
+        assert_eq!(fs.socket, c.state_dir().join("virtiofsd.sock"));
+        assert_eq!(fs.shared_dir, dir.path().join("rootfs"));
+        let vm = c.vm_config();
+        assert_eq!(vm.state_dir, c.state_dir());
+        let args = vm.vmm_args().join(" ");
+        assert!(
+            args.contains("--net tap=tap0,mac=02:76:73:00:00:02,netns=/var/run/netns/vessel-demo"),
+            "{args}"
+        );
+        assert!(args.contains("--fs tag=rootfs,socket="), "{args}");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn pod_names_are_hostname_labels() {
+        for good in ["demo", "a", "web-1", &"x".repeat(63)] {
+            validate_name(good).unwrap();
+        }
+        for bad in ["", "Demo", "-a", "a-", "a_b", "a.b", "a/b", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn what_is_missing_is_named_before_anything_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.rootfs = dir.path().join("nope");
+        assert!(matches!(
+            c.validate(),
+            Err(PodConfigError::RootfsNotADirectory(_))
+        ));
+        let mut c = config(dir.path());
+        c.virtiofsd = dir.path().join("nope");
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("virtiofsd"), "{err}");
+        let mut c = config(dir.path());
+        c.kernel = dir.path().join("nope");
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("kernel"), "{err}");
+        let mut c = config(dir.path());
+        c.run_dir = dir.path().join("r".repeat(100));
+        assert!(matches!(
+            c.validate(),
+            Err(PodConfigError::SocketPathTooLong(_))
+        ));
+        assert!(!c.state_dir().exists());
+    }
+}

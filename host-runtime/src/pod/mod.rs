@@ -1,0 +1,658 @@
+//! A pod: its network namespace and tap, its virtiofsd, its VM and the
+//! agent's sandbox in it, made step by step and undone newest first. This is
+//! the sequence the CRI's RunPodSandbox / StopPodSandbox will drive.
+
+mod config;
+pub mod container;
+mod leftovers;
+mod spec;
+mod teardown;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use vessel_agent::client::Channel;
+use vessel_agent::proto::agent_client::AgentClient;
+use vessel_agent::proto::sandbox_client::SandboxClient;
+use vessel_agent::proto::{
+    HostEntry, Interface, Route, SandboxInfo, SetupSandboxRequest, SharedMount, ShutdownRequest,
+    VersionRequest,
+};
+
+use crate::net::{tap, NetError, Netns, TapCounters};
+use crate::virtiofsd::{Virtiofsd, VirtiofsdError};
+use crate::vm::{VmError, VmExit, VmProcess};
+
+pub use config::{
+    validate_name, PodConfig, PodConfigError, GUEST_NIC, ROOTFS_GUEST_PATH, ROOTFS_TAG, TAP_NAME,
+};
+pub use container::{ContainerExit, ContainerRun};
+pub use leftovers::{leftovers, Leftover};
+pub use spec::container_spec;
+pub use teardown::{unwind, Undone};
+
+/// Deadline of one agent call (every call but `Containers.Wait`).
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the guest may take to shut down after `Agent.Shutdown`.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long virtiofsd may take to listen, and to exit after SIGTERM.
+const VIRTIOFSD_TIMEOUT: Duration = Duration::from_secs(20);
+const VIRTIOFSD_GRACE: Duration = Duration::from_secs(5);
+
+/// Running, stopping or checking a pod failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] PodConfigError),
+    /// The pod's state directory is in use or cannot be made or removed.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The network namespace or the tap failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// virtiofsd failed.
+    #[error(transparent)]
+    Virtiofsd(#[from] VirtiofsdError),
+    /// The VMM failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// An agent call failed.
+    #[error("{call}: {} ({:?})", .status.message(), .status.code())]
+    Agent {
+        /// The call, e.g. "Sandbox.Setup".
+        call: &'static str,
+        /// The agent's status (its message is in ours, so it is not a `source`).
+        status: tonic::Status,
+    },
+    /// An agent call did not answer in time.
+    #[error("{call}: no answer within {waited:?}")]
+    AgentTimeout {
+        /// The call.
+        call: &'static str,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The container spec could not be built.
+    #[error("container spec: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    /// The container spec could not be serialized.
+    #[error("container spec to JSON: {0}")]
+    SpecJson(#[source] serde_json::Error),
+    /// Copying a container's output failed.
+    #[error("container {stream}: {} ({:?})", .status.message(), .status.code())]
+    Output {
+        /// "stdout" or "stderr".
+        stream: &'static str,
+        /// The agent's status.
+        status: tonic::Status,
+    },
+    /// The VMM did not exit cleanly after the guest shut down.
+    #[error("vessel-vmm ended with {exit}; guest console in {console}")]
+    VmExit {
+        /// How it ended.
+        exit: VmExit,
+        /// The console log (kept: the state dir is removed only when empty of errors).
+        console: PathBuf,
+    },
+    /// A step was asked for out of order.
+    #[error("the pod is not running (start it first)")]
+    NotRunning,
+    /// Stopping the pod failed in these steps (each was still attempted).
+    #[error("stopping the pod failed: {}", .0.join("; "))]
+    Teardown(Vec<String>),
+}
+
+/// Which part of a pod's life a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Making the pod.
+    Start,
+    /// Running its container.
+    Run,
+    /// Undoing the pod (a stop, or the rollback after a failure).
+    Stop,
+}
+
+/// One finished step, for progress reports.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// The phase.
+    pub phase: Phase,
+    /// What was done.
+    pub what: &'a str,
+    /// How long it took.
+    pub took: Duration,
+    /// Why it failed, if it did.
+    pub error: Option<&'a dyn std::error::Error>,
+}
+
+impl<'a> Step<'a> {
+    /// A step that worked.
+    pub fn done(phase: Phase, what: &'a str, took: Duration) -> Self {
+        Self {
+            phase,
+            what,
+            took,
+            error: None,
+        }
+    }
+}
+
+/// Receives every finished step.
+pub type Progress<'a> = &'a (dyn Fn(&Step<'_>) + Sync);
+
+/// Something a pod made, undone in the reverse order of making.
+#[derive(Debug)]
+enum Made {
+    StateDir(PathBuf),
+    Netns(Netns),
+    Tap {
+        netns: PathBuf,
+        name: String,
+    },
+    Virtiofsd(Virtiofsd),
+    Vm {
+        vm: VmProcess,
+        agent: Option<Channel>,
+    },
+}
+
+/// A pod being made, run or stopped. Dropping it with things still made
+/// kills its processes and deletes its namespace (best effort, without the
+/// report [`Pod::stop`] gives).
+#[derive(Debug)]
+pub struct Pod {
+    config: PodConfig,
+    made: Vec<Made>,
+    sandbox: Option<SandboxInfo>,
+    pids: Vec<u32>,
+}
+
+impl Pod {
+    /// A pod to be started; checks the configuration, makes nothing.
+    pub fn new(config: PodConfig) -> Result<Self, PodError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            made: Vec::new(),
+            sandbox: None,
+            pids: Vec::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PodConfig {
+        &self.config
+    }
+
+    /// The pids of every process the pod started (VMM, virtiofsd).
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// Makes the pod: state dir, network namespace, tap, virtiofsd, VM, then
+    /// the agent's sandbox setup, reporting each step. On failure what was
+    /// made stays recorded; [`Pod::stop`] undoes it.
+    pub async fn start(&mut self, progress: Progress<'_>) -> Result<(), PodError> {
+        let step =
+            |what, started: Instant, result| report(progress, Phase::Start, what, started, result);
+        step(
+            "making the state dir",
+            Instant::now(),
+            self.make_state_dir(),
+        )?;
+        step(
+            "making the network namespace",
+            Instant::now(),
+            self.make_netns(),
+        )?;
+        step("making the tap", Instant::now(), self.make_tap())?;
+        let t = Instant::now();
+        step("starting virtiofsd", t, self.start_virtiofsd().await)?;
+        step("starting vessel-vmm", Instant::now(), self.start_vm())?;
+        let t = Instant::now();
+        step("reaching the agent", t, self.connect_agent().await)?;
+        let t = Instant::now();
+        step("Sandbox.Setup", t, self.setup_sandbox().await)?;
+        Ok(())
+    }
+
+    fn make_state_dir(&mut self) -> Result<String, PodError> {
+        let dir = self.config.state_dir();
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| PodError::StateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        // create_dir, not create_dir_all: an existing one is another pod's, or a leftover.
+        std::fs::create_dir(&dir).map_err(|source| PodError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let what = format!("created state dir {}", dir.display());
+        self.made.push(Made::StateDir(dir));
+        Ok(what)
+    }
+
+    fn make_netns(&mut self) -> Result<String, PodError> {
+        let netns = Netns::create(&self.config.netns_name())?;
+        let what = format!("created network namespace {}", netns.path().display());
+        self.made.push(Made::Netns(netns));
+        Ok(what)
+    }
+
+    fn make_tap(&mut self) -> Result<String, PodError> {
+        let netns = self.config.netns_path();
+        let a = &self.config.addressing;
+        tap::create(&netns, TAP_NAME, a.host_ip, a.prefix)?;
+        let what = format!("created tap {TAP_NAME} {}/{} in it", a.host_ip, a.prefix);
+        self.made.push(Made::Tap {
+            netns,
+            name: TAP_NAME.to_string(),
+        });
+        Ok(what)
+    }
+
+    async fn start_virtiofsd(&mut self) -> Result<String, PodError> {
+        let fs = Virtiofsd::start(self.config.virtiofsd_config(), VIRTIOFSD_TIMEOUT).await?;
+        let what = format!(
+            "started virtiofsd (pid {}) sharing {}",
+            fs.pid().unwrap_or(0),
+            self.config.rootfs.display()
+        );
+        self.pids.extend(fs.pid());
+        self.made.push(Made::Virtiofsd(fs));
+        Ok(what)
+    }
+
+    fn start_vm(&mut self) -> Result<String, PodError> {
+        let vm = VmProcess::spawn(self.config.vm_config())?;
+        let what = format!(
+            "started vessel-vmm (pid {}): {} vCPU, {} MiB, NIC on {TAP_NAME}, virtio-fs {ROOTFS_TAG}",
+            vm.pid().unwrap_or(0),
+            self.config.cpus,
+            self.config.memory_mib
+        );
+        self.pids.extend(vm.pid());
+        self.made.push(Made::Vm { vm, agent: None });
+        Ok(what)
+    }
+
+    async fn connect_agent(&mut self) -> Result<String, PodError> {
+        let timeout = self.config.boot_timeout;
+        let Some(Made::Vm { vm, agent }) = self.made.last_mut() else {
+            return Err(PodError::NotRunning);
+        };
+        let channel = vm.connect_agent(timeout).await?;
+        *agent = Some(channel.clone());
+        let version = agent_call(
+            "Agent.Version",
+            AGENT_CALL_TIMEOUT,
+            AgentClient::new(channel).version(VersionRequest {}),
+        )
+        .await?;
+        Ok(format!(
+            "agent {} answered over vsock (guest kernel {})",
+            version.agent_version, version.kernel_release
+        ))
+    }
+
+    async fn setup_sandbox(&mut self) -> Result<String, PodError> {
+        let channel = self.agent().ok_or(PodError::NotRunning)?;
+        let reply = agent_call(
+            "Sandbox.Setup",
+            AGENT_CALL_TIMEOUT,
+            SandboxClient::new(channel).setup(setup_request(&self.config)),
+        )
+        .await?;
+        let sandbox = reply.sandbox.unwrap_or_default();
+        let a = &self.config.addressing;
+        let what = format!(
+            "set the sandbox up: hostname {}, {GUEST_NIC} {} via {}, {ROOTFS_TAG} on {}",
+            sandbox.hostname,
+            a.guest_cidr(),
+            a.host_ip,
+            sandbox
+                .mount_points
+                .first()
+                .map(String::as_str)
+                .unwrap_or("?")
+        );
+        self.sandbox = Some(sandbox);
+        Ok(what)
+    }
+
+    /// Runs one container whose rootfs is the pod's share to its end,
+    /// streaming its output; returns its exit.
+    pub async fn run_container(
+        &mut self,
+        run: ContainerRun,
+        progress: Progress<'_>,
+    ) -> Result<ContainerExit, PodError> {
+        let (Some(channel), Some(sandbox)) = (self.agent(), self.sandbox.as_ref()) else {
+            return Err(PodError::NotRunning);
+        };
+        let rootfs = sandbox
+            .mount_points
+            .first()
+            .cloned()
+            .unwrap_or_else(|| ROOTFS_GUEST_PATH.to_string());
+        container::run(channel, sandbox, &rootfs, run, progress).await
+    }
+
+    /// Copies the pod's logs (guest console, VMM, virtiofsd) to `dir`, so a
+    /// failure can be looked into after [`Pod::stop`] removed the state dir.
+    /// Returns the files copied.
+    pub fn save_logs(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>, PodError> {
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| PodError::StateDir { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let vm = self.config.vm_config();
+        let mut saved = Vec::new();
+        for log in [
+            vm.console_path(),
+            vm.vmm_log_path(),
+            self.config.virtiofsd_config().log,
+        ] {
+            let (Some(name), true) = (log.file_name(), log.exists()) else {
+                continue;
+            };
+            let to = dir.join(name);
+            std::fs::copy(&log, &to).map_err(io(&to))?;
+            saved.push(to);
+        }
+        Ok(saved)
+    }
+
+    /// The tap's packet counters.
+    pub fn tap_counters(&self) -> Result<TapCounters, PodError> {
+        self.made
+            .iter()
+            .find_map(|m| match m {
+                Made::Tap { netns, name } => Some(tap::counters(netns, name)),
+                _ => None,
+            })
+            .ok_or(PodError::NotRunning)?
+            .map_err(PodError::from)
+    }
+
+    /// Undoes everything made, newest first: the guest is shut down through
+    /// its agent if it answered (else the VMM is killed), then virtiofsd is
+    /// stopped, the tap and namespace deleted and the state dir removed.
+    /// Every step runs even after a failure; the failures are returned together.
+    pub async fn stop(&mut self, progress: Progress<'_>) -> Result<(), PodError> {
+        self.sandbox = None;
+        let made = std::mem::take(&mut self.made);
+        let steps = unwind(made, undo, |step: &Undone<PodError>| {
+            progress(&Step {
+                phase: Phase::Stop,
+                what: &step.what,
+                took: step.took,
+                error: step
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|e| e as &dyn std::error::Error),
+            })
+        })
+        .await;
+        let failed: Vec<String> = steps
+            .into_iter()
+            .filter_map(|s| s.result.err().map(|e| format!("{}: {e}", s.what)))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(PodError::Teardown(failed))
+        }
+    }
+
+    fn agent(&self) -> Option<Channel> {
+        self.made.iter().find_map(|m| match m {
+            Made::Vm { agent, .. } => agent.clone(),
+            _ => None,
+        })
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if !self.made.is_empty() {
+            tracing::warn!(pod = %self.config.name, "pod dropped while running; killing what is left");
+        }
+        // Newest first, like stop(): each part's own Drop kills or deletes it.
+        while let Some(made) = self.made.pop() {
+            drop(made);
+        }
+    }
+}
+
+/// Undoes one made thing; says what it did.
+async fn undo(made: Made) -> (String, Result<(), PodError>) {
+    match made {
+        Made::Vm {
+            vm,
+            agent: Some(agent),
+        } => (
+            "shut the guest down (Agent.Shutdown) and reaped vessel-vmm".to_string(),
+            shut_down(vm, agent).await,
+        ),
+        Made::Vm {
+            mut vm,
+            agent: None,
+        } => (
+            "killed vessel-vmm (its agent never answered)".to_string(),
+            vm.kill().map(drop).map_err(PodError::from),
+        ),
+        Made::Virtiofsd(mut fs) => {
+            let pid = fs.pid();
+            let result = fs.stop(VIRTIOFSD_GRACE).await;
+            let what = match (&result, pid) {
+                (Ok(Some(status)), Some(pid)) => format!("virtiofsd (pid {pid}) ended: {status}"),
+                _ => "stopped virtiofsd".to_string(),
+            };
+            (what, result.map(drop).map_err(PodError::from))
+        }
+        Made::Tap { netns, name } => (
+            format!("deleted tap {name}"),
+            tap::delete(&netns, &name).map_err(PodError::from),
+        ),
+        Made::Netns(netns) => (
+            format!("deleted network namespace {}", netns.name()),
+            netns.delete().map_err(PodError::from),
+        ),
+        Made::StateDir(dir) => (
+            format!("removed state dir {}", dir.display()),
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(PodError::StateDir { path: dir, source }),
+            },
+        ),
+    }
+}
+
+/// Asks the agent to shut the guest down and waits for the VMM to exit 0;
+/// kills it if that does not happen.
+async fn shut_down(mut vm: VmProcess, agent: Channel) -> Result<(), PodError> {
+    let asked = agent_call(
+        "Agent.Shutdown",
+        AGENT_CALL_TIMEOUT,
+        AgentClient::new(agent).shutdown(ShutdownRequest {}),
+    )
+    .await;
+    let result = match asked {
+        Ok(_) => match vm.wait_exit(SHUTDOWN_TIMEOUT).await {
+            Ok(VmExit::Code(0)) => Ok(()),
+            Ok(exit) => Err(PodError::VmExit {
+                exit,
+                console: vm.config().console_path(),
+            }),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        vm.kill()?;
+    }
+    result
+}
+
+/// The agent's sandbox setup for this pod: hostname, the NIC by MAC with the
+/// pod's address and a default route through the tap, the rootfs share.
+fn setup_request(c: &PodConfig) -> SetupSandboxRequest {
+    let a = &c.addressing;
+    SetupSandboxRequest {
+        sandbox_id: c.name.clone(),
+        hostname: c.name.clone(),
+        interfaces: vec![Interface {
+            mac: a.guest_mac.clone(),
+            name: GUEST_NIC.to_string(),
+            addresses: vec![a.guest_cidr()],
+            ..Interface::default()
+        }],
+        routes: vec![Route {
+            destination: "default".into(),
+            gateway: a.host_ip.to_string(),
+            ..Route::default()
+        }],
+        hosts: vec![HostEntry {
+            ip: a.guest_ip.to_string(),
+            names: vec![c.name.clone()],
+        }],
+        mounts: vec![SharedMount {
+            tag: ROOTFS_TAG.to_string(),
+            mount_point: ROOTFS_GUEST_PATH.to_string(),
+            read_only: false,
+        }],
+        ..SetupSandboxRequest::default()
+    }
+}
+
+/// Reports a finished step (its line and time, or its name and error) and
+/// passes its result on.
+fn report(
+    progress: Progress<'_>,
+    phase: Phase,
+    step: &str,
+    started: Instant,
+    result: Result<String, PodError>,
+) -> Result<(), PodError> {
+    match result {
+        Ok(what) => {
+            progress(&Step::done(phase, &what, started.elapsed()));
+            Ok(())
+        }
+        Err(e) => {
+            progress(&Step {
+                phase,
+                what: step,
+                took: started.elapsed(),
+                error: Some(&e),
+            });
+            Err(e)
+        }
+    }
+}
+
+/// One agent call with a deadline; its reply, or a typed error naming it.
+pub(crate) async fn agent_call<T>(
+    call: &'static str,
+    timeout: Duration,
+    request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, PodError> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(reply)) => Ok(reply.into_inner()),
+        Ok(Err(status)) => Err(PodError::Agent { call, status }),
+        Err(_) => Err(PodError::AgentTimeout {
+            call,
+            waited: timeout,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::PodAddressing;
+
+    fn config() -> PodConfig {
+        PodConfig {
+            name: "demo".into(),
+            rootfs: "/srv/rootfs".into(),
+            run_dir: "/run/vessel".into(),
+            vmm: "vessel-vmm".into(),
+            kernel: "vmlinux".into(),
+            initramfs: "initramfs".into(),
+            virtiofsd: "virtiofsd".into(),
+            cpus: 1,
+            memory_mib: 256,
+            addressing: PodAddressing::default(),
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn setup_names_the_nic_by_mac_and_routes_through_the_tap() {
+        let r = setup_request(&config());
+        assert_eq!(r.hostname, "demo");
+        assert_eq!(r.interfaces[0].mac, "02:76:73:00:00:02");
+        assert_eq!(r.interfaces[0].addresses, ["10.88.0.2/24"]);
+        assert_eq!(r.routes[0].gateway, "10.88.0.1");
+        assert_eq!(r.mounts[0].tag, ROOTFS_TAG);
+        assert_eq!(r.mounts[0].mount_point, ROOTFS_GUEST_PATH);
+    }
+
+    #[tokio::test]
+    async fn a_pod_that_never_started_stops_cleanly_and_cannot_run() {
+        let mut pod = Pod {
+            config: config(),
+            made: Vec::new(),
+            sandbox: None,
+            pids: Vec::new(),
+        };
+        let run = ContainerRun {
+            id: "c".into(),
+            args: vec!["true".into()],
+            stdout: Box::new(std::io::sink()),
+            stderr: Box::new(std::io::sink()),
+        };
+        assert!(matches!(
+            pod.run_container(run, &|_| {}).await,
+            Err(PodError::NotRunning)
+        ));
+        pod.stop(&|_| panic!("nothing to undo")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_is_rolled_back_to_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config();
+        c.run_dir = dir.path().join("run");
+        let mut pod = Pod {
+            config: c,
+            made: Vec::new(),
+            sandbox: None,
+            pids: Vec::new(),
+        };
+        // An existing state dir is refused before anything is made...
+        std::fs::create_dir_all(pod.config.state_dir()).unwrap();
+        let err = pod.start(&|_| {}).await.unwrap_err();
+        assert!(matches!(err, PodError::StateDir { .. }), "{err}");
+        pod.stop(&|_| panic!("nothing was made")).await.unwrap();
+        // ... and left alone: it is not ours.
+        assert!(pod.config.state_dir().exists());
+    }
+}
