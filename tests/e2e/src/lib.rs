@@ -16,7 +16,8 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a guest may take to reset after `Shutdown`.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn env_path(name: &str) -> PathBuf {
+/// The path in environment variable `name`, which tests/e2e/run.sh sets.
+pub fn env_path(name: &str) -> PathBuf {
     match std::env::var_os(name) {
         Some(v) => PathBuf::from(v),
         None => panic!(
