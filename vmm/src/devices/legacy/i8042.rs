@@ -115,7 +115,11 @@ where
         Self {
             reset: I8042Device::new(reset_trigger),
             kbd_irq,
-            ctr: CTR_KBD_INT | CTR_SYSTEM,
+            // Keyboard interrupt off until a driver turns it on (Linux does,
+            // once it has its IRQ handler): so ctrl-alt-del can tell whether
+            // anybody listens, and a guest without a driver gets a hard stop
+            // at once instead of a grace period nobody uses.
+            ctr: CTR_SYSTEM,
             output: VecDeque::with_capacity(OUTPUT_CAPACITY),
             pending: None,
             last_was_command: false,
@@ -277,7 +281,17 @@ mod tests {
         irq: EventFd,
     }
 
+    /// A controller whose keyboard interrupt the guest's driver has enabled.
     fn dev() -> Fixture {
+        let mut f = fresh();
+        f.dev.write(COMMAND_OFFSET, &[CMD_WRITE_CTR]);
+        f.dev.write(DATA_OFFSET, &[CTR_SYSTEM | CTR_KBD_INT]);
+        interrupts(&f.irq);
+        f
+    }
+
+    /// A controller as the guest finds it at boot.
+    fn fresh() -> Fixture {
         let reset = EventFdTrigger::new().unwrap();
         let irq = EventFdTrigger::new().unwrap();
         let reset_evt = reset.event_fd().try_clone().unwrap();
@@ -320,7 +334,7 @@ mod tests {
 
     #[test]
     fn answers_linux_probe_sequence() {
-        let Fixture { mut dev, irq, .. } = dev();
+        let Fixture { mut dev, irq, .. } = fresh();
         let d = &mut dev;
         assert_eq!(read(d, COMMAND_OFFSET) & STATUS_OUTPUT_FULL, 0);
         d.write(COMMAND_OFFSET, &[CMD_SELF_TEST]);
@@ -330,7 +344,7 @@ mod tests {
 
         d.write(COMMAND_OFFSET, &[CMD_READ_CTR]);
         let ctr = read(d, DATA_OFFSET);
-        assert_eq!(ctr, CTR_KBD_INT | CTR_SYSTEM);
+        assert_eq!(ctr, CTR_SYSTEM, "no keyboard interrupt before a driver");
         d.write(COMMAND_OFFSET, &[CMD_WRITE_CTR]);
         d.write(DATA_OFFSET, &[0x47]);
         d.write(COMMAND_OFFSET, &[CMD_READ_CTR]);
@@ -398,6 +412,12 @@ mod tests {
 
     #[test]
     fn ctrl_alt_del_is_refused_while_the_guest_has_the_interrupt_off() {
+        let mut booting = fresh().dev;
+        assert_eq!(
+            booting.ctrl_alt_del(),
+            Err(I8042Error::KeyboardInterruptDisabled),
+            "no driver yet"
+        );
         let Fixture { mut dev, irq, .. } = dev();
         dev.write(COMMAND_OFFSET, &[CMD_WRITE_CTR]);
         dev.write(DATA_OFFSET, &[CTR_SYSTEM]);
