@@ -131,6 +131,11 @@ async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
     let workloads = Workloads::new(engine);
     let shutdown = ShutdownSignal::new();
     shutdown_on_signals(&shutdown)?;
+    if pid1 {
+        // Only now: before the handler exists, the kernel's immediate restart
+        // is the better answer to ctrl-alt-del (init would ignore the signal).
+        init::ctrl_alt_del_signals_init();
+    }
     if pid1 && vessel_agent::diag::enabled() {
         vessel_agent::diag::spawn();
     }

@@ -6,10 +6,11 @@ use clap::Parser;
 
 /// Boots one KVM microVM (one vessel pod) and exits when the guest stops.
 ///
-/// Exit status: 0 when the guest resets itself (e.g. `reboot`), 1 on a VMM
-/// error (bad flags, setup or runtime failure), 2 when the guest crashes
+/// Exit status: 0 when the guest resets itself (e.g. `reboot`, or a graceful
+/// shutdown after the control API's `shutdown`, SIGTERM or SIGINT), 1 on a
+/// VMM error (bad flags, setup or runtime failure), 2 when the guest crashes
 /// (triple fault, KVM internal error, failed VM entry), 3 when stopped through
-/// the control API, 4 when stopped by SIGTERM or SIGINT.
+/// the control API's `stop`, 4 when SIGTERM or SIGINT had to stop it hard.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "vessel-vmm", version, about, long_about)]
 pub struct Cli {
@@ -23,7 +24,7 @@ pub struct Cli {
     pub initramfs: Option<PathBuf>,
 
     /// Extra kernel command-line arguments, appended after the defaults
-    /// (`console=ttyS0 reboot=k panic=1 quiet` and one
+    /// (`console=ttyS0 reboot=k panic=1 quiet`, the `i8042.*` flags and one
     /// `virtio_mmio.device=` per device). Use ` -- ` to pass arguments to init.
     #[arg(long, value_name = "STR", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
@@ -47,9 +48,19 @@ pub struct Cli {
     pub console: String,
 
     /// Unix socket (mode 0600) of the control API: line-delimited JSON
-    /// requests `info`, `pause`, `resume`, `stop`, `counters` (docs/vmm-api.md).
+    /// requests `info`, `pause`, `resume`, `shutdown`, `stop`, `counters`
+    /// (docs/vmm-api.md).
     #[arg(long, value_name = "PATH")]
     pub api: Option<PathBuf>,
+
+    /// How long SIGTERM or SIGINT waits for the guest to shut down: the
+    /// signal types ctrl-alt-del into the guest, and a guest that resets
+    /// within this many milliseconds ends the VM cleanly (exit 0); otherwise,
+    /// or at a second signal, the VM is stopped hard (exit 4). 0: stop hard
+    /// at once. At most 600000.
+    #[arg(long, value_name = "MS", default_value_t = crate::control::signals::DEFAULT_GRACE_MS,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub shutdown_grace_ms: u64,
 
     /// A virtio-blk disk on a raw image file or block device; repeat for more
     /// (the guest sees them as vda, vdb, ... in this order). `ro` makes it

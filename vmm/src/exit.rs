@@ -2,11 +2,11 @@
 //!
 //! | code | meaning |
 //! | ---- | ------- |
-//! | 0    | the guest reset itself (i8042 reset, e.g. `reboot`): a clean stop |
+//! | 0    | the guest reset itself (i8042 reset: `reboot`, or a graceful shutdown after ctrl-alt-del): a clean stop |
 //! | 1    | VMM error: bad configuration, setup failure or runtime failure |
 //! | 2    | the guest crashed: triple fault, KVM internal error, entry failure |
 //! | 3    | stopped through the control API (`{"op":"stop"}`): a hard stop |
-//! | 4    | stopped by SIGTERM or SIGINT: console flushed, then a hard stop |
+//! | 4    | SIGTERM or SIGINT and the guest did not shut down within the grace: console flushed, then a hard stop |
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -19,8 +19,9 @@ pub const EXIT_VMM_ERROR: u8 = 1;
 pub const EXIT_GUEST_CRASH: u8 = 2;
 /// Exit code: a control API client asked for a hard stop.
 pub const EXIT_API_STOP: u8 = 3;
-/// Exit code: SIGTERM or SIGINT stopped the VM (the guest got no say: it has
-/// no keyboard driver, so there is no ctrl-alt-del path to a clean reboot).
+/// Exit code: SIGTERM or SIGINT stopped the VM hard (the guest, asked with
+/// ctrl-alt-del, did not reset within the grace, could not be asked, or a
+/// second signal came). A guest that complies exits with code 0 instead.
 pub const EXIT_SIGNAL: u8 = 4;
 
 /// Why the VM stopped.
@@ -34,7 +35,8 @@ pub enum ExitReason {
     VmmError(String),
     /// A control API client sent `stop`.
     ApiStop,
-    /// The host sent this signal (its name, e.g. `SIGTERM`).
+    /// The host sent this signal (its name, e.g. `SIGTERM`) and the guest did
+    /// not shut down in time.
     Signal(&'static str),
 }
 

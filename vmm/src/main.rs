@@ -2,6 +2,7 @@
 //! (see `vessel_vmm::exit`).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -30,6 +31,7 @@ fn jail_spec(cli: &Cli) -> Result<JailSpec, jail::JailError> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
+    let grace = Duration::from_millis(cli.shutdown_grace_ms);
     // Before any thread starts: every thread inherits the blocked mask.
     let signals = signals::block().context("cannot block SIGTERM/SIGINT")?;
     // Bound early so a busy path fails before any KVM setup.
@@ -57,7 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
             .context("cannot start the seccomp filters")?;
     }
     signals
-        .watch(vm.exit_latch())
+        .watch(vm.exit_latch(), vm.control(), grace)
         .context("cannot start the signal thread")?;
     // Kept until the VM stops; dropping it removes the socket file.
     let _api = match api {

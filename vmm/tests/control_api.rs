@@ -1,7 +1,10 @@
 //! The control API and the stop signals of the `vessel-vmm` binary, with a
 //! tiny hand-made guest that loops writing to an unused I/O port (so every
 //! turn is a VM exit to count). Needs /dev/kvm, not a Linux guest; skipped
-//! without /dev/kvm.
+//! without /dev/kvm. The guest has no keyboard driver, so a stop signal
+//! stops it hard at once; a second guest turns the i8042's keyboard
+//! interrupt on (as a driver would) but never reads the keys, so a stop
+//! signal waits out the grace.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +21,11 @@ use common::{kvm_available, Scratch};
 
 /// `mov al, 0x41; 1: out 0x80, al; jmp 1b` (same bytes in 32- and 64-bit mode).
 const IO_LOOP: [u8; 6] = [0xb0, 0x41, 0xe6, 0x80, 0xeb, 0xfc];
+/// Writes the i8042 config byte with the keyboard interrupt on
+/// (`mov al, 0x60; out 0x64, al; mov al, 0x05; out 0x60, al`), then IO_LOOP.
+const KBD_THEN_IO_LOOP: [u8; 14] = [
+    0xb0, 0x60, 0xe6, 0x64, 0xb0, 0x05, 0xe6, 0x60, 0xb0, 0x41, 0xe6, 0x80, 0xeb, 0xfc,
+];
 
 struct Vmm {
     child: Child,
@@ -26,12 +34,17 @@ struct Vmm {
 
 impl Vmm {
     fn start(dir: &Scratch, name: &str, cpus: &str) -> Vmm {
-        let kernel = dir.guest(&format!("{name}.elf"), &IO_LOOP, true);
+        Vmm::start_with(dir, name, &IO_LOOP, &["--cpus", cpus])
+    }
+
+    fn start_with(dir: &Scratch, name: &str, code: &[u8], args: &[&str]) -> Vmm {
+        let kernel = dir.guest(&format!("{name}.elf"), code, true);
         let api = dir.path(&format!("{name}.sock"));
         let child = Command::new(env!("CARGO_BIN_EXE_vessel-vmm"))
             .arg("--kernel")
             .arg(&kernel)
-            .args(["--memory", "64", "--cpus", cpus, "--console", "none"])
+            .args(["--memory", "64", "--console", "none"])
+            .args(args)
             .arg("--api")
             .arg(&api)
             .stdout(Stdio::null())
@@ -189,6 +202,94 @@ fn sigint_while_paused_exits_4() {
     let (code, took) = vmm.wait();
     assert_eq!(code, 4);
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(gone(&vmm.api));
+}
+
+/// Starts the keyboard guest with a `grace_ms` shutdown grace and waits
+/// until its config byte write is done.
+fn keyboard_guest(dir: &Scratch, name: &str, grace_ms: &str) -> (Vmm, Client) {
+    let mut vmm = Vmm::start_with(
+        dir,
+        name,
+        &KBD_THEN_IO_LOOP,
+        &["--shutdown-grace-ms", grace_ms],
+    );
+    let mut c = vmm.connect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Two config byte writes, then the loop's.
+    while c.exits() < 3 {
+        assert!(Instant::now() < deadline, "guest never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (vmm, c)
+}
+
+#[test]
+fn shutdown_op_needs_a_listening_keyboard() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = Scratch::new("api-shutdown");
+    // No driver: refused, the VM keeps running.
+    let mut vmm = Vmm::start(&dir, "deaf", "1");
+    let mut c = vmm.connect();
+    let err = c.ask("shutdown");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("keyboard driver is not listening"),
+        "{err}"
+    );
+    assert_eq!(c.ask("info")["state"], "running");
+    assert_eq!(c.ask("stop")["state"], "stopping");
+    assert_eq!(vmm.wait().0, 3);
+
+    // A driver that never reads: accepted, reported, and the VM runs on.
+    let (mut vmm, mut c) = keyboard_guest(&dir, "kbd", "60000");
+    assert_eq!(c.ask("shutdown")["state"], "shutting_down");
+    assert_eq!(c.ask("info")["state"], "shutting_down");
+    // Four requests fill the controller's buffer; the fifth is refused.
+    for _ in 0..3 {
+        assert_eq!(c.ask("shutdown")["state"], "shutting_down");
+    }
+    let err = c.ask("shutdown");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("buffer is full"),
+        "{err}"
+    );
+    assert_eq!(c.ask("stop")["state"], "stopping");
+    assert_eq!(vmm.wait().0, 3);
+}
+
+#[test]
+fn sigterm_waits_the_grace_then_stops_hard() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = Scratch::new("api-grace");
+    let (mut vmm, _c) = keyboard_guest(&dir, "grace", "300");
+    vmm.signal(libc::SIGTERM);
+    let (code, took) = vmm.wait();
+    assert_eq!(code, 4);
+    // Only a lower bound: the grace is a minimum, never a timing target.
+    assert!(took >= Duration::from_millis(250), "took {took:?}");
+    assert!(gone(&vmm.api));
+
+    // A second signal during the grace stops it at once.
+    let (mut vmm, mut c) = keyboard_guest(&dir, "twice", "600000");
+    vmm.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.ask("info")["state"] != "shutting_down" {
+        assert!(Instant::now() < deadline, "SIGTERM never asked the guest");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    vmm.signal(libc::SIGINT);
+    let (code, _) = vmm.wait();
+    assert_eq!(code, 4);
     assert!(gone(&vmm.api));
 }
 

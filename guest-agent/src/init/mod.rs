@@ -8,7 +8,7 @@ mod power;
 pub mod switch_root;
 
 pub use mounts::{create_dev_links, mount_pseudo_filesystems, Mount, MountError, MOUNTS};
-pub use power::{install_panic_hook, reboot};
+pub use power::{ctrl_alt_del_signals_init, install_panic_hook, reboot};
 
 /// `PATH` for everything the agent starts (containers get their own from their spec).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

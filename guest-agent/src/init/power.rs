@@ -26,6 +26,20 @@ fn reboot_now() -> ! {
     }
 }
 
+/// Makes the kernel send SIGINT to PID 1 on ctrl-alt-del instead of
+/// restarting at once, so the VMM's graceful shutdown request (it types
+/// ctrl-alt-del) reaches the agent's orderly shutdown. Call once the SIGINT
+/// handler is in place: init ignores signals it has no handler for.
+pub fn ctrl_alt_del_signals_init() {
+    match nix::sys::reboot::set_cad_enabled(false) {
+        Ok(()) => tracing::info!("ctrl-alt-del now sends SIGINT to the agent"),
+        Err(errno) => tracing::warn!(
+            %errno,
+            "cannot route ctrl-alt-del to the agent; it restarts the guest at once"
+        ),
+    }
+}
+
 /// Makes a panic anywhere in PID 1 reboot the guest (after printing it) rather
 /// than abort, which would panic the kernel.
 pub fn install_panic_hook() {

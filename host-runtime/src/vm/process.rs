@@ -222,6 +222,40 @@ impl VmProcess {
         }
     }
 
+    /// Stops the VM in order: SIGTERM makes the VMM ask the guest to shut
+    /// down (ctrl-alt-del; the agent tears its containers down and resets
+    /// the guest, exit status 0) and stop it hard itself after its grace
+    /// (`--shutdown-grace-ms`, exit status 4). If the VMM is still there after
+    /// `timeout` (which should exceed that grace), it is killed. Returns how
+    /// it ended, or `None` if it was no longer tracked.
+    pub async fn stop(&mut self, timeout: Duration) -> Result<Option<VmExit>, VmError> {
+        let Some(pid) = self.pid() else {
+            return Ok(None);
+        };
+        if let Some(exit) = self.try_exit()? {
+            return Ok(Some(exit));
+        }
+        // The child is not reaped yet (try_exit just saw it running), so the
+        // pid is still ours.
+        let pid = libc::pid_t::try_from(pid)
+            .map_err(|_| VmError::Wait(std::io::Error::from_raw_os_error(libc::ESRCH)))?;
+        // SAFETY: plain syscall on our own unreaped child.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot send SIGTERM to vessel-vmm"
+            );
+        }
+        match self.wait_exit(timeout).await {
+            Ok(exit) => Ok(Some(exit)),
+            Err(VmError::StillRunning { .. }) => {
+                tracing::warn!(?timeout, "vessel-vmm ignored SIGTERM; killing it");
+                self.kill()
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Kills the VMM (SIGKILL) and reaps it.
     pub fn kill(&mut self) -> Result<Option<VmExit>, VmError> {
         let Some(mut child) = self.child.take() else {

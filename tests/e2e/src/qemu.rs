@@ -9,7 +9,8 @@ use vessel_agent::proto::{health_client::HealthClient, CheckRequest};
 use vessel_host_runtime::vm::AGENT_VSOCK_PORT;
 
 /// The guest command line vessel-vmm uses by default, so both boot alike.
-pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=1 quiet i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
 
 /// How to start one QEMU guest.
 #[derive(Debug, Clone, Default)]

@@ -1,11 +1,14 @@
-//! The VMM's control API on a real guest: `info` shows the configuration,
-//! `pause` silences the agent, `resume` brings it back, `counters` counts,
-//! and SIGTERM stops the VMM with exit code 4, leaving no socket behind.
+//! The VMM's control API and stop paths on a real guest: `info` shows the
+//! configuration, `pause` silences the agent, `resume` brings it back,
+//! `counters` counts; `shutdown` and SIGTERM make the guest shut down in
+//! order (ctrl-alt-del → SIGINT to the agent → reset, exit code 0), and a
+//! guest that cannot answer (paused) is stopped hard after the grace (exit
+//! code 4), leaving no socket behind.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vessel_agent::proto::health_client::HealthClient;
@@ -15,6 +18,102 @@ use vessel_host_runtime::vm::{VmExit, VmProcess};
 
 /// How long a health check may take before we call the agent silent.
 const SHORT: Duration = Duration::from_secs(3);
+/// The VMM's shutdown grace in the hard-stop test (shorter than the default
+/// 5 s to keep the suite quick).
+const GRACE_MS: u64 = 3000;
+/// What the agent logs when the kernel's ctrl-alt-del reaches it.
+const AGENT_GOT_SIGINT: &str = "SIGINT received";
+/// What the agent logs when it routes ctrl-alt-del to itself.
+const AGENT_CAD_OFF: &str = "ctrl-alt-del now sends SIGINT to the agent";
+
+fn console(vm: &VmProcess) -> String {
+    std::fs::read_to_string(vm.config().console_path()).unwrap_or_default()
+}
+
+/// Boots a 1-vCPU VM with the API socket and waits for its agent.
+async fn boot(name: &str) -> VmProcess {
+    let mut config = vm_config(name, 1, 256);
+    config.api_socket = true;
+    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
+    if let Err(e) = vm.connect_agent(BOOT_TIMEOUT).await {
+        panic!("agent not reachable: {e}\n{}", console_tail(&vm));
+    }
+    vm
+}
+
+/// The VM is gone, with its sockets and state directory.
+fn assert_cleaned_up(vm: &VmProcess) {
+    let config = vm.config();
+    assert!(!config.api_path().exists(), "API socket left behind");
+    assert!(!config.vsock_path().exists(), "vsock socket left behind");
+    std::fs::remove_dir_all(&config.state_dir).expect("state dir removable");
+    assert_eq!(
+        running_vmms(),
+        Vec::<u32>::new(),
+        "stray vessel-vmm processes"
+    );
+}
+
+/// Checks that the guest shut down through the agent: ctrl-alt-del became
+/// SIGINT to PID 1, which tore down and rebooted.
+fn assert_agent_shut_down(vm: &VmProcess, how: &str) {
+    let log = console(vm);
+    assert!(
+        log.contains(AGENT_CAD_OFF),
+        "{how}: the agent did not route ctrl-alt-del\n{}",
+        console_tail(vm)
+    );
+    assert!(
+        log.contains(AGENT_GOT_SIGINT) && log.contains("rebooting guest"),
+        "{how}: the agent did not shut down through SIGINT\n{}",
+        console_tail(vm)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_op_shuts_the_guest_down_in_order() {
+    let mut vm = boot("api-shutdown").await;
+    let api = vm.config().api_path();
+    let asked = Instant::now();
+    let answer = ask(&api, "shutdown");
+    assert_eq!(answer["state"], "shutting_down", "{answer}");
+    let exit = match vm.wait_exit(SHUTDOWN_TIMEOUT).await {
+        Ok(exit) => exit,
+        Err(e) => panic!("{e}\n{}", console_tail(&vm)),
+    };
+    let took = asked.elapsed();
+    assert_eq!(exit, VmExit::Code(0), "shutdown op\n{}", console_tail(&vm));
+    assert_agent_shut_down(&vm, "shutdown op");
+    assert_cleaned_up(&vm);
+    eprintln!(
+        "api: shutdown op → agent SIGINT → guest reset, exit code 0 after {} ms",
+        took.as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_the_guest_down_in_order() {
+    let mut vm = boot("api-sigterm").await;
+    let asked = Instant::now();
+    // VmProcess::stop: SIGTERM, then the VMM's own grace, then SIGKILL.
+    let exit = match vm.stop(SHUTDOWN_TIMEOUT).await {
+        Ok(exit) => exit,
+        Err(e) => panic!("{e}\n{}", console_tail(&vm)),
+    };
+    let took = asked.elapsed();
+    assert_eq!(
+        exit,
+        Some(VmExit::Code(0)),
+        "SIGTERM exit\n{}",
+        console_tail(&vm)
+    );
+    assert_agent_shut_down(&vm, "SIGTERM");
+    assert_cleaned_up(&vm);
+    eprintln!(
+        "api: SIGTERM → agent SIGINT → guest reset, exit code 0 after {} ms",
+        took.as_millis()
+    );
+}
 
 /// One request, one response line, over a fresh connection each time (the
 /// API serves several clients; this also exercises that).
@@ -41,9 +140,10 @@ async fn healthy(channel: &vessel_agent::client::Channel) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pause_resume_counters_and_sigterm() {
+async fn pause_resume_counters_and_sigterm_hard_stop_when_paused() {
     let mut config = vm_config("api", 2, 256);
     config.api_socket = true;
+    config.extra_vmm_args = vec!["--shutdown-grace-ms".into(), GRACE_MS.to_string()];
     let (api, vsock, state_dir) = (
         config.api_path(),
         config.vsock_path(),
@@ -109,16 +209,30 @@ async fn pause_resume_counters_and_sigterm() {
     assert!(to_guest > 0 && from_guest > 0, "{counters}");
     eprintln!("api: counters {counters}");
 
+    // A paused guest cannot answer ctrl-alt-del: SIGTERM types it, waits
+    // out the grace, and stops the VM hard.
+    assert_eq!(ask(&api, "pause")["state"], "paused");
+    let asked = Instant::now();
     // SAFETY: plain syscall on the VMM we started and still track.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
     let exit = match vm.wait_exit(SHUTDOWN_TIMEOUT).await {
         Ok(exit) => exit,
         Err(e) => panic!("{e}\n{}", console_tail(&vm)),
     };
+    let took = asked.elapsed();
     assert_eq!(
         exit,
         VmExit::Code(4),
         "SIGTERM exit code\n{}",
+        console_tail(&vm)
+    );
+    assert!(
+        took >= Duration::from_millis(GRACE_MS),
+        "hard stop after {took:?}, before the {GRACE_MS} ms grace"
+    );
+    assert!(
+        !console(&vm).contains(AGENT_GOT_SIGINT),
+        "a paused agent saw SIGINT\n{}",
         console_tail(&vm)
     );
     assert!(!api.exists(), "API socket left behind");
@@ -129,5 +243,8 @@ async fn pause_resume_counters_and_sigterm() {
         Vec::<u32>::new(),
         "stray vessel-vmm processes"
     );
-    eprintln!("api: SIGTERM → exit code 4, no sockets left");
+    eprintln!(
+        "api: SIGTERM on a paused guest → hard stop after {} ms (grace {GRACE_MS} ms), exit code 4, no sockets left",
+        took.as_millis()
+    );
 }

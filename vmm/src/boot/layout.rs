@@ -59,6 +59,8 @@ pub const APIC_DEFAULT_PHYS_BASE: u32 = 0xfee0_0000;
 pub const IO_APIC_DEFAULT_PHYS_BASE: u32 = 0xfec0_0000;
 /// Number of IO-APIC pins (KVM's in-kernel IO-APIC has 24).
 pub const IOAPIC_PINS: u8 = 24;
+/// IRQ of the i8042's keyboard port (the PC's IRQ 1).
+pub const KEYBOARD_IRQ: u32 = 1;
 /// IRQ of the 16550 serial port (COM1).
 pub const SERIAL_IRQ: u32 = 4;
 /// First IRQ handed to virtio-mmio devices.

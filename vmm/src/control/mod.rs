@@ -1,5 +1,6 @@
 //! Control of a running VM from the host: the control API (`--api`), pause
-//! and resume, VM-exit counters, and the stop signals. See `docs/vmm-api.md`.
+//! and resume, the graceful shutdown request (ctrl-alt-del), VM-exit
+//! counters, and the stop signals. See `docs/vmm-api.md`.
 
 pub mod counters;
 pub mod pause;
@@ -8,16 +9,17 @@ pub mod server;
 pub mod signals;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::boot::cmdline::VirtioMmioArg;
-use crate::boot::layout::{I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
+use crate::boot::layout::{I8042_PORT_BASE, KEYBOARD_IRQ, SERIAL_IRQ, SERIAL_PORT_BASE};
 use crate::bus::Bus;
+use crate::devices::legacy::i8042::{I8042Error, SharedCtrlAltDel};
 use crate::devices::virtio::net::counters::NetCounters;
 use crate::devices::virtio::vsock::VsockBytes;
 use crate::exit::{ExitLatch, ExitReason};
@@ -99,7 +101,7 @@ pub fn describe_devices(mmio: &Bus, virtio: &[VirtioMmioArg]) -> Vec<DeviceInfo>
             kind: "i8042".into(),
             port: Some(I8042_PORT_BASE),
             mmio_base: None,
-            irq: None,
+            irq: Some(KEYBOARD_IRQ),
         },
     ];
     for dev in virtio {
@@ -124,6 +126,20 @@ fn kick_thread(tid: libc::pthread_t) {
     }
 }
 
+/// Why the guest could not be asked to shut down.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// The VM is already stopping.
+    #[error("the VM is stopping")]
+    Stopping,
+    /// The VM has no keyboard controller to type on.
+    #[error("the VM has no i8042")]
+    NoKeyboard,
+    /// The i8042 refused the keys.
+    #[error("cannot send ctrl-alt-del: {0}")]
+    Keyboard(#[from] I8042Error),
+}
+
 /// What the control API and the vCPU threads share.
 pub struct VmControl {
     /// Pause state.
@@ -135,6 +151,8 @@ pub struct VmControl {
     devices: Vec<DeviceInfo>,
     vsock_bytes: Option<Arc<VsockBytes>>,
     nets: Vec<(String, Arc<NetCounters>)>,
+    keyboard: Option<SharedCtrlAltDel>,
+    shutdown_requested: AtomicBool,
     first_entry: OnceLock<Instant>,
 }
 
@@ -155,6 +173,8 @@ impl VmControl {
             devices,
             vsock_bytes,
             nets: Vec::new(),
+            keyboard: None,
+            shutdown_requested: AtomicBool::new(false),
             first_entry: OnceLock::new(),
         }
     }
@@ -163,6 +183,34 @@ impl VmControl {
     pub fn with_net_counters(mut self, nets: Vec<(String, Arc<NetCounters>)>) -> Self {
         self.nets = nets;
         self
+    }
+
+    /// Adds the i8042 that graceful shutdown requests type ctrl-alt-del on.
+    pub fn with_keyboard(mut self, keyboard: SharedCtrlAltDel) -> Self {
+        self.keyboard = Some(keyboard);
+        self
+    }
+
+    /// Asks the guest to shut down: types ctrl-alt-del on its i8042 (its
+    /// kernel then signals init, or restarts). Returns at once; the VM stops
+    /// when the guest resets. A paused VM stays paused: the keys wait in the
+    /// controller until it is resumed.
+    pub fn request_shutdown(&self) -> Result<(), ShutdownError> {
+        if self.exit.is_set() {
+            return Err(ShutdownError::Stopping);
+        }
+        let keyboard = self.keyboard.as_ref().ok_or(ShutdownError::NoKeyboard)?;
+        // The bus's own device lock, held by a vCPU for one port access at most.
+        keyboard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ctrl_alt_del()?;
+        self.shutdown_requested.store(true, Ordering::SeqCst);
+        tracing::info!(
+            paused = self.pause.is_paused(),
+            "asked the guest to shut down (ctrl-alt-del)"
+        );
+        Ok(())
     }
 
     /// Records the first vCPU entry into the guest (later calls do nothing).
@@ -189,6 +237,8 @@ impl protocol::Controller for VmControl {
             "stopping"
         } else if self.pause.is_paused() {
             "paused"
+        } else if self.shutdown_requested.load(Ordering::SeqCst) {
+            "shutting_down"
         } else {
             "running"
         };
@@ -239,6 +289,13 @@ impl protocol::Controller for VmControl {
             devices.insert("net".into(), Value::Array(nets));
         }
         json!({ "exits": self.exits.totals(), "devices": devices })
+    }
+
+    fn shutdown(&self) -> Result<Value, String> {
+        tracing::info!("control API: graceful shutdown requested");
+        self.request_shutdown()
+            .map(|()| json!({ "state": "shutting_down" }))
+            .map_err(|e| e.to_string())
     }
 
     fn stop(&self) {
@@ -303,6 +360,49 @@ mod tests {
         c.stop();
         assert_eq!(c.exit.wait(), ExitReason::ApiStop);
         assert_eq!(c.info()["state"], "stopping");
+    }
+
+    /// Records ctrl-alt-del requests; refuses once `full` is set.
+    #[derive(Default)]
+    struct FakeKeyboard {
+        typed: usize,
+        full: bool,
+    }
+
+    impl crate::devices::legacy::i8042::CtrlAltDel for FakeKeyboard {
+        fn ctrl_alt_del(&mut self) -> Result<(), I8042Error> {
+            if self.full {
+                return Err(I8042Error::BufferFull);
+            }
+            self.typed += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn shutdown_types_ctrl_alt_del_and_reports_it() {
+        let kbd = Arc::new(std::sync::Mutex::new(FakeKeyboard::default()));
+        let c = control().with_keyboard(kbd.clone());
+        assert_eq!(c.shutdown().unwrap()["state"], "shutting_down");
+        assert_eq!(kbd.lock().unwrap().typed, 1);
+        assert_eq!(c.info()["state"], "shutting_down");
+        // A second request types it again (the guest may have missed the first).
+        c.shutdown().unwrap();
+        assert_eq!(kbd.lock().unwrap().typed, 2);
+        kbd.lock().unwrap().full = true;
+        let err = c.shutdown().unwrap_err();
+        assert!(err.contains("keyboard buffer is full"), "{err}");
+    }
+
+    #[test]
+    fn shutdown_fails_without_keyboard_or_when_stopping() {
+        let c = control();
+        assert_eq!(c.shutdown().unwrap_err(), "the VM has no i8042");
+        let kbd = Arc::new(std::sync::Mutex::new(FakeKeyboard::default()));
+        let c = control().with_keyboard(kbd.clone());
+        c.stop();
+        assert_eq!(c.shutdown().unwrap_err(), "the VM is stopping");
+        assert_eq!(kbd.lock().unwrap().typed, 0);
     }
 
     #[test]

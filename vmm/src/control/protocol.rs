@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// The operations, in the order the error message lists them.
-const OPS: &str = "info, pause, resume, stop, counters";
+const OPS: &str = "info, pause, resume, shutdown, stop, counters";
 
 /// A parsed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,9 @@ pub enum Request {
     Pause,
     /// Unpark every vCPU.
     Resume,
+    /// Graceful stop: ctrl-alt-del to the guest, which shuts down and resets
+    /// (the VMM then exits with code 0).
+    Shutdown,
     /// Hard stop; the VMM exits with code 3.
     Stop,
     /// VM exits by reason and device byte counts.
@@ -35,6 +38,8 @@ pub trait Controller: Send + Sync {
     fn resume(&self) -> Result<Value, String>;
     /// The `counters` result.
     fn counters(&self) -> Value;
+    /// Asks the guest to shut down; the result or why it failed.
+    fn shutdown(&self) -> Result<Value, String>;
     /// Stops the VM (called after the response went out).
     fn stop(&self);
 }
@@ -58,6 +63,7 @@ pub fn parse(line: &[u8]) -> Result<Request, String> {
         "info" => Ok(Request::Info),
         "pause" => Ok(Request::Pause),
         "resume" => Ok(Request::Resume),
+        "shutdown" => Ok(Request::Shutdown),
         "stop" => Ok(Request::Stop),
         "counters" => Ok(Request::Counters),
         _ => Err(format!("unknown op {op:?} (one of: {OPS})")),
@@ -81,6 +87,7 @@ pub fn handle(line: &[u8], ctl: &dyn Controller) -> (String, bool) {
         Request::Pause => ctl.pause(),
         Request::Resume => ctl.resume(),
         Request::Counters => Ok(ctl.counters()),
+        Request::Shutdown => ctl.shutdown(),
         Request::Stop => Ok(json!({ "state": "stopping" })),
     };
     match result {
@@ -127,6 +134,9 @@ mod tests {
         fn counters(&self) -> Value {
             json!({ "exits": { "total": 7 } })
         }
+        fn shutdown(&self) -> Result<Value, String> {
+            Ok(json!({ "state": "shutting_down" }))
+        }
         fn stop(&self) {
             self.stopped.store(true, Ordering::SeqCst);
         }
@@ -154,6 +164,7 @@ mod tests {
             (r#"{"op":"info"}"#, Request::Info),
             (r#" {"op": "pause"} "#, Request::Pause),
             (r#"{"op":"resume"}"#, Request::Resume),
+            (r#"{"op":"shutdown"}"#, Request::Shutdown),
             (r#"{"op":"stop"}"#, Request::Stop),
             (r#"{"op":"counters"}"#, Request::Counters),
         ] {
@@ -171,7 +182,7 @@ mod tests {
         assert_eq!(error_of(r#"{"op":7}"#), "\"op\" must be a string");
         assert_eq!(
             error_of(r#"{"op":"reboot"}"#),
-            "unknown op \"reboot\" (one of: info, pause, resume, stop, counters)"
+            "unknown op \"reboot\" (one of: info, pause, resume, shutdown, stop, counters)"
         );
         assert_eq!(
             error_of(r#"{"op":"info","verbose":true}"#),
@@ -206,6 +217,15 @@ mod tests {
         let (resp, stop) = handle(br#"{"op":"stop"}"#, &fake);
         assert_eq!(resp, r#"{"state":"stopping"}"#);
         assert!(stop);
+        assert!(!fake.stopped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn shutdown_answers_without_stopping() {
+        let fake = Fake::default();
+        let (resp, stop) = handle(br#"{"op":"shutdown"}"#, &fake);
+        assert_eq!(resp, r#"{"state":"shutting_down"}"#);
+        assert!(!stop);
         assert!(!fake.stopped.load(Ordering::SeqCst));
     }
 

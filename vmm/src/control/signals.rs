@@ -1,13 +1,24 @@
 //! SIGTERM and SIGINT: blocked in every thread (the mask is inherited, so
 //! [`block`] runs before any thread starts) and taken by one watcher thread
-//! with `sigwait`, which records the stop in the exit latch. No handler runs
-//! asynchronously, so nothing races the vCPU kick signal (SIGRTMIN), which
-//! stays unblocked.
+//! with `sigwait`. No handler runs asynchronously, so nothing races the vCPU
+//! kick signal (SIGRTMIN), which stays unblocked.
+//!
+//! A stop signal first asks the guest to shut down (ctrl-alt-del, as the
+//! control API's `shutdown` does) and gives it a grace period
+//! (`--shutdown-grace-ms`): a guest that resets in time ends the VM with exit
+//! code 0. When the grace runs out, or a second stop signal arrives, or the
+//! guest cannot be asked (its keyboard driver is not up yet), the watcher
+//! records the signal in the exit latch: a hard stop, exit code 4.
 
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use super::{ShutdownError, VmControl};
 use crate::exit::{ExitLatch, ExitReason};
+
+/// Default of `--shutdown-grace-ms`.
+pub const DEFAULT_GRACE_MS: u64 = 5000;
 
 /// The blocked stop signals, ready to be watched.
 pub struct StopSignals {
@@ -41,10 +52,73 @@ pub fn block() -> io::Result<StopSignals> {
     Ok(StopSignals { set })
 }
 
+/// After a stop signal: how long to wait for the guest before the hard stop
+/// (`None`: stop now). Asks the guest through `ask` unless `grace` is zero.
+fn grace_after_signal(
+    sig: &str,
+    grace: Duration,
+    ask: impl FnOnce() -> Result<(), ShutdownError>,
+) -> Option<Duration> {
+    if grace.is_zero() {
+        tracing::info!("{sig} received: stopping the VM (no shutdown grace)");
+        return None;
+    }
+    match ask() {
+        Ok(()) => {
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "{sig} received: asked the guest to shut down; hard stop after the grace"
+            );
+            Some(grace)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{sig} received: cannot ask the guest to shut down ({e}); stopping the VM now"
+            );
+            None
+        }
+    }
+}
+
 impl StopSignals {
-    /// Starts the watcher: the first stop signal sets `exit` to
-    /// [`ExitReason::Signal`]; later ones are absorbed (the stop is under way).
-    pub fn watch(self, exit: Arc<ExitLatch>) -> io::Result<()> {
+    /// Waits for a stop signal, at most `timeout` if given; `None` when the
+    /// timeout passed without one.
+    fn wait_for(&self, timeout: Option<Duration>) -> io::Result<Option<libc::c_int>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let ts = deadline.map(|d| {
+                let left = d.saturating_duration_since(Instant::now());
+                libc::timespec {
+                    tv_sec: left.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+                    tv_nsec: left.subsec_nanos().into(),
+                }
+            });
+            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+            // SAFETY: `set` is an initialised sigset_t, `ts_ptr` null (wait
+            // forever) or a valid timespec; no siginfo is wanted.
+            let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), ts_ptr) };
+            if sig >= 0 {
+                return Ok(Some(sig));
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(None),
+                Some(libc::EINTR) => continue,
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Starts the watcher. The first stop signal asks the guest (through
+    /// `control`) to shut down and waits up to `grace`; then, or at a second
+    /// stop signal, it sets `exit` to [`ExitReason::Signal`]. Later signals
+    /// are absorbed (the stop is under way).
+    pub fn watch(
+        self,
+        exit: Arc<ExitLatch>,
+        control: Arc<VmControl>,
+        grace: Duration,
+    ) -> io::Result<()> {
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -52,16 +126,39 @@ impl StopSignals {
                 if crate::seccomp::enter(crate::seccomp::Role::Signals).is_err() {
                     return;
                 }
+                // The signal that started a graceful attempt, and its deadline.
+                let mut pending: Option<(&'static str, Instant)> = None;
                 loop {
-                    let mut sig: libc::c_int = 0;
-                    // SAFETY: `set` is an initialised sigset_t, `sig` a valid out pointer.
-                    let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
-                    if rc != 0 {
-                        tracing::error!("sigwait failed: {}", io::Error::from_raw_os_error(rc));
-                        return;
+                    let timeout =
+                        pending.map(|(_, end)| end.saturating_duration_since(Instant::now()));
+                    match self.wait_for(timeout) {
+                        Err(e) => {
+                            tracing::error!("waiting for stop signals failed: {e}");
+                            return;
+                        }
+                        Ok(None) => {
+                            if let Some((sig, _)) = pending.take() {
+                                tracing::warn!(
+                                    grace_ms = grace.as_millis() as u64,
+                                    "the guest did not shut down within the grace: stopping the VM"
+                                );
+                                exit.set(ExitReason::Signal(sig));
+                            }
+                        }
+                        Ok(Some(signo)) => {
+                            let sig = name(signo);
+                            if pending.take().is_some() {
+                                tracing::info!("{sig} received again: stopping the VM now");
+                                exit.set(ExitReason::Signal(sig));
+                            } else if let Some(g) =
+                                grace_after_signal(sig, grace, || control.request_shutdown())
+                            {
+                                pending = Some((sig, Instant::now() + g));
+                            } else {
+                                exit.set(ExitReason::Signal(sig));
+                            }
+                        }
                     }
-                    tracing::info!("{} received: stopping the VM", name(sig));
-                    exit.set(ExitReason::Signal(name(sig)));
                 }
             })
             .map(|_| ())
@@ -71,11 +168,38 @@ impl StopSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::legacy::i8042::I8042Error;
 
     #[test]
     fn names() {
         assert_eq!(name(libc::SIGTERM), "SIGTERM");
         assert_eq!(name(libc::SIGINT), "SIGINT");
         assert_eq!(name(libc::SIGHUP), "a signal");
+    }
+
+    #[test]
+    fn a_signal_asks_the_guest_then_waits_the_grace() {
+        let mut asked = false;
+        let grace = Duration::from_millis(1500);
+        let got = grace_after_signal("SIGTERM", grace, || {
+            asked = true;
+            Ok(())
+        });
+        assert_eq!(got, Some(grace));
+        assert!(asked);
+    }
+
+    #[test]
+    fn zero_grace_or_a_deaf_guest_means_a_hard_stop_now() {
+        let got = grace_after_signal("SIGTERM", Duration::ZERO, || {
+            panic!("must not ask the guest with no grace")
+        });
+        assert_eq!(got, None);
+        let got = grace_after_signal("SIGINT", Duration::from_millis(DEFAULT_GRACE_MS), || {
+            Err(ShutdownError::Keyboard(
+                I8042Error::KeyboardInterruptDisabled,
+            ))
+        });
+        assert_eq!(got, None);
     }
 }

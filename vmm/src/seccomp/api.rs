@@ -1,6 +1,7 @@
 //! The control API role: the accept thread and its per-client threads
 //! (which inherit this filter), serving `info`, `pause`, `resume`,
-//! `counters` and `stop`.
+//! `counters`, `shutdown` (a lock and an eventfd write, like the vCPUs'
+//! device accesses) and `stop`.
 
 use super::rules::RuleSet;
 use super::{common, SeccompError};

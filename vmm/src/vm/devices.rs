@@ -10,11 +10,11 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::cmdline::VirtioMmioArg;
 use crate::boot::layout::{
-    virtio_mmio_slot, I8042_PORT_BASE, I8042_PORT_LEN, MAX_VIRTIO_DEVICES, SERIAL_IRQ,
-    SERIAL_PORT_BASE, SERIAL_PORT_LEN, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SLOT_SIZE,
+    virtio_mmio_slot, I8042_PORT_BASE, I8042_PORT_LEN, KEYBOARD_IRQ, MAX_VIRTIO_DEVICES,
+    SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_LEN, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SLOT_SIZE,
 };
 use crate::bus::{Bus, BusError};
-use crate::devices::legacy::i8042::I8042;
+use crate::devices::legacy::i8042::{SharedCtrlAltDel, I8042};
 use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::disk::DiskImage;
@@ -115,11 +115,34 @@ impl Trigger for ResetTrigger {
     }
 }
 
-/// Puts the i8042 at 0x60/0x64; its reset request stops the VM via `exit`.
-pub fn attach_i8042(pio: &mut Bus, exit: Arc<ExitLatch>) -> Result<(), DeviceError> {
-    let dev = Arc::new(Mutex::new(I8042::new(ResetTrigger(exit))));
-    pio.insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)
-        .map_err(|e| DeviceError::Bus("i8042", e))
+/// The i8042 with its reset line on `exit` and its keyboard interrupt on `kbd_irq`.
+fn i8042(
+    exit: Arc<ExitLatch>,
+    kbd_irq: EventFdTrigger,
+) -> Arc<Mutex<I8042<ResetTrigger, EventFdTrigger>>> {
+    Arc::new(Mutex::new(I8042::new(ResetTrigger(exit), kbd_irq)))
+}
+
+/// Puts the i8042 at 0x60/0x64 with its keyboard interrupt on IRQ 1 as an
+/// irqfd; its reset request stops the VM via `exit`. Returns it for typing
+/// ctrl-alt-del.
+pub fn attach_i8042(
+    vm: &VmFd,
+    pio: &mut Bus,
+    exit: Arc<ExitLatch>,
+) -> Result<SharedCtrlAltDel, DeviceError> {
+    const NAME: &str = "i8042";
+    let irq = EventFdTrigger::new().map_err(|e| DeviceError::EventFd(NAME, e))?;
+    vm.register_irqfd(irq.event_fd(), KEYBOARD_IRQ)
+        .map_err(|source| DeviceError::Kvm {
+            device: NAME,
+            what: "irqfd",
+            source,
+        })?;
+    let dev = i8042(exit, irq);
+    pio.insert(dev.clone(), I8042_PORT_BASE, I8042_PORT_LEN)
+        .map_err(|e| DeviceError::Bus(NAME, e))?;
+    Ok(dev)
 }
 
 /// Maps `device` behind a virtio-mmio transport in slot `slot`: queue
@@ -277,7 +300,8 @@ mod tests {
     fn reset_trigger_records_guest_reset() {
         let latch = Arc::new(ExitLatch::new());
         let mut pio = Bus::new();
-        attach_i8042(&mut pio, latch.clone()).unwrap();
+        let dev = i8042(latch.clone(), EventFdTrigger::new().unwrap());
+        pio.insert(dev, I8042_PORT_BASE, I8042_PORT_LEN).unwrap();
         assert!(!latch.is_set());
         assert!(pio.write(0x64, &[0xfe]));
         assert!(latch.is_set());

@@ -195,7 +195,7 @@ impl Vm {
         let serial_console = !matches!(cfg.console, Console::None);
         let console = std::mem::replace(&mut cfg.console, Console::None);
         let serial = devices::attach_serial(&vm, &mut pio, console_writer(console))?;
-        devices::attach_i8042(&mut pio, exit.clone())?;
+        let keyboard = devices::attach_i8042(&vm, &mut pio, exit.clone())?;
         let mut virtio = Vec::new();
         let mut vsock_bytes = None;
         if let Some(path) = &cfg.vsock {
@@ -217,7 +217,8 @@ impl Vm {
                 vsock_bytes,
                 exit.clone(),
             )
-            .with_net_counters(net_counters),
+            .with_net_counters(net_counters)
+            .with_keyboard(keyboard),
         );
 
         tracing::debug!("devices ready at {:?}", started.elapsed());
