@@ -45,15 +45,8 @@ struct RunPod {
     /// Host directory with the container's root filesystem (shared over virtio-fs).
     #[arg(long)]
     rootfs: PathBuf,
-    /// The vessel-vmm binary.
-    #[arg(long, env = "VESSEL_VMM")]
-    vmm: PathBuf,
-    /// Guest kernel (vmlinux with a PVH entry).
-    #[arg(long, env = "VESSEL_KERNEL")]
-    kernel: PathBuf,
-    /// Guest initramfs (vessel-agent as /init).
-    #[arg(long, env = "VESSEL_INITRAMFS")]
-    initramfs: PathBuf,
+    #[command(flatten)]
+    vm: VmArgs,
     /// The virtiofsd binary.
     #[arg(long, env = "VESSEL_VIRTIOFSD")]
     virtiofsd: PathBuf,
@@ -64,15 +57,6 @@ struct RunPod {
     /// The pod's IPv4 subnet: the tap gets its first address, the guest the second.
     #[arg(long, default_value = DEFAULT_SUBNET)]
     subnet: PodAddressing,
-    /// vCPUs.
-    #[arg(long, default_value_t = 1)]
-    cpus: u32,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 256)]
-    memory: u32,
-    /// How long to wait for the agent after starting the VMM.
-    #[arg(long, default_value = "60", value_parser = parse_secs)]
-    timeout: Duration,
     /// The container's command (default: greet, show the hostname and eth0, ping the tap).
     #[arg(
         trailing_var_arg = true,
@@ -85,6 +69,16 @@ struct RunPod {
 /// Arguments of `vesseld boot-vm`.
 #[derive(Parser, Debug)]
 struct BootVm {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Directory for the VM's sockets and logs (default: a fresh temp dir).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+/// The pod VM's flags, the same for every subcommand that boots one.
+#[derive(clap::Args, Debug)]
+struct VmArgs {
     /// The vessel-vmm binary.
     #[arg(long, env = "VESSEL_VMM")]
     vmm: PathBuf,
@@ -100,10 +94,7 @@ struct BootVm {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256)]
     memory: u32,
-    /// Directory for the VM's sockets and logs (default: a fresh temp dir).
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// How long to wait for the agent.
+    /// How long to wait for the agent after starting the VMM.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     timeout: Duration,
 }
@@ -199,14 +190,14 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
         name: args.name,
         rootfs,
         run_dir: args.run_dir,
-        vmm: args.vmm,
-        kernel: args.kernel,
-        initramfs: args.initramfs,
+        vmm: args.vm.vmm,
+        kernel: args.vm.kernel,
+        initramfs: args.vm.initramfs,
         virtiofsd: args.virtiofsd,
-        cpus: args.cpus,
-        memory_mib: args.memory,
+        cpus: args.vm.cpus,
+        memory_mib: args.vm.memory,
         addressing: args.subnet,
-        boot_timeout: args.timeout,
+        boot_timeout: args.vm.timeout,
     };
     let mut pod = Pod::new(config.clone()).context("checking the pod's configuration")?;
     println!(
@@ -291,11 +282,11 @@ async fn boot_vm(args: BootVm) -> Result<()> {
         None => std::env::temp_dir().join(format!("vessel-boot-{}", std::process::id())),
     };
     let config = VmConfig {
-        vmm: args.vmm,
-        kernel: args.kernel,
-        initramfs: args.initramfs,
-        cpus: args.cpus,
-        memory_mib: args.memory,
+        vmm: args.vm.vmm,
+        kernel: args.vm.kernel,
+        initramfs: args.vm.initramfs,
+        cpus: args.vm.cpus,
+        memory_mib: args.vm.memory,
         extra_cmdline: None,
         state_dir: state_dir.clone(),
         api_socket: false,
@@ -314,7 +305,7 @@ async fn boot_vm(args: BootVm) -> Result<()> {
     println!("vessel-vmm running as pid {}", vm.pid().unwrap_or(0));
 
     let channel = vm
-        .connect_agent(args.timeout)
+        .connect_agent(args.vm.timeout)
         .await
         .context("reaching the guest agent")?;
     let ready = vm.started().elapsed();

@@ -182,6 +182,24 @@ pub fn validate_name(name: &str) -> Result<(), PodConfigError> {
     Ok(())
 }
 
+/// A pod config for unit tests: every path under `dir`, nothing created.
+#[cfg(test)]
+pub(crate) fn test_config(dir: &Path, name: &str) -> PodConfig {
+    PodConfig {
+        name: name.into(),
+        rootfs: dir.join("rootfs"),
+        run_dir: dir.join("run"),
+        vmm: dir.join("vmm"),
+        kernel: dir.join("vmlinux"),
+        initramfs: dir.join("initramfs"),
+        virtiofsd: dir.join("virtiofsd"),
+        cpus: 1,
+        memory_mib: 256,
+        addressing: PodAddressing::default(),
+        boot_timeout: Duration::from_secs(60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,19 +209,7 @@ mod tests {
             std::fs::write(dir.join(f), b"").unwrap();
         }
         std::fs::create_dir_all(dir.join("rootfs")).unwrap();
-        PodConfig {
-            name: "demo".into(),
-            rootfs: dir.join("rootfs"),
-            run_dir: dir.join("run"),
-            vmm: dir.join("vmm"),
-            kernel: dir.join("vmlinux"),
-            initramfs: dir.join("initramfs"),
-            virtiofsd: dir.join("virtiofsd"),
-            cpus: 1,
-            memory_mib: 256,
-            addressing: PodAddressing::default(),
-            boot_timeout: Duration::from_secs(60),
-        }
+        test_config(dir, "demo")
     }
 
     #[test]

@@ -106,23 +106,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::PodAddressing;
-    use std::time::Duration;
+    use crate::pod::config::test_config;
 
     fn config(dir: &Path) -> PodConfig {
-        PodConfig {
-            name: format!("leftover-test-{}", std::process::id()),
-            rootfs: dir.join("rootfs"),
-            run_dir: dir.join("run"),
-            vmm: dir.join("vmm"),
-            kernel: dir.join("vmlinux"),
-            initramfs: dir.join("initramfs"),
-            virtiofsd: dir.join("virtiofsd"),
-            cpus: 1,
-            memory_mib: 256,
-            addressing: PodAddressing::default(),
-            boot_timeout: Duration::from_secs(1),
-        }
+        test_config(dir, &format!("leftover-test-{}", std::process::id()))
     }
 
     #[test]
