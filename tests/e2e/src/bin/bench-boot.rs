@@ -48,13 +48,24 @@ fn watchdog(done: Arc<AtomicBool>) {
     });
 }
 
-/// Runs one boot under the watchdog.
-async fn guarded<F: std::future::Future<Output = Sample>>(fut: F) -> Sample {
+/// Runs one boot under the watchdog. A boot that fails (its guest never
+/// became ready, or it did not shut down cleanly) gives `None`: the panic
+/// message is printed, the VM is killed when its handle drops, and the
+/// benchmark goes on and counts it, because a peer's failed boot is data too.
+async fn guarded<F>(fut: F) -> Option<Sample>
+where
+    F: std::future::Future<Output = Sample> + Send + 'static,
+{
     let done = Arc::new(AtomicBool::new(false));
     watchdog(done.clone());
-    let sample = fut.await;
+    let sample = tokio::spawn(fut).await.ok();
     done.store(true, Ordering::Relaxed);
     sample
+}
+
+/// A round's figure for the log line.
+fn shown(s: &Option<Sample>, f: impl Fn(&Sample) -> u128) -> String {
+    s.as_ref().map_or("FAILED".into(), |s| f(s).to_string())
 }
 
 struct Sample {
@@ -119,23 +130,39 @@ async fn main() {
         .unwrap_or(10)
         .max(1);
     let (mut vessel, mut qemu) = (Vec::new(), Vec::new());
+    let (mut vessel_failed, mut qemu_failed) = (0, 0);
     for round in 0..runs {
         // Alternate which goes first, so neither always runs on a warmer host.
-        if round % 2 == 0 {
-            vessel.push(guarded(boot_vessel(round)).await);
-            qemu.push(guarded(boot_qemu(round)).await);
+        let (v, q) = if round % 2 == 0 {
+            let v = guarded(boot_vessel(round)).await;
+            (v, guarded(boot_qemu(round)).await)
         } else {
-            qemu.push(guarded(boot_qemu(round)).await);
-            vessel.push(guarded(boot_vessel(round)).await);
-        }
+            let q = guarded(boot_qemu(round)).await;
+            (guarded(boot_vessel(round)).await, q)
+        };
         eprintln!(
             "round {round}: ready vessel-vmm {} ms, qemu {} ms; RSS excluding guest RAM vessel-vmm {} KiB, qemu {} KiB",
-            vessel[round].ready.as_millis(),
-            qemu[round].ready.as_millis(),
-            vessel[round].rss_kib,
-            qemu[round].rss_kib
+            shown(&v, |s| s.ready.as_millis()),
+            shown(&q, |s| s.ready.as_millis()),
+            shown(&v, |s| s.rss_kib.into()),
+            shown(&q, |s| s.rss_kib.into()),
         );
+        match v {
+            Some(v) => vessel.push(v),
+            None => vessel_failed += 1,
+        }
+        match q {
+            Some(q) => qemu.push(q),
+            None => qemu_failed += 1,
+        }
     }
+    if vessel.is_empty() || qemu.is_empty() {
+        eprintln!("bench: no successful boot of one of the VMMs; no table");
+        std::process::exit(1);
+    }
+    println!(
+        "failed boots (left out of the table): vessel-vmm {vessel_failed} of {runs}, QEMU {qemu_failed} of {runs}"
+    );
     let ms = |s: &[Sample]| stats(s.iter().map(|x| x.ready.as_secs_f64() * 1e3).collect());
     let kib = |s: &[Sample]| stats(s.iter().map(|x| x.rss_kib as f64).collect());
     let (vb, qb, vr, qr) = (ms(&vessel), ms(&qemu), kib(&vessel), kib(&qemu));
