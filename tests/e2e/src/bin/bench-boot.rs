@@ -129,6 +129,10 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10)
         .max(1);
+    // VESSEL_BENCH_RAW=1: one `raw VMM READY_MS RSS_KIB` (or `raw VMM
+    // failed`) line per boot on stdout and no table, for tests/bench/boot.sh
+    // to merge rounds run in several test hosts.
+    let raw = std::env::var_os("VESSEL_BENCH_RAW").is_some_and(|v| v == "1");
     let (mut vessel, mut qemu) = (Vec::new(), Vec::new());
     let (mut vessel_failed, mut qemu_failed) = (0, 0);
     for round in 0..runs {
@@ -147,6 +151,14 @@ async fn main() {
             shown(&v, |s| s.rss_kib.into()),
             shown(&q, |s| s.rss_kib.into()),
         );
+        if raw {
+            for (vmm, sample) in [("vessel-vmm", &v), ("qemu", &q)] {
+                match sample {
+                    Some(s) => println!("raw {vmm} {} {}", s.ready.as_millis(), s.rss_kib),
+                    None => println!("raw {vmm} failed"),
+                }
+            }
+        }
         match v {
             Some(v) => vessel.push(v),
             None => vessel_failed += 1,
@@ -155,6 +167,9 @@ async fn main() {
             Some(q) => qemu.push(q),
             None => qemu_failed += 1,
         }
+    }
+    if raw {
+        return;
     }
     if vessel.is_empty() || qemu.is_empty() {
         eprintln!("bench: no successful boot of one of the VMMs; no table");
