@@ -309,6 +309,16 @@ mod tests {
         b[0]
     }
 
+    /// Reads the output buffer empty, as the guest would; how many bytes it held.
+    fn drain(d: &mut Dev) -> usize {
+        let mut n = 0;
+        while read(d, COMMAND_OFFSET) & STATUS_OUTPUT_FULL != 0 {
+            read(d, DATA_OFFSET);
+            n += 1;
+        }
+        n
+    }
+
     /// How many interrupts were raised since the last call.
     fn interrupts(evt: &EventFd) -> u64 {
         evt.read().unwrap_or(0)
@@ -362,12 +372,7 @@ mod tests {
         for _ in 0..1000 {
             dev.write(COMMAND_OFFSET, &[CMD_SELF_TEST]);
         }
-        let mut n = 0;
-        while read(&mut dev, COMMAND_OFFSET) & STATUS_OUTPUT_FULL != 0 {
-            read(&mut dev, DATA_OFFSET);
-            n += 1;
-        }
-        assert_eq!(n, OUTPUT_CAPACITY);
+        assert_eq!(drain(&mut dev), OUTPUT_CAPACITY);
     }
 
     #[test]
@@ -402,12 +407,7 @@ mod tests {
         assert_eq!(dev.ctrl_alt_del(), Err(I8042Error::BufferFull));
         read(&mut dev, DATA_OFFSET);
         dev.ctrl_alt_del().unwrap();
-        let mut n = 0;
-        while read(&mut dev, COMMAND_OFFSET) & STATUS_OUTPUT_FULL != 0 {
-            read(&mut dev, DATA_OFFSET);
-            n += 1;
-        }
-        assert_eq!(n, OUTPUT_CAPACITY);
+        assert_eq!(drain(&mut dev), OUTPUT_CAPACITY);
     }
 
     #[test]
