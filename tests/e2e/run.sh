@@ -29,10 +29,10 @@ mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 [ "${#bins[@]}" -gt 1 ] || { echo "e2e: the agent's cgroups tests were not built" >&2; exit 1; }
 
 # One test host per binary: the nested host (QEMU TCG emulating SVM) now
-# and then fails on its own, and more often the more VMs it has booted: it
-# froze or its kernel panicked (memory corruption in a vCPU thread of its
-# KVM) after 6 to 10 guest boots in session 2's CI run and in this session's
-# boot benchmarks, while a fresh host ran every binary fine. A fresh host
+# and then fails on its own: it froze or its kernel panicked (memory
+# corruption in a vCPU thread of its KVM) after 4 to 11 guest boots in
+# session 2's CI run and in session 3's boot benchmarks, never in the first
+# few, so a fresh host for each binary keeps each host's count low. A fresh host
 # costs ~20 s of boot. The runner reports such a failure as 125 (a freeze
 # within VESSEL_KVM_HOST_STALL seconds, through a heartbeat) and an attempt
 # that ran out of its budget as 124; then that binary runs again in a fresh
