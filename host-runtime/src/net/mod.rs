@@ -62,6 +62,19 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// `Ok` if a name check found no broken rule (`why` is `None`), else
+    /// the error naming the rule.
+    fn check_name(what: &'static str, name: &str, why: Option<&'static str>) -> Result<(), Self> {
+        match why {
+            Some(why) => Err(NetError::InvalidName {
+                what,
+                name: name.to_string(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// A failed system call, with what it was for.
     fn sys(what: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
         NetError::Sys {

@@ -196,14 +196,7 @@ fn validate_name(name: &str) -> Result<(), NetError> {
     } else {
         None
     };
-    match why {
-        Some(why) => Err(NetError::InvalidName {
-            what: "netns",
-            name: name.to_string(),
-            why,
-        }),
-        None => Ok(()),
-    }
+    NetError::check_name("netns", name, why)
 }
 
 /// Whether a namespace of this name exists in [`NETNS_DIR`].

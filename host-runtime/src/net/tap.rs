@@ -48,14 +48,7 @@ pub fn validate_name(name: &str) -> Result<(), NetError> {
     } else {
         None
     };
-    match why {
-        Some(why) => Err(NetError::InvalidName {
-            what: "tap",
-            name: name.to_string(),
-            why,
-        }),
-        None => Ok(()),
-    }
+    NetError::check_name("tap", name, why)
 }
 
 /// Creates the persistent tap `name` in the namespace at `netns`, gives it

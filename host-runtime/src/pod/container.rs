@@ -13,7 +13,7 @@ use vessel_agent::proto::{
     StdioStream, StreamStdio, WaitContainerRequest,
 };
 
-use super::{agent_call, spec, Phase, PodError, Progress, Step, AGENT_CALL_TIMEOUT};
+use super::{agent_call, report, spec, Phase, PodError, Progress, Step, AGENT_CALL_TIMEOUT};
 
 /// How long the output streams may take to reach their end once the
 /// container has exited (the pipes close when its pid namespace dies).
@@ -65,21 +65,15 @@ pub async fn run(
             ..CreateContainerRequest::default()
         }),
     )
-    .await;
-    if let Err(e) = &created {
-        progress(&Step {
-            phase: Phase::Run,
-            what: &format!("creating container {id}"),
-            took: started.elapsed(),
-            error: Some(e),
-        });
-    }
-    created?;
-    progress(&Step::done(
+    .await
+    .map(|_| format!("created container {id} (rootfs {rootfs} on virtio-fs)"));
+    report(
+        progress,
         Phase::Run,
-        &format!("created container {id} (rootfs {rootfs} on virtio-fs)"),
-        started.elapsed(),
-    ));
+        &format!("creating container {id}"),
+        started,
+        created,
+    )?;
     let outcome = start_and_wait(
         &mut containers,
         channel,
@@ -97,13 +91,15 @@ pub async fn run(
             container_id: id.clone(),
         }),
     )
-    .await;
-    progress(&Step {
-        phase: Phase::Run,
-        what: &format!("deleted container {id}"),
-        took: deleting.elapsed(),
-        error: deleted.as_ref().err().map(|e| e as &dyn std::error::Error),
-    });
+    .await
+    .map(|_| format!("deleted container {id}"));
+    let deleted = report(
+        progress,
+        Phase::Run,
+        &format!("deleting container {id}"),
+        deleting,
+        deleted,
+    );
     let exit = outcome?;
     deleted?;
     Ok(exit)

@@ -586,22 +586,10 @@ pub(crate) async fn agent_call<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::PodAddressing;
+    use crate::pod::config::test_config;
 
     fn config() -> PodConfig {
-        PodConfig {
-            name: "demo".into(),
-            rootfs: "/srv/rootfs".into(),
-            run_dir: "/run/vessel".into(),
-            vmm: "vessel-vmm".into(),
-            kernel: "vmlinux".into(),
-            initramfs: "initramfs".into(),
-            virtiofsd: "virtiofsd".into(),
-            cpus: 1,
-            memory_mib: 256,
-            addressing: PodAddressing::default(),
-            boot_timeout: Duration::from_secs(60),
-        }
+        test_config(std::path::Path::new("/srv"), "demo")
     }
 
     #[test]

@@ -83,6 +83,19 @@ pub enum DeviceError {
     },
 }
 
+/// An interrupt line for legacy device `name`: an eventfd registered as the
+/// irqfd of IO-APIC pin `gsi`.
+fn legacy_irq(vm: &VmFd, name: &'static str, gsi: u32) -> Result<EventFdTrigger, DeviceError> {
+    let irq = EventFdTrigger::new().map_err(|e| DeviceError::EventFd(name, e))?;
+    vm.register_irqfd(irq.event_fd(), gsi)
+        .map_err(|source| DeviceError::Kvm {
+            device: name,
+            what: "irqfd",
+            source,
+        })?;
+    Ok(irq)
+}
+
 /// Puts the 16550 at COM1 with its IRQ as an irqfd; returns it for flushing.
 pub fn attach_serial(
     vm: &VmFd,
@@ -90,13 +103,7 @@ pub fn attach_serial(
     out: ConsoleWriter,
 ) -> Result<Arc<Mutex<SerialDevice>>, DeviceError> {
     const NAME: &str = "serial console";
-    let irq = EventFdTrigger::new().map_err(|e| DeviceError::EventFd(NAME, e))?;
-    vm.register_irqfd(irq.event_fd(), SERIAL_IRQ)
-        .map_err(|source| DeviceError::Kvm {
-            device: NAME,
-            what: "irqfd",
-            source,
-        })?;
+    let irq = legacy_irq(vm, NAME, SERIAL_IRQ)?;
     let serial = Arc::new(Mutex::new(SerialDevice::new(irq, out)));
     pio.insert(serial.clone(), SERIAL_PORT_BASE, SERIAL_PORT_LEN)
         .map_err(|e| DeviceError::Bus(NAME, e))?;
@@ -132,13 +139,7 @@ pub fn attach_i8042(
     exit: Arc<ExitLatch>,
 ) -> Result<SharedCtrlAltDel, DeviceError> {
     const NAME: &str = "i8042";
-    let irq = EventFdTrigger::new().map_err(|e| DeviceError::EventFd(NAME, e))?;
-    vm.register_irqfd(irq.event_fd(), KEYBOARD_IRQ)
-        .map_err(|source| DeviceError::Kvm {
-            device: NAME,
-            what: "irqfd",
-            source,
-        })?;
+    let irq = legacy_irq(vm, NAME, KEYBOARD_IRQ)?;
     let dev = i8042(exit, irq);
     pio.insert(dev.clone(), I8042_PORT_BASE, I8042_PORT_LEN)
         .map_err(|e| DeviceError::Bus(NAME, e))?;
