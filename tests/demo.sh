@@ -26,8 +26,6 @@ if [ "${1:-}" = --in-kvm-host ]; then
   done
   echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"
   echo 'root:x:0:' >"$rootfs/etc/group"
-  # The nested test host boots a stock kernel with tun as a module.
-  [ -e /dev/net/tun ] || modprobe tun
   status=0
   "$VESSEL_VESSELD" run-pod --rootfs "$rootfs" --run-dir "$scratch/vessel" -- "$@" || status=$?
   rm -rf "$rootfs"

@@ -22,9 +22,8 @@ while [ "$done_rounds" -lt "$runs" ]; do
   n=$((runs - done_rounds < 2 ? runs - done_rounds : 2))
   out=$(mktemp)
   rc=0
-  # QEMU's vsock is vhost-vsock: its host module must be loaded where it runs.
-  VESSEL_BENCH_RUNS=$n VESSEL_BENCH_RAW=1 tests/kvm-host/run \
-    bash -c "modprobe vhost_vsock 2>/dev/null || true; exec '$bench'" >"$out" || rc=$?
+  # QEMU's vsock is vhost-vsock; tests/kvm-host loads its module.
+  VESSEL_BENCH_RUNS=$n VESSEL_BENCH_RAW=1 tests/kvm-host/run "$bench" >"$out" || rc=$?
   if [ "$rc" -eq 125 ] && [ "$retries" -lt 3 ]; then
     retries=$((retries + 1))
     echo "bench: the test host failed (125); running these $n round(s) again ($retries of 3 retries)" >&2

@@ -9,5 +9,5 @@ cd "$repo"
 eval "$(tests/artifacts.sh)"
 cargo build --release -q -p vessel-e2e --bin bench-io
 bench=${CARGO_TARGET_DIR:-$repo/target}/release/bench-io
-# QEMU's vsock is vhost-vsock: its host module must be loaded where it runs.
-tests/kvm-host/run bash -c "modprobe vhost_vsock 2>/dev/null || true; exec '$bench'"
+# QEMU's vsock is vhost-vsock; tests/kvm-host loads its module.
+tests/kvm-host/run "$bench"

@@ -41,10 +41,6 @@ impl NetnsTap {
     /// gets `.2` and MAC `02:77:00:00:<index>:02`.
     pub fn create(name: &str, index: u8) -> Self {
         let name = format!("{name}-{}", std::process::id());
-        // The nested test host boots a stock kernel with tun as a module.
-        if !std::path::Path::new("/dev/net/tun").exists() {
-            let _ = Command::new("modprobe").arg("tun").status();
-        }
         // A leftover of an aborted run would make `add` fail.
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         ip(&["netns", "add", &name]);
