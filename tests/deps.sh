@@ -22,7 +22,10 @@ if ((${#missing[@]})); then
   apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >&2
 fi
 
-# clippy and rustfmt ship with the machine's toolchain; say so clearly if not.
+# clippy and rustfmt: components of the machine's toolchain, added if missing.
 for tool in cargo-clippy rustfmt; do
-  command -v "$tool" >/dev/null || { echo "deps: $tool missing: rustup component add ${tool#cargo-}" >&2; exit 1; }
+  command -v "$tool" >/dev/null && continue
+  command -v rustup >/dev/null || { echo "deps: $tool missing and no rustup to add it" >&2; exit 1; }
+  echo "deps: adding the rust component ${tool#cargo-}" >&2
+  rustup component add "${tool#cargo-}" >&2
 done

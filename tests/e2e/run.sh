@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suite: builds the test binaries on this machine, then
 # runs each one through tests/kvm-host/run, where guests can boot (natively
-# or nested). Needs VESSEL_KERNEL, VESSEL_INITRAMFS and VESSEL_VMM in the
-# environment (eval "$(tests/artifacts.sh)").
+# or nested). Needs VESSEL_KERNEL, VESSEL_INITRAMFS, VESSEL_VMM,
+# VESSEL_VESSELD and VESSEL_VIRTIOFSD in the environment
+# (eval "$(tests/artifacts.sh)").
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 : "${VESSEL_KERNEL:?run eval \"\$(tests/artifacts.sh)\" first}"
-: "${VESSEL_INITRAMFS:?}" "${VESSEL_VMM:?}"
+: "${VESSEL_INITRAMFS:?}" "${VESSEL_VMM:?}" "${VESSEL_VESSELD:?}" "${VESSEL_VIRTIOFSD:?}"
 
 # Build once here, run there: the nested host is slow at compiling.
 # test_bins ARGS...: the test executables `cargo test ARGS --no-run` builds.
