@@ -168,6 +168,12 @@ impl Virtiofsd {
         &self.config.socket
     }
 
+    /// Whether it still runs (it is reaped if it has exited).
+    pub fn running(&mut self) -> Result<bool, VirtiofsdError> {
+        let exited = self.try_wait()?.is_some();
+        Ok(!exited && self.child.is_some())
+    }
+
     /// Its log so far (for error messages).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.config.log).unwrap_or_default()

@@ -16,7 +16,6 @@ use vessel_agent::proto::{
 };
 use vessel_e2e::busybox::build_rootfs;
 use vessel_e2e::netns::{netns_exists, NetnsTap};
-use vessel_e2e::virtiofsd::Virtiofsd;
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{FsShare, NetDevice, VmExit, VmProcess};
 
@@ -68,7 +67,7 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
     build_rootfs(&shared.join("rootfs"));
     std::fs::write(shared.join("rootfs/from-host.txt"), "written by the host\n")
         .expect("host file");
-    let mut virtiofsd = Virtiofsd::start(&shared, &state_dir.join("virtiofsd"));
+    let mut virtiofsd = vessel_e2e::virtiofsd::start(&shared, &state_dir.join("virtiofsd")).await;
 
     config.nets.push(NetDevice {
         tap: net.tap.clone(),
@@ -77,7 +76,7 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
     });
     config.shares.push(FsShare {
         tag: "pod".into(),
-        socket: virtiofsd.socket.clone(),
+        socket: virtiofsd.socket().clone(),
     });
     let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
     let pid = vm.pid().expect("pid");
@@ -192,11 +191,12 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     assert_eq!(running_vmms(), Vec::<u32>::new());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while virtiofsd.running() && std::time::Instant::now() < deadline {
+    let mut running = || virtiofsd.running().expect("wait for virtiofsd");
+    while running() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(
-        !virtiofsd.running(),
+        !running(),
         "virtiofsd outlived its VM: {}",
         virtiofsd.log_text()
     );

@@ -34,7 +34,6 @@ use vessel_e2e::diag::{mb_per_s, receive, send};
 use vessel_e2e::netns::{connect_in_netns, NetnsTap};
 use vessel_e2e::qemu::{QemuConfig, QemuVm};
 use vessel_e2e::stats::stats;
-use vessel_e2e::virtiofsd::Virtiofsd;
 use vessel_e2e::{vm_config, BOOT_TIMEOUT};
 use vessel_host_runtime::vm::{FsShare, NetDevice, VmProcess};
 
@@ -190,10 +189,11 @@ async fn main() {
     config.extra_cmdline = Some("vessel.diag=1".into());
     let shared = config.state_dir.join("shared");
     build_rootfs(&shared.join("rootfs"));
-    let virtiofsd = Virtiofsd::start(&shared, &config.state_dir.join("virtiofsd"));
+    let virtiofsd =
+        vessel_e2e::virtiofsd::start(&shared, &config.state_dir.join("virtiofsd")).await;
     config.shares.push(FsShare {
         tag: "pod".into(),
-        socket: virtiofsd.socket.clone(),
+        socket: virtiofsd.socket().clone(),
     });
     config.nets.push(NetDevice {
         tap: vessel_net.tap.clone(),
