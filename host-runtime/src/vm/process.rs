@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use vessel_agent::client::{self, Channel};
 
 use super::config::{VmConfig, VmConfigError};
@@ -237,14 +239,10 @@ impl VmProcess {
         }
         // The child is not reaped yet (try_exit just saw it running), so the
         // pid is still ours.
-        let pid = libc::pid_t::try_from(pid)
+        let pid = i32::try_from(pid)
             .map_err(|_| VmError::Wait(std::io::Error::from_raw_os_error(libc::ESRCH)))?;
-        // SAFETY: plain syscall on our own unreaped child.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            tracing::warn!(
-                error = %std::io::Error::last_os_error(),
-                "cannot send SIGTERM to vessel-vmm"
-            );
+        if let Err(errno) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
+            tracing::warn!(%errno, "cannot send SIGTERM to vessel-vmm");
         }
         match self.wait_exit(timeout).await {
             Ok(exit) => Ok(Some(exit)),
