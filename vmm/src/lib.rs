@@ -12,5 +12,7 @@ pub mod fuzzing;
 pub mod jail;
 pub mod memory;
 pub mod seccomp;
+#[cfg(test)]
+mod test_sockets;
 pub mod vcpu;
 pub mod vm;

@@ -122,7 +122,7 @@ fn socket_is_private_busy_stale_and_removed() {
     assert!(!path.exists(), "socket removed on drop");
 
     // A stale socket (nobody listening) is replaced.
-    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    crate::test_sockets::stale_socket(&path);
     assert!(path.exists());
     let sock = ApiSocket::bind(&path).unwrap();
     drop(sock);

@@ -266,7 +266,7 @@ fn missing_backend_fails_at_connect() {
     let socket = dir.join("stale.sock");
     let _ = std::fs::remove_file(&socket);
     // A socket file nobody listens on any more, as a dead virtiofsd leaves.
-    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    crate::test_sockets::stale_socket(&socket);
     let spec = FsSpec {
         tag: "x".into(),
         socket: socket.clone(),

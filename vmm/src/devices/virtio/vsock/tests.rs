@@ -339,7 +339,7 @@ fn busy_socket_path_is_an_error() {
 fn stale_socket_path_is_replaced() {
     let dir = TempDir::new("stale");
     let path = dir.0.join("v.sock");
-    drop(UnixListener::bind(&path).unwrap());
+    crate::test_sockets::stale_socket(&path);
     assert!(path.exists());
     let dev = Vsock::new(3, &path).unwrap();
     // The new socket accepts connections (they queue until activation).
@@ -608,7 +608,7 @@ fn guest_connect_without_listener_gets_rst() {
     let (h, _) = g.recv_op(Op::Rst);
     assert_eq!((h.src_port, h.dst_port), (4321, 5001));
     // A stale socket file with nobody listening is refused the same way.
-    drop(UnixListener::bind(format!("{}_4322", g.uds.display())).unwrap());
+    crate::test_sockets::stale_socket(format!("{}_4322", g.uds.display()));
     let req = g.hdr(Op::Request, 5002, 4322);
     g.send(req, &[]);
     g.recv_op(Op::Rst);
