@@ -185,6 +185,7 @@ pub async fn spawn_init(
     let mut exit = None;
     let mut ready = false;
     let mut pidfd = None;
+    let mut reaped = false;
     let outcome = tokio::time::timeout(SETUP_TIMEOUT, async {
         // The pid (from the forking process) and Ready (from the container) race.
         while !(ready && pid.is_some()) {
@@ -194,10 +195,14 @@ pub async fn spawn_init(
                     // Adopted before it could exit: it blocks on the start pipe until we write.
                     exit = Some(reaper.adopt(p));
                     pid = Some(p);
-                    pidfd = Some(
-                        PidFd::open(p)
-                            .map_err(|e| internal("open a pidfd for the container", e))?,
-                    );
+                    match PidFd::open(p) {
+                        Ok(fd) => pidfd = Some(fd),
+                        // A process whose setup failed reports and exits without
+                        // waiting for the start pipe, and may be reaped already:
+                        // its report, next on the pipe, says why.
+                        Err(nix::errno::Errno::ESRCH) => reaped = true,
+                        Err(e) => return Err(internal("open a pidfd for the container", e)),
+                    }
                 }
                 Some(SyncMessage::Ready) if !ready => ready = true,
                 Some(SyncMessage::Failed { kind, message }) => {
@@ -239,11 +244,11 @@ pub async fn spawn_init(
                 (Some(pidfd), _) => {
                     let _ = pidfd.signal(Signal::SIGKILL);
                 }
-                // Adopted but not yet reported reaped, so the pid is still the container's.
-                (None, Some(pid)) => {
+                // Adopted but not yet reaped, so the pid is still the container's.
+                (None, Some(pid)) if !reaped => {
                     let _ = kill(pid, Signal::SIGKILL);
                 }
-                (None, None) => {}
+                (None, _) => {}
             }
             if let Some(exit) = exit {
                 let _ = tokio::time::timeout(Duration::from_secs(5), exit).await;
@@ -259,7 +264,11 @@ pub async fn spawn_init(
                 let _ = tokio::time::timeout(Duration::from_secs(5), monitor_exit).await;
             }
             Err(outcome.err().unwrap_or_else(|| {
-                EngineError::Internal("container init reported ready without a pid".into())
+                EngineError::Internal(if reaped {
+                    "container init exited right after reporting ready".into()
+                } else {
+                    "container init reported ready without a pid".into()
+                })
             }))
         }
     }
