@@ -29,43 +29,71 @@ mapfile -t bins < <(test_bins -p vessel-e2e)
 mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 [ "${#bins[@]}" -gt 1 ] || { echo "e2e: the agent's cgroups tests were not built" >&2; exit 1; }
 
-# One test host per binary: the nested host (QEMU TCG emulating SVM) now
-# and then fails on its own: it froze or its kernel panicked (memory
-# corruption in a vCPU thread of its KVM) after 4 to 11 guest boots in
-# session 2's CI run and in session 3's boot benchmarks, never in the first
-# few, so a fresh host for each binary keeps each host's count low. A fresh host
-# costs ~20 s of boot. The runner reports such a failure as 125 (a freeze
-# within VESSEL_KVM_HOST_STALL seconds, through a heartbeat) and an attempt
-# that ran out of its budget as 124; then that binary runs again in a fresh
-# host. A failing test is never retried. At most VESSEL_E2E_HOST_FAILURES
-# (5) such retries in all, none started after VESSEL_E2E_BUDGET seconds,
-# which leaves CI's 90 minutes room.
+# One test host per test that boots guests: the nested host (QEMU TCG
+# emulating SVM) now and then fails on its own after some guest boots. Its
+# kernel panicked ("corrupted stack end detected inside scheduler" in a
+# vCPU thread of its KVM) or it froze after 4 to 11 guest boots in session
+# 2's CI run, in session 3's boot benchmarks and, in session 4, during the
+# 6th boot of a host (the 4-vCPU guest after five 1-vCPU ones); the same
+# 4-vCPU guest, 6th in its host, once triple-faulted in a CI rehearsal while
+# it passed in every fresh host (8 of 8). So each e2e test gets a fresh host
+# (~20-30 s of boot each) and boots at most 5 guests in it; the agent's
+# cgroups tests boot none and share one host. The runner reports a host
+# failure as 125 (a crash, or a freeze seen through its heartbeat within
+# VESSEL_KVM_HOST_STALL seconds) and an attempt that ran out of its budget
+# as 124; then that test runs again in a fresh host. A failing test is
+# never retried. At most VESSEL_E2E_HOST_FAILURES (5) such retries in all,
+# none started after VESSEL_E2E_BUDGET seconds, which leaves CI's 90
+# minutes room.
 export VESSEL_KVM_HOST_TIMEOUT=${VESSEL_KVM_HOST_TIMEOUT:-900}
 host_failures_allowed=${VESSEL_E2E_HOST_FAILURES:-5}
 budget=${VESSEL_E2E_BUDGET:-2400}
 start=$SECONDS
 host_failures=0
+runs=0
 failed=()
-for b in "${bins[@]}"; do
-  name=$(basename "$b")
+
+# run_in_host LABEL BIN ARGS...: runs BIN in fresh test hosts until it
+# finishes without a host failure; sets rc.
+run_in_host() {
+  local label=$1
+  shift
   while :; do
-    echo "e2e: running $name"
+    echo "e2e: running $label"
     rc=0
-    tests/kvm-host/run "$b" --test-threads=1 --nocapture || rc=$?
+    tests/kvm-host/run "$@" --test-threads=1 --nocapture || rc=$?
     if [ "$rc" -ne 125 ] && [ "$rc" -ne 124 ]; then
-      break
+      return
     fi
     host_failures=$((host_failures + 1))
     if [ "$host_failures" -gt "$host_failures_allowed" ] || [ $((SECONDS - start)) -ge "$budget" ]; then
-      echo "e2e: the test host failed $host_failures time(s) (last status $rc, during $name); the retries or the ${budget}s budget are spent: giving up" >&2
+      echo "e2e: the test host failed $host_failures time(s) (last status $rc, during $label); the retries or the ${budget}s budget are spent: giving up" >&2
       exit "$rc"
     fi
-    echo "e2e: WARNING: the test host itself failed during $name (status $rc: 125 crashed or froze, 124 out of time; its console log is kept, path above); running $name again in a fresh host ($host_failures of $host_failures_allowed retries used)" >&2
+    echo "e2e: WARNING: the test host itself failed during $label (status $rc: 125 crashed or froze, 124 out of time; its console log is kept, path above); running $label again in a fresh host ($host_failures of $host_failures_allowed retries used)" >&2
   done
-  [ "$rc" -eq 0 ] || failed+=("$name (status $rc)")
+}
+
+for b in "${bins[@]}"; do
+  name=$(basename "$b")
+  if [[ $name == cgroups-* ]]; then
+    tests=("")
+  else
+    mapfile -t tests < <("$b" --list --format terse | sed -n 's/: test$//p')
+    [ "${#tests[@]}" -gt 0 ] || { echo "e2e: $name lists no tests" >&2; exit 1; }
+  fi
+  for t in "${tests[@]}"; do
+    if [ -n "$t" ]; then
+      run_in_host "$name $t" "$b" --exact "$t"
+    else
+      run_in_host "$name" "$b"
+    fi
+    runs=$((runs + 1))
+    [ "$rc" -eq 0 ] || failed+=("$name ${t:-(all)} (status $rc)")
+  done
 done
 
-echo "e2e: ${#bins[@]} binaries ran, $host_failures test host failure(s) retried, $((SECONDS - start)) s"
+echo "e2e: ${#bins[@]} binaries in $runs test hosts, $host_failures test host failure(s) retried, $((SECONDS - start)) s"
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "e2e: FAILED: ${failed[*]}" >&2
   exit 1
