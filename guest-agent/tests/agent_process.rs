@@ -1,13 +1,12 @@
 //! The `vessel-agent` binary run as an ordinary process on a Unix socket.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -159,19 +158,8 @@ async fn sigterm_stops_it_gracefully() {
 #[tokio::test]
 async fn replaces_a_stale_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A socket file left by a previous run: bound, never listening (a
-    // dropped listener could live on for a moment in a child another test
-    // is forking, and accept the agent's probe).
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("socket");
-    let addr = UnixAddr::new(&dir.path().join("agent.sock")).expect("socket path");
-    bind(fd.as_raw_fd(), &addr).expect("bind");
-    drop(fd);
+    // A socket file left by a previous run: bound, then abandoned.
+    drop(UnixListener::bind(dir.path().join("agent.sock")).expect("bind"));
     let agent = AgentProcess::spawn_with(dir, &[]);
     agent.ready().await;
 }
