@@ -46,6 +46,10 @@ pub struct Rx {
     pending: Option<usize>,
     acked: u64,
     mergeable: bool,
+    /// The available index this side had reached when it last ran out of
+    /// buffers (chains it could not use are handed back, so this can be
+    /// ahead of the queue's `next_avail`).
+    seen_avail: u16,
 }
 
 impl Rx {
@@ -61,7 +65,13 @@ impl Rx {
                 acked,
                 virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF,
             ),
+            seen_avail: 0,
         }
+    }
+
+    /// See `seen_avail`: where to ask the guest for a kick after `NeedBuffers`.
+    pub fn seen_avail(&self) -> u16 {
+        self.seen_avail
     }
 
     /// Moves frames from `io` into `queue` until the backend is drained,
@@ -144,6 +154,7 @@ impl Rx {
         }
         loop {
             let Some(chain) = next_chain(mem, queue)? else {
+                self.seen_avail = queue.next_avail();
                 return Ok(Delivery::NoBuffers);
             };
             let head = chain.head_index();
@@ -178,6 +189,7 @@ impl Rx {
         let mut room = 0usize;
         while room < len {
             let Some(chain) = next_chain(mem, queue)? else {
+                self.seen_avail = queue.next_avail();
                 // Give the gathered chains back for the next attempt.
                 for _ in 0..chains.len() {
                     queue.go_to_previous_position();

@@ -327,6 +327,46 @@ fn rx_waits_for_buffers_without_losing_frames() {
 }
 
 #[test]
+fn rx_waiting_for_more_buffers_asks_for_a_kick_past_the_ones_handed_back() {
+    let mem = mem();
+    let (be, mut peer) = pair(false);
+    let c = NetCounters::default();
+    let mut tq = TestQueue::new(&mem, QUEUE_BASE, 16);
+    let mut q = tq.device_queue();
+    q.set_event_idx(true);
+    let mut rx = Rx::new(bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX));
+    let f = frame(NetHeader::default(), 3000, 1);
+    peer.write_all(&f).unwrap();
+    let h1 = tq.add_chain(&[(BUF, 2048, F_WRITE)]);
+    tq.publish(h1);
+    // One buffer is too small: handed back, the frame waits.
+    let (state, used) = rx.process(&mem, &mut q, &be, &c).unwrap();
+    assert_eq!((state, used), (RxState::NeedBuffers, false));
+    assert_eq!(q.next_avail(), 0, "the buffer stays available");
+    // Nothing new yet, so no retry (no spin); the kick is asked for at
+    // the guest's next buffer, not at the handed-back one it already passed.
+    assert_eq!(rx.seen_avail(), 1);
+    assert!(!worker::arm_refill_kick(&mut q, &mem, rx.seen_avail()).unwrap());
+    let avail_event: u16 = mem
+        .read_obj(GuestAddress(tq.used_addr() + 4 + 8 * 16))
+        .unwrap();
+    assert_eq!(avail_event, 1);
+    assert_eq!(q.next_avail(), 0);
+    // A buffer the guest adds before the kick is armed (so it did not
+    // kick) is seen when arming: retry at once.
+    let h2 = tq.add_chain(&[(BUF + 0x1000, 2048, F_WRITE)]);
+    tq.publish(h2);
+    assert!(worker::arm_refill_kick(&mut q, &mem, rx.seen_avail()).unwrap());
+    assert_eq!(
+        rx.process(&mem, &mut q, &be, &c).unwrap().0,
+        RxState::Drained
+    );
+    assert_eq!(tq.pop_used(), Some((u32::from(h1), 2048)));
+    assert_eq!(tq.pop_used(), Some((u32::from(h2), 3012 - 2048)));
+    assert_eq!(c.snapshot().rx_packets, 1);
+}
+
+#[test]
 fn rx_drops_frames_bigger_than_the_buffers() {
     let mem = mem();
     let (be, mut peer) = pair(false);

@@ -199,11 +199,8 @@ impl<B: Backend> Worker<B> {
                     // Wait for the guest: stop reading the tap (its frames
                     // queue in the kernel) and ask for a kick on refill.
                     self.poll_tap(false)?;
-                    let again = self
-                        .rxq
-                        .enable_notification(&self.mem)
-                        .map_err(|e| format!("RX notification: {e}"))?;
-                    if !again {
+                    let seen = self.rx.seen_avail();
+                    if !arm_refill_kick(&mut self.rxq, &self.mem, seen)? {
                         return Ok(false);
                     }
                     // Buffers came in meanwhile: retry now.
@@ -248,6 +245,27 @@ impl<B: Backend> Worker<B> {
         }
         device_worker::wait_for_stop(&self.epoll, TOKEN_STOP, &[&self.rx_evt, &self.tx_evt]);
     }
+}
+
+/// Asks the guest for a kick when it adds RX buffers beyond `seen`, the
+/// available index RX had reached when it ran out (the chains before it
+/// were too few for the waiting frame and were handed back); true if some
+/// came already. `enable_notification` alone would compare against the
+/// handed-back chains, always see "more", and spin until the guest
+/// refilled, and with EVENT_IDX it would set `avail_event` behind the
+/// guest's index, where no kick comes.
+pub(super) fn arm_refill_kick(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    seen: u16,
+) -> Result<bool, String> {
+    let next = queue.next_avail();
+    queue.set_next_avail(seen);
+    let again = queue
+        .enable_notification(mem)
+        .map_err(|e| format!("RX notification: {e}"));
+    queue.set_next_avail(next);
+    again
 }
 
 /// Interrupts the guest for new used entries unless it suppressed it.
