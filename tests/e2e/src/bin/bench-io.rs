@@ -164,6 +164,49 @@ async fn stream_from_container(channel: Channel, round: usize, bytes: u64) -> f6
     mb_per_s(bytes, took)
 }
 
+/// A transfer that must finish within [`STALL_LIMIT`]: in the nested host
+/// one takes seconds, so a limit of minutes only catches a stall, which is
+/// then reported with the VMM's counters instead of hanging the benchmark.
+struct Stall {
+    what: &'static str,
+    who: &'static str,
+    round: usize,
+    /// The vessel VMM's control API socket, for its counters.
+    api: Option<std::path::PathBuf>,
+}
+
+/// See [`Stall`].
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+
+impl Stall {
+    async fn run<T>(self, transfer: impl std::future::Future<Output = T>) -> T {
+        match tokio::time::timeout(STALL_LIMIT, transfer).await {
+            Ok(v) => v,
+            Err(_) => {
+                let counters = self.api.as_deref().map(vmm_counters).unwrap_or_default();
+                panic!(
+                    "round {}: {} {} made no end within {STALL_LIMIT:?}; VMM counters: {counters}",
+                    self.round, self.who, self.what
+                );
+            }
+        }
+    }
+}
+
+/// The VMM's `counters` answer (or why there is none).
+fn vmm_counters(api: &std::path::Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let ask = || -> std::io::Result<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(api)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"{\"op\":\"counters\"}\n")?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line)
+    };
+    ask().unwrap_or_else(|e| format!("(control API: {e})"))
+}
+
 fn row(what: &str, s: &Samples) {
     let (v, q) = (stats(s.vessel.clone()), stats(s.qemu.clone()));
     println!(
@@ -238,21 +281,40 @@ async fn main() {
                     s.qemu.push(v)
                 }
             };
+            let who = if first_vessel { "vessel" } else { "qemu" };
+            let guard = |what: &'static str| Stall {
+                what,
+                who,
+                round,
+                api: first_vessel.then(|| vessel.config().api_path()),
+            };
             let (vsock_send, vsock_recv, net) = if first_vessel {
                 (
-                    send(vessel_stream(&vessel).await, bytes).await,
-                    receive(vessel_stream(&vessel).await, bytes).await,
+                    guard("vsock host→guest")
+                        .run(async { send(vessel_stream(&vessel).await, bytes).await })
+                        .await,
+                    guard("vsock guest→host")
+                        .run(async { receive(vessel_stream(&vessel).await, bytes).await })
+                        .await,
                     &vessel_net,
                 )
             } else {
                 (
-                    send(qemu_stream(&qemu).await, bytes).await,
-                    receive(qemu_stream(&qemu).await, bytes).await,
+                    guard("vsock host→guest")
+                        .run(async { send(qemu_stream(&qemu).await, bytes).await })
+                        .await,
+                    guard("vsock guest→host")
+                        .run(async { receive(qemu_stream(&qemu).await, bytes).await })
+                        .await,
                     &qemu_net,
                 )
             };
-            let tcp_send = send(tcp_stream(net), bytes).await;
-            let tcp_recv = receive(tcp_stream(net), bytes).await;
+            let tcp_send = guard("net host→guest")
+                .run(send(tcp_stream(net), bytes))
+                .await;
+            let tcp_recv = guard("net guest→host")
+                .run(receive(tcp_stream(net), bytes))
+                .await;
             for (s, took) in all
                 .iter_mut()
                 .zip([vsock_send, vsock_recv, tcp_send, tcp_recv])
@@ -278,7 +340,21 @@ async fn main() {
     let stream_bytes = env_num("VESSEL_BENCH_STREAM_MIB", 256) << 20;
     let mut streamed = Vec::new();
     for round in 0..rounds.min(3) {
-        streamed.push(stream_from_container(vessel_channel.clone(), round, stream_bytes).await);
+        let guard = Stall {
+            what: "container stdout stream",
+            who: "vessel",
+            round,
+            api: Some(vessel.config().api_path()),
+        };
+        streamed.push(
+            guard
+                .run(stream_from_container(
+                    vessel_channel.clone(),
+                    round,
+                    stream_bytes,
+                ))
+                .await,
+        );
         eprintln!("stream round {round}: {:.0} MB/s", streamed[round]);
     }
     let st = stats(streamed);
