@@ -166,7 +166,9 @@ async fn stream_from_container(channel: Channel, round: usize, bytes: u64) -> f6
 
 /// A transfer that must finish within [`STALL_LIMIT`]: in the nested host
 /// one takes seconds, so a limit of minutes only catches a stall, which is
-/// then reported with the VMM's counters instead of hanging the benchmark.
+/// then reported (with vessel-vmm's counters) and left out of the medians
+/// instead of hanging the benchmark. QEMU's guest→host TCP stalled this way
+/// in session 4.
 struct Stall {
     what: &'static str,
     who: &'static str,
@@ -179,17 +181,23 @@ struct Stall {
 const STALL_LIMIT: Duration = Duration::from_secs(120);
 
 impl Stall {
-    async fn run<T>(self, transfer: impl std::future::Future<Output = T>) -> T {
-        match tokio::time::timeout(STALL_LIMIT, transfer).await {
-            Ok(v) => v,
-            Err(_) => {
-                let counters = self.api.as_deref().map(vmm_counters).unwrap_or_default();
-                panic!(
-                    "round {}: {} {} made no end within {STALL_LIMIT:?}; VMM counters: {counters}",
+    /// The transfer's result, or what stalled (the transfer is abandoned;
+    /// the next one opens its own connection).
+    async fn run<T>(self, transfer: impl std::future::Future<Output = T>) -> Result<T, String> {
+        tokio::time::timeout(STALL_LIMIT, transfer)
+            .await
+            .map_err(|_| {
+                let counters = match self.api.as_deref() {
+                    Some(api) => format!("; vessel-vmm counters: {}", vmm_counters(api).trim()),
+                    None => String::new(),
+                };
+                let msg = format!(
+                    "round {}: {} {} made no end within {STALL_LIMIT:?}{counters}",
                     self.round, self.who, self.what
                 );
-            }
-        }
+                eprintln!("bench-io: WARNING: {msg}");
+                msg
+            })
     }
 }
 
@@ -271,16 +279,11 @@ async fn main() {
     setup_network(channel, &qemu_net, false).await;
 
     let mut all: [Samples; 4] = Default::default();
+    let mut stalls: Vec<String> = Vec::new();
     for round in 0..rounds {
+        let mut line = [[f64::NAN; 2]; 4];
         // Alternate which goes first, so neither always runs on a warmer host.
         for first_vessel in [round % 2 == 0, round % 2 != 0] {
-            let sample = |s: &mut Samples, v: f64| {
-                if first_vessel {
-                    s.vessel.push(v)
-                } else {
-                    s.qemu.push(v)
-                }
-            };
             let who = if first_vessel { "vessel" } else { "qemu" };
             let guard = |what: &'static str| Stall {
                 what,
@@ -315,17 +318,29 @@ async fn main() {
             let tcp_recv = guard("net guest→host")
                 .run(receive(tcp_stream(net), bytes))
                 .await;
-            for (s, took) in all
-                .iter_mut()
-                .zip([vsock_send, vsock_recv, tcp_send, tcp_recv])
+            let col = usize::from(!first_vessel);
+            for (i, took) in [vsock_send, vsock_recv, tcp_send, tcp_recv]
+                .into_iter()
+                .enumerate()
             {
-                sample(s, mb_per_s(bytes, took));
+                match took {
+                    Ok(took) => {
+                        let v = mb_per_s(bytes, took);
+                        line[i][col] = v;
+                        if first_vessel {
+                            all[i].vessel.push(v)
+                        } else {
+                            all[i].qemu.push(v)
+                        }
+                    }
+                    Err(stall) => stalls.push(stall),
+                }
             }
         }
         eprintln!(
             "round {round} (MB/s, vessel/qemu): vsock host→guest {:.0}/{:.0}, guest→host {:.0}/{:.0}; net host→guest {:.0}/{:.0}, guest→host {:.0}/{:.0}",
-            all[0].vessel[round], all[0].qemu[round], all[1].vessel[round], all[1].qemu[round],
-            all[2].vessel[round], all[2].qemu[round], all[3].vessel[round], all[3].qemu[round],
+            line[0][0], line[0][1], line[1][0], line[1][1],
+            line[2][0], line[2][1], line[3][0], line[3][1],
         );
     }
     println!(
@@ -337,6 +352,13 @@ async fn main() {
     row("vsock guest→host", &all[1]);
     row("virtio-net tap→guest, TCP", &all[2]);
     row("virtio-net guest→tap, TCP", &all[3]);
+    if !stalls.is_empty() {
+        println!();
+        println!("Stalled transfers (left out of the medians):");
+        for stall in &stalls {
+            println!("- {stall}");
+        }
+    }
     let stream_bytes = env_num("VESSEL_BENCH_STREAM_MIB", 256) << 20;
     let mut streamed = Vec::new();
     for round in 0..rounds.min(3) {
@@ -346,15 +368,18 @@ async fn main() {
             round,
             api: Some(vessel.config().api_path()),
         };
-        streamed.push(
-            guard
-                .run(stream_from_container(
-                    vessel_channel.clone(),
-                    round,
-                    stream_bytes,
-                ))
-                .await,
-        );
+        match guard
+            .run(stream_from_container(
+                vessel_channel.clone(),
+                round,
+                stream_bytes,
+            ))
+            .await
+        {
+            Ok(v) => streamed.push(v),
+            // A stalled stream leaves its container behind: stop here.
+            Err(stall) => panic!("{stall}"),
+        }
         eprintln!("stream round {round}: {:.0} MB/s", streamed[round]);
     }
     let st = stats(streamed);
