@@ -8,10 +8,13 @@
 //! rounds alternate between them so that drift in the (noisy, nested) host
 //! hits both alike. Each round moves `VESSEL_BENCH_MIB` MiB (default 64) in
 //! 64 KiB writes, host→guest and guest→host, over vsock and over TCP through
-//! the tap. Then, in the vessel guest only, a busybox container (rootfs on a
-//! virtio-fs share) writes `VESSEL_BENCH_STREAM_MIB` MiB (default 256) to its
-//! stdout, streamed to the host through `Stdio.Output` over vsock. Prints
-//! Markdown tables; tests/bench/io.sh runs it through tests/kvm-host.
+//! the tap. Then, in both guests, a busybox container (rootfs on a virtio-fs
+//! share; QEMU's guest gets its own virtiofsd) writes
+//! `VESSEL_BENCH_STREAM_MIB` MiB (default 256) to its stdout, streamed to the
+//! host through `Stdio.Output` over vsock. `VESSEL_BENCH_MEM_MIB` sets the
+//! guests' memory (256) and `VESSEL_BENCH_CMDLINE` adds kernel arguments to
+//! both. Prints Markdown tables; tests/bench/io.sh runs it through
+//! tests/kvm-host.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,7 +40,7 @@ use vessel_e2e::stats::stats;
 use vessel_e2e::{vm_config, BOOT_TIMEOUT};
 use vessel_host_runtime::vm::{FsShare, NetDevice, VmProcess};
 
-const MEMORY_MIB: u32 = 256;
+const MEMORY_MIB_DEFAULT: u32 = 256;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -109,7 +112,12 @@ fn tcp_stream(net: &NetnsTap) -> TcpStream {
 }
 
 /// Streams `bytes` of a container's stdout to the host; returns MB/s.
-async fn stream_from_container(channel: Channel, round: usize, bytes: u64) -> f64 {
+async fn stream_from_container(
+    vm: Option<&VmProcess>,
+    channel: Channel,
+    round: usize,
+    bytes: u64,
+) -> f64 {
     let id = format!("stream{round}");
     let spec = serde_json::json!({
         "ociVersion": "1.0.2",
@@ -144,9 +152,13 @@ async fn stream_from_container(channel: Channel, round: usize, bytes: u64) -> f6
         .await
         .expect("Start");
     let started = std::time::Instant::now();
-    let got = read_output(channel, &id, "", StdioStream::Stdout, |_| {})
-        .await
-        .expect("Stdio.Output");
+    let got = match read_output(channel, &id, "", StdioStream::Stdout, |_| {}).await {
+        Ok(got) => got,
+        Err(e) => panic!(
+            "Stdio.Output: {e:?}\n{}",
+            vm.map(vessel_e2e::console_tail).unwrap_or_default()
+        ),
+    };
     let took = started.elapsed();
     assert_eq!(got, bytes, "streamed byte count");
     let exit = containers
@@ -233,11 +245,18 @@ fn row(what: &str, s: &Samples) {
 async fn main() {
     let rounds = env_num("VESSEL_BENCH_RUNS", 5) as usize;
     let bytes = env_num("VESSEL_BENCH_MIB", 64) << 20;
+    let memory_mib = env_num("VESSEL_BENCH_MEM_MIB", u64::from(MEMORY_MIB_DEFAULT)) as u32;
 
     let vessel_net = NetnsTap::create("bench-vessel", 11);
     let qemu_net = NetnsTap::create("bench-qemu", 12);
-    let mut config = vm_config("bench-io-vessel", 1, MEMORY_MIB);
-    config.extra_cmdline = Some("vessel.diag=1".into());
+    let mut config = vm_config("bench-io-vessel", 1, memory_mib);
+    config.api_socket = true;
+    // Extra guest kernel arguments for both VMMs' guests, for experiments.
+    let cmdline = format!(
+        "vessel.diag=1 {}",
+        std::env::var("VESSEL_BENCH_CMDLINE").unwrap_or_default()
+    );
+    config.extra_cmdline = Some(cmdline.clone());
     let shared = config.state_dir.join("shared");
     build_rootfs(&shared.join("rootfs"));
     let virtiofsd =
@@ -259,10 +278,13 @@ async fn main() {
     setup_network(vessel_channel.clone(), &vessel_net, true).await;
     let console = vessel_e2e::fresh_state_dir("bench-io-qemu");
     std::fs::create_dir_all(&console).expect("qemu state dir");
+    // The same rootfs through a virtiofsd of its own (QEMU's guest RAM must
+    // be a shared memfd for it, as ours is).
+    let qemu_virtiofsd = vessel_e2e::virtiofsd::start(&shared, &console.join("virtiofsd")).await;
     let mut qemu = QemuVm::spawn(QemuConfig {
         cid: 90,
-        memory_mib: MEMORY_MIB,
-        extra_cmdline: "vessel.diag=1".into(),
+        memory_mib,
+        extra_cmdline: cmdline,
         console: console.join("console.log"),
         netns: Some(qemu_net.name.clone()),
         extra_args: vec![
@@ -273,10 +295,18 @@ async fn main() {
             ),
             "-device".into(),
             format!("virtio-net-device,netdev=n0,mac={}", qemu_net.guest_mac),
+            "-object".into(),
+            format!("memory-backend-memfd,id=mem,size={memory_mib}M,share=on"),
+            "-M".into(),
+            "memory-backend=mem".into(),
+            "-chardev".into(),
+            format!("socket,id=fs0,path={}", qemu_virtiofsd.socket().display()),
+            "-device".into(),
+            "vhost-user-fs-device,chardev=fs0,tag=pod".into(),
         ],
     });
-    let (channel, _) = qemu.wait_agent(BOOT_TIMEOUT).await;
-    setup_network(channel, &qemu_net, false).await;
+    let (qemu_channel, _) = qemu.wait_agent(BOOT_TIMEOUT).await;
+    setup_network(qemu_channel.clone(), &qemu_net, true).await;
 
     let mut all: [Samples; 4] = Default::default();
     let mut stalls: Vec<String> = Vec::new();
@@ -360,42 +390,47 @@ async fn main() {
         }
     }
     let stream_bytes = env_num("VESSEL_BENCH_STREAM_MIB", 256) << 20;
-    let mut streamed = Vec::new();
+    let mut streamed = Samples::default();
     for round in 0..rounds.min(3) {
-        let guard = Stall {
-            what: "container stdout stream",
-            who: "vessel",
-            round,
-            api: Some(vessel.config().api_path()),
-        };
-        match guard
-            .run(stream_from_container(
-                vessel_channel.clone(),
+        // QEMU first in even rounds: the I/O rounds above began with vessel.
+        for first_vessel in [round % 2 != 0, round % 2 == 0] {
+            let (who, vm, channel) = if first_vessel {
+                ("vessel", Some(&vessel), vessel_channel.clone())
+            } else {
+                ("qemu", None, qemu_channel.clone())
+            };
+            let guard = Stall {
+                what: "container stdout stream",
+                who,
                 round,
-                stream_bytes,
-            ))
-            .await
-        {
-            Ok(v) => streamed.push(v),
-            // A stalled stream leaves its container behind: stop here.
-            Err(stall) => panic!("{stall}"),
+                api: first_vessel.then(|| vessel.config().api_path()),
+            };
+            match guard
+                .run(stream_from_container(vm, channel, round, stream_bytes))
+                .await
+            {
+                Ok(v) if first_vessel => streamed.vessel.push(v),
+                Ok(v) => streamed.qemu.push(v),
+                // A stalled stream leaves its container behind: stop here.
+                Err(stall) => panic!("{stall}"),
+            }
         }
-        eprintln!("stream round {round}: {:.0} MB/s", streamed[round]);
+        eprintln!(
+            "stream round {round} (MB/s, vessel/qemu): {:.0}/{:.0}",
+            streamed.vessel[round], streamed.qemu[round]
+        );
     }
-    let st = stats(streamed);
     println!();
     println!(
-        "| agent streaming, vessel guest ({} MiB of container stdout over vsock) | median (min–max) |",
+        "| agent streaming ({} MiB of a container's stdout through `Stdio.Output`) | vessel-vmm median (min–max) | QEMU microvm median (min–max) | ratio vessel/QEMU |",
         stream_bytes >> 20
     );
-    println!("| --- | --- |");
-    println!(
-        "| `Stdio.Output` (MB/s) | {:.0} ({:.0}–{:.0}) |",
-        st.median, st.min, st.max
-    );
+    println!("| --- | --- | --- | --- |");
+    row("`Stdio.Output` over vsock", &streamed);
     let _ = vessel.kill();
     drop(virtiofsd);
     drop(qemu);
+    drop(qemu_virtiofsd);
     let _ = std::fs::remove_dir_all(vessel.config().state_dir.clone());
     let _ = std::fs::remove_dir_all(console);
 }
