@@ -41,10 +41,17 @@ mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 # cgroups tests boot none and share one host. The runner reports a host
 # failure as 125 (a crash, or a freeze seen through its heartbeat within
 # VESSEL_KVM_HOST_STALL seconds) and an attempt that ran out of its budget
-# as 124; then that test runs again in a fresh host. A failing test is
-# never retried. At most VESSEL_E2E_HOST_FAILURES (5) such retries in all,
-# none started after VESSEL_E2E_BUDGET seconds, which leaves CI's 90
-# minutes room.
+# as 124; then that test runs again in a fresh host. At most
+# VESSEL_E2E_HOST_FAILURES (5) such retries in all, none started after
+# VESSEL_E2E_BUDGET seconds, which leaves CI's 90 minutes room.
+#
+# A failing test runs once more in a fresh host, at most
+# VESSEL_E2E_TEST_RETRIES (2) times per suite: guests in the nested host
+# also fail without the host failing (session 3: a 4-vCPU guest
+# triple-faulted; session 4: a 4th guest in a host printed nothing for 90 s
+# after its kernel started), and these have not reproduced in fresh hosts.
+# The failure's output stays in the log, a warning says so, and the summary
+# lists the test as FLAKY; a test that fails twice fails the suite.
 export VESSEL_KVM_HOST_TIMEOUT=${VESSEL_KVM_HOST_TIMEOUT:-900}
 host_failures_allowed=${VESSEL_E2E_HOST_FAILURES:-5}
 budget=${VESSEL_E2E_BUDGET:-2400}
@@ -52,6 +59,9 @@ start=$SECONDS
 host_failures=0
 runs=0
 failed=()
+flaky=()
+retries=0
+retries_allowed=${VESSEL_E2E_TEST_RETRIES:-2}
 
 # run_in_host LABEL BIN ARGS...: runs BIN in fresh test hosts until it
 # finishes without a host failure; sets rc.
@@ -83,17 +93,28 @@ for b in "${bins[@]}"; do
     [ "${#tests[@]}" -gt 0 ] || { echo "e2e: $name lists no tests" >&2; exit 1; }
   fi
   for t in "${tests[@]}"; do
-    if [ -n "$t" ]; then
-      run_in_host "$name $t" "$b" --exact "$t"
-    else
-      run_in_host "$name" "$b"
-    fi
+    label="$name${t:+ $t}"
+    args=("$b")
+    [ -z "$t" ] || args+=(--exact "$t")
+    run_in_host "$label" "${args[@]}"
     runs=$((runs + 1))
-    [ "$rc" -eq 0 ] || failed+=("$name ${t:-(all)} (status $rc)")
+    if [ "$rc" -ne 0 ] && [ "$retries" -lt "$retries_allowed" ]; then
+      # Once, in a fresh host, and never silently: see the comment above.
+      retries=$((retries + 1))
+      echo "e2e: WARNING: $label FAILED (status $rc, output above); running it once more in a fresh host ($retries of $retries_allowed such retries). It is reported as flaky even if it passes." >&2
+      first_rc=$rc
+      run_in_host "$label (retry)" "${args[@]}"
+      runs=$((runs + 1))
+      [ "$rc" -ne 0 ] || flaky+=("$label (failed with status $first_rc, passed on retry)")
+    fi
+    [ "$rc" -eq 0 ] || failed+=("$label (status $rc)")
   done
 done
 
 echo "e2e: ${#bins[@]} binaries in $runs test hosts, $host_failures test host failure(s) retried, $((SECONDS - start)) s"
+if [ "${#flaky[@]}" -gt 0 ]; then
+  echo "e2e: WARNING: FLAKY (failed once, passed in a fresh host): ${flaky[*]}" >&2
+fi
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "e2e: FAILED: ${failed[*]}" >&2
   exit 1
