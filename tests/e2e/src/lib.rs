@@ -94,6 +94,7 @@ pub mod qemu;
 pub mod rss;
 pub mod stats;
 pub mod virtiofsd;
+pub mod vmm_api;
 
 /// How long one agent call may take before the test gives up on it.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(20);

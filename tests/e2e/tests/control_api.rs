@@ -5,8 +5,6 @@
 //! guest that cannot answer (paused) is stopped hard after the grace (exit
 //! code 4), leaving no socket behind.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -118,18 +116,8 @@ async fn sigterm_shuts_the_guest_down_in_order() {
 /// One request, one response line, over a fresh connection each time (the
 /// API serves several clients; this also exercises that).
 fn ask(api: &Path, op: &str) -> Value {
-    let stream = UnixStream::connect(api).expect("API socket accepts");
-    // Pause/resume answer within their own 5 s bound; the nested host is slow.
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("read timeout");
-    (&stream)
-        .write_all(format!("{{\"op\":\"{op}\"}}\n").as_bytes())
-        .expect("request sent");
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .expect("response read");
+    let line = vessel_e2e::vmm_api::request(api, op, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{op}: control API request failed: {e}"));
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{op}: bad response {line:?}: {e}"))
 }
 

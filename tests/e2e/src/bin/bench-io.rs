@@ -215,16 +215,8 @@ impl Stall {
 
 /// The VMM's `counters` answer (or why there is none).
 fn vmm_counters(api: &std::path::Path) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let ask = || -> std::io::Result<String> {
-        let mut s = std::os::unix::net::UnixStream::connect(api)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"{\"op\":\"counters\"}\n")?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line)
-    };
-    ask().unwrap_or_else(|e| format!("(control API: {e})"))
+    vessel_e2e::vmm_api::request(api, "counters", Duration::from_secs(5))
+        .unwrap_or_else(|e| format!("(control API: {e})"))
 }
 
 fn row(what: &str, s: &Samples) {
