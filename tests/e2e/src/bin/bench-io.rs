@@ -213,6 +213,29 @@ impl Stall {
     }
 }
 
+/// Sends `bytes` to the guest's probe, then receives as many, each over a
+/// fresh connection from `connect` and bounded by a `Stall` named `what`.
+async fn both_ways<S, C, F>(
+    guard: &impl Fn(&'static str) -> Stall,
+    what: [&'static str; 2],
+    connect: C,
+    bytes: u64,
+) -> [Result<Duration, String>; 2]
+where
+    C: Fn() -> F,
+    F: std::future::Future<Output = S>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    [
+        guard(what[0])
+            .run(async { send(connect().await, bytes).await })
+            .await,
+        guard(what[1])
+            .run(async { receive(connect().await, bytes).await })
+            .await,
+    ]
+}
+
 /// The VMM's `counters` answer (or why there is none).
 fn vmm_counters(api: &std::path::Path) -> String {
     vessel_e2e::vmm_api::request(api, "counters", Duration::from_secs(5))
@@ -313,33 +336,17 @@ async fn main() {
                 round,
                 api: first_vessel.then(|| vessel.config().api_path()),
             };
-            let (vsock_send, vsock_recv, net) = if first_vessel {
-                (
-                    guard("vsock host→guest")
-                        .run(async { send(vessel_stream(&vessel).await, bytes).await })
-                        .await,
-                    guard("vsock guest→host")
-                        .run(async { receive(vessel_stream(&vessel).await, bytes).await })
-                        .await,
-                    &vessel_net,
-                )
+            let vsock = ["vsock host→guest", "vsock guest→host"];
+            let ([vsock_send, vsock_recv], net) = if first_vessel {
+                let r = both_ways(&guard, vsock, || vessel_stream(&vessel), bytes).await;
+                (r, &vessel_net)
             } else {
-                (
-                    guard("vsock host→guest")
-                        .run(async { send(qemu_stream(&qemu).await, bytes).await })
-                        .await,
-                    guard("vsock guest→host")
-                        .run(async { receive(qemu_stream(&qemu).await, bytes).await })
-                        .await,
-                    &qemu_net,
-                )
+                let r = both_ways(&guard, vsock, || qemu_stream(&qemu), bytes).await;
+                (r, &qemu_net)
             };
-            let tcp_send = guard("net host→guest")
-                .run(send(tcp_stream(net), bytes))
-                .await;
-            let tcp_recv = guard("net guest→host")
-                .run(receive(tcp_stream(net), bytes))
-                .await;
+            let tcp = ["net host→guest", "net guest→host"];
+            let [tcp_send, tcp_recv] =
+                both_ways(&guard, tcp, || async { tcp_stream(net) }, bytes).await;
             let col = usize::from(!first_vessel);
             for (i, took) in [vsock_send, vsock_recv, tcp_send, tcp_recv]
                 .into_iter()
