@@ -120,6 +120,12 @@ async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
         // that is automatic, as an ordinary process it needs the subreaper flag.
         nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
     }
+    if pid1 {
+        // Before any container exists: they all get their own score.
+        if let Err(error) = vessel_agent::container::protect_agent() {
+            tracing::warn!(%error, "cannot protect the agent from the OOM killer");
+        }
+    }
     let reaper = Reaper::start()?;
     let engine = match cgroup::Hierarchy::setup(&args.cgroup_root) {
         Ok(hierarchy) => Engine::new(reaper).with_cgroups(hierarchy),

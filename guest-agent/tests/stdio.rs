@@ -454,6 +454,70 @@ async fn exec_runs_in_the_container_with_its_own_process_settings() {
     h.delete("box").await;
 }
 
+/// The agent's pid: the first `vessel-agent` below `unshare` (with a shell between).
+fn agent_pid(unshare: u32) -> u32 {
+    let mut pid = unshare;
+    for _ in 0..4 {
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .expect("children of a process");
+        pid = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a child process");
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "vessel-agent" {
+            return pid;
+        }
+    }
+    panic!("no vessel-agent below pid {unshare}");
+}
+
+#[tokio::test]
+async fn every_process_gets_its_own_oom_score_adj_not_the_agents() {
+    let mut h = harness_or_skip!();
+    // The agent as PID 1 runs at -1000; here (a host process) raise it
+    // instead, which needs no privilege and must not reach containers.
+    let agent = agent_pid(h.agent.child.id());
+    fs::write(format!("/proc/{agent}/oom_score_adj"), "300").expect("raise the agent's score");
+
+    let read_score = ["cat", "/proc/self/oom_score_adj"];
+    h.create("plain", &spec(&read_score), no_stdin()).await;
+    h.start_container("plain").await;
+    assert_eq!(h.output("plain", "", StdioStream::Stdout).await, "0\n");
+    h.delete("plain").await;
+
+    let mut s = spec(&["sleep", "100000"]);
+    s["process"]["oomScoreAdj"] = json!(200);
+    h.create("box", &s, no_stdin()).await;
+    h.start_container("box").await;
+    // An exec without its own score takes the container's, one with its own keeps it.
+    h.exec("box", "inherit", &process(&read_score), Some(no_stdin()))
+        .await
+        .expect("exec");
+    assert_eq!(
+        h.output("box", "inherit", StdioStream::Stdout).await,
+        "200\n"
+    );
+    let mut own = process(&read_score);
+    own["oomScoreAdj"] = json!(700);
+    h.exec("box", "own", &own, Some(no_stdin()))
+        .await
+        .expect("exec");
+    assert_eq!(h.output("box", "own", StdioStream::Stdout).await, "700\n");
+    own["oomScoreAdj"] = json!(-1001);
+    let status = h
+        .exec("box", "bad", &own, Some(no_stdin()))
+        .await
+        .expect_err("out of range");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("process_json.oomScoreAdj"),
+        "{status:?}"
+    );
+    h.delete("box").await;
+}
+
 #[tokio::test]
 async fn exec_errors_name_the_problem() {
     let mut h = harness_or_skip!();

@@ -171,7 +171,8 @@ impl Engine {
             pod.apply_to(&mut create.spec)?;
         }
         let reservation = self.reserve(&id)?;
-        let oom_score_adj = oom_score::from_spec(&create.spec)?;
+        let oom_score_adj = oom_score::from_spec(&create.spec, "oci_spec_json.process")?
+            .unwrap_or(oom_score::DEFAULT);
         // Dropped unkept (any failure below), the cgroup is emptied and removed.
         let cgroup = cgroup::for_container(self.cgroups(), &id, &create.spec)?;
         let procs = match &cgroup {
@@ -192,12 +193,10 @@ impl Engine {
                 return Err(err);
             }
         };
-        if let Some(adj) = oom_score_adj {
-            // Before the start byte, so the exec'd process inherits it.
-            if let Err(err) = oom_score::apply(spawned.pid, adj) {
-                spawn::abandon(spawned).await;
-                return Err(err);
-            }
+        // Before the start byte, so the exec'd process inherits it.
+        if let Err(err) = oom_score::apply(spawned.pid, oom_score_adj) {
+            spawn::abandon(spawned).await;
+            return Err(err);
         }
         let stdio = match parent_stdio.connect() {
             Ok(stdio) => stdio,

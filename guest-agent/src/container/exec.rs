@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use super::engine::{Engine, START_TIMEOUT};
 use super::error::EngineError;
 use super::init::InitConfig;
+use super::oom_score;
 use super::pidfd::PidFd;
 use super::spawn::{self, failure, next_message, SyncReader};
 use super::state::{unix_nanos, wait_exit, ContainerState, ExitInfo};
@@ -219,6 +220,12 @@ impl Engine {
         )?;
         let mut spec = (*container.spec).clone();
         spec.set_process(Some(req.process));
+        // The exec's own score, else the container's (as if forked from it).
+        let oom_score_adj = match oom_score::from_spec(&spec, "process_json")? {
+            Some(adj) => adj,
+            None => oom_score::from_spec(&container.spec, "oci_spec_json.process")?
+                .unwrap_or(oom_score::DEFAULT),
+        };
         let config = InitConfig {
             rootfs: PathBuf::from("/"),
             spec,
@@ -237,6 +244,10 @@ impl Engine {
             }
             Err(err) => return Err(err),
         };
+        if let Err(err) = oom_score::apply(spawned.pid, oom_score_adj) {
+            spawn::abandon(spawned).await;
+            return Err(err);
+        }
         let stdio = match parent.connect() {
             Ok(stdio) => stdio,
             Err(err) => {

@@ -22,6 +22,7 @@ pub use engine::{ContainerSummary, Engine};
 pub use error::EngineError;
 pub use exec::{ExecSpec, MAX_EXECS};
 pub use init::INIT_ARG;
+pub use oom_score::protect_agent;
 pub use pod::PodNamespaces;
 pub use state::{unix_nanos, ContainerState, ExitInfo};
 pub use validate::{validate_id, CreateSpec};

@@ -1,5 +1,7 @@
-//! `process.oomScoreAdj`: written for the container's init before its exec, so
-//! the process and everything it starts inherit it.
+//! `process.oomScoreAdj`: written for each new process before its exec, so
+//! it and everything it starts inherit it. Always written, default 0: the
+//! agent as PID 1 runs at -1000 (see [`protect_agent`]), which its
+//! children must not inherit.
 
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
@@ -9,8 +11,16 @@ use super::error::EngineError;
 /// The kernel's range for `oom_score_adj`.
 const RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 
-/// The spec's `oomScoreAdj`, checked; `None` if unset.
-pub fn from_spec(spec: &Spec) -> Result<Option<i32>, EngineError> {
+/// What a process gets when nothing says otherwise (the kernel's default).
+pub const DEFAULT: i32 = 0;
+
+/// The agent's own score: the OOM killer never picks it, since the pod
+/// dies with it; the guest's memory limit is for the containers.
+const AGENT: i32 = -1000;
+
+/// The spec's `oomScoreAdj`, checked; `None` if unset. `field` names the
+/// spec's `process` in the request, for the error.
+pub fn from_spec(spec: &Spec, field: &str) -> Result<Option<i32>, EngineError> {
     let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
         return Ok(None);
     };
@@ -18,9 +28,15 @@ pub fn from_spec(spec: &Spec) -> Result<Option<i32>, EngineError> {
         Ok(Some(adj))
     } else {
         Err(EngineError::InvalidArgument(format!(
-            "oci_spec_json.process.oomScoreAdj {adj} is outside -1000..=1000"
+            "{field}.oomScoreAdj {adj} is outside -1000..=1000"
         )))
     }
+}
+
+/// Makes the calling process (the agent as PID 1) the OOM killer's last
+/// choice.
+pub fn protect_agent() -> std::io::Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", AGENT.to_string())
 }
 
 /// Writes `adj` to `/proc/<pid>/oom_score_adj`.
@@ -33,7 +49,7 @@ pub fn apply(pid: Pid, adj: i32) -> Result<(), EngineError> {
             ""
         };
         EngineError::FailedPrecondition(format!(
-            "oci_spec_json.process.oomScoreAdj {adj}: cannot write {path}: {e}{hint}"
+            "process.oomScoreAdj {adj}: cannot write {path}: {e}{hint}"
         ))
     })
 }
@@ -52,9 +68,14 @@ mod tests {
 
     #[test]
     fn the_range_is_checked() {
-        assert_eq!(from_spec(&spec(500)).ok(), Some(Some(500)));
-        assert_eq!(from_spec(&spec(-1000)).ok(), Some(Some(-1000)));
-        let err = from_spec(&spec(1001)).expect_err("out of range");
-        assert!(err.to_string().contains("process.oomScoreAdj"), "{err}");
+        let field = "oci_spec_json.process";
+        assert_eq!(from_spec(&spec(500), field).ok(), Some(Some(500)));
+        assert_eq!(from_spec(&spec(-1000), field).ok(), Some(Some(-1000)));
+        let err = from_spec(&spec(1001), field).expect_err("out of range");
+        assert!(
+            err.to_string()
+                .contains("oci_spec_json.process.oomScoreAdj"),
+            "{err}"
+        );
     }
 }
