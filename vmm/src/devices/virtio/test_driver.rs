@@ -67,6 +67,23 @@ impl TestQueue {
         self.used.0
     }
 
+    /// The used ring's flags (VRING_USED_F_NO_NOTIFY: the device wants no kicks).
+    pub fn used_flags(&self) -> u16 {
+        self.mem.read_obj(self.used).unwrap()
+    }
+
+    /// The device's `avail_event` (EVENT_IDX: kick when the available index
+    /// passes it), after the used ring.
+    pub fn avail_event(&self) -> u16 {
+        let at = self.used.0 + 4 + 8 * u64::from(self.size);
+        self.mem.read_obj(GuestAddress(at)).unwrap()
+    }
+
+    /// The available index the driver published last.
+    pub fn avail_idx(&self) -> u16 {
+        self.avail_idx
+    }
+
     /// The device-side queue, configured as a transport would.
     pub fn device_queue(&self) -> Queue {
         let mut q = Queue::new(self.size).unwrap();

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 use super::device_worker::DeviceWorker;
 use super::{ActivateError, Activation, VirtioDevice};
@@ -108,6 +110,12 @@ impl VirtioDevice for Vsock {
 
     fn queue_max_sizes(&self) -> &[u16] {
         &QUEUE_SIZES
+    }
+
+    /// EVENT_IDX: the guest kicks and is interrupted only when the other
+    /// side asked for it, which saves VM exits on every busy stream.
+    fn features(&self) -> u64 {
+        (1u64 << VIRTIO_F_VERSION_1) | (1u64 << VIRTIO_RING_F_EVENT_IDX)
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -72,7 +73,26 @@ impl Guest {
         Self::with_device(dev, uds, dir)
     }
 
-    fn with_device(mut dev: Vsock, uds: PathBuf, dir: TempDir) -> Guest {
+    /// A guest whose driver negotiated EVENT_IDX (or not) and posted only
+    /// `rx_buffers` RX buffers.
+    fn with_notifications(name: &str, event_idx: bool, rx_buffers: usize) -> Guest {
+        let dir = TempDir::new(name);
+        let uds = dir.0.join("v.sock");
+        let dev = Vsock::new(CID, &uds).unwrap();
+        Self::build(dev, uds, dir, event_idx, rx_buffers)
+    }
+
+    fn with_device(dev: Vsock, uds: PathBuf, dir: TempDir) -> Guest {
+        Self::build(dev, uds, dir, false, 32)
+    }
+
+    fn build(
+        mut dev: Vsock,
+        uds: PathBuf,
+        dir: TempDir,
+        event_idx: bool,
+        rx_buffers: usize,
+    ) -> Guest {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let rx = TestQueue::new(&mem, 0x1_0000, 256);
         let tx = TestQueue::new(&mem, 0x2_0000, 256);
@@ -81,8 +101,11 @@ impl Guest {
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
             .collect();
         let irq = Arc::new(TestInterrupt::default());
-        dev.activate(activation(&mem, &irq, &[&rx, &tx, &ev], &evts))
-            .unwrap();
+        let mut act = activation(&mem, &irq, &[&rx, &tx, &ev], &evts);
+        for q in &mut act.queues {
+            q.set_event_idx(event_idx);
+        }
+        dev.activate(act).unwrap();
         let mut g = Guest {
             mem,
             rx,
@@ -96,7 +119,7 @@ impl Guest {
             tx_published: 0,
             _dir: dir,
         };
-        g.post_rx(32);
+        g.post_rx(rx_buffers);
         g
     }
 
@@ -287,7 +310,8 @@ fn device_identity_and_config() {
     let dev = Vsock::new(0x1234_5678, &dir.0.join("v.sock")).unwrap();
     assert_eq!(dev.device_type(), 19);
     assert_eq!(dev.queue_max_sizes(), &[256, 256, 256]);
-    assert_eq!(dev.features(), 1 << 32);
+    // VIRTIO_F_VERSION_1 and VIRTIO_RING_F_EVENT_IDX.
+    assert_eq!(dev.features(), (1 << 32) | (1 << 29));
     assert_eq!(dev.guest_cid(), 0x1234_5678);
     let mut b = [0xffu8; 8];
     dev.read_config(0, &mut b);
@@ -670,6 +694,74 @@ fn guest_tx_stops_at_the_buffer_bound_when_host_does_not_read() {
         max_fwd = max_fwd.max(h.fwd_cnt);
     }
     assert!(max_fwd > 0);
+}
+
+// ---- Notification suppression (every kick is a VM exit) ----
+
+/// Polls `cond` until it holds or [`TIMEOUT`] passes.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+const NO_NOTIFY: u16 = 1;
+
+#[test]
+fn tx_kicks_are_rearmed_once_the_queue_is_drained() {
+    for event_idx in [false, true] {
+        let mut g = Guest::with_notifications("txkick", event_idx, 32);
+        let _listener = UnixListener::bind(format!("{}_2000", g.uds.display())).unwrap();
+        for port in 6000..6003 {
+            g.send(g.hdr(Op::Request, port, 2000), &[]);
+        }
+        g.wait_tx_consumed();
+        if event_idx {
+            // The next packet, the 4th, must kick.
+            eventually("avail_event not moved to the next packet", || {
+                g.tx.avail_event() == g.tx.avail_idx()
+            });
+        } else {
+            eventually("TX kicks left off", || g.tx.used_flags() & NO_NOTIFY == 0);
+        }
+    }
+}
+
+#[test]
+fn rx_asks_for_a_kick_only_when_out_of_buffers() {
+    for event_idx in [false, true] {
+        let mut g = Guest::with_notifications("rxkick", event_idx, 2);
+        // Buffers left and nothing to send: refills need no kick.
+        let (mut host, _) = g.host_connect(1024);
+        if !event_idx {
+            eventually("RX kicks not turned off", || {
+                g.rx.used_flags() & NO_NOTIFY != 0
+            });
+        }
+        // More packets than the guest has buffers for: the device waits
+        // for a refill and asks to be kicked for it.
+        let data: Vec<u8> = (0..4 * RX_DATA as usize).map(pattern).collect();
+        host.write_all(&data).unwrap();
+        let ask = || {
+            if event_idx {
+                g.rx.avail_event() == g.rx.avail_idx()
+            } else {
+                g.rx.used_flags() & NO_NOTIFY == 0
+            }
+        };
+        eventually("out of RX buffers, no kick asked for", ask);
+        // try_recv refills (and kicks) as it goes: every byte arrives.
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            let (h, d) = g.recv();
+            if h.op == Op::Rw as u16 {
+                got.extend_from_slice(&d);
+            }
+        }
+        assert!(got == data, "data corrupted or reordered");
+    }
 }
 
 // ---- Malformed input ----

@@ -139,9 +139,35 @@ impl Worker {
     }
 
     /// Takes packets from the guest until the TX queue is empty or the
-    /// next one must wait for buffer space.
+    /// next one must wait for buffer space. Kicks are off while it drains
+    /// (every kick is a VM exit) and back on once the queue is empty.
     fn process_tx(&mut self) -> Result<(), String> {
         self.tx_stalled = false;
+        loop {
+            self.txq
+                .disable_notification(&self.mem)
+                .map_err(|e| format!("TX notification: {e}"))?;
+            if self.drain_tx()? {
+                self.notify_used(true)?;
+            }
+            // A stalled queue is retried on every wake-up, kicked or not.
+            if self.tx_stalled {
+                return Ok(());
+            }
+            // Empty: re-arm kicks, and look again in case the guest added
+            // a packet before it saw them armed.
+            let again = self
+                .txq
+                .enable_notification(&self.mem)
+                .map_err(|e| format!("TX notification: {e}"))?;
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One pass over the TX queue; true if packets were used.
+    fn drain_tx(&mut self) -> Result<bool, String> {
         let mut used = false;
         loop {
             let chain = match self.txq.iter(&self.mem) {
@@ -173,21 +199,48 @@ impl Worker {
                 .map_err(|e| format!("TX used ring: {e}"))?;
             used = true;
         }
-        if used {
-            self.notify_used(true)?;
-        }
-        Ok(())
+        Ok(used)
     }
 
     /// Gives the guest packets while it has RX buffers and we have packets.
+    /// The guest's refills need no kick while buffers last (packets come
+    /// from host sockets); only running out with packets waiting asks for
+    /// one.
     fn process_rx(&mut self) -> Result<(), String> {
+        loop {
+            let (used, starved) = self.fill_rx()?;
+            if used {
+                self.notify_used(false)?;
+            }
+            if !starved {
+                return self
+                    .rxq
+                    .disable_notification(&self.mem)
+                    .map_err(|e| format!("RX notification: {e}"));
+            }
+            let again = self
+                .rxq
+                .enable_notification(&self.mem)
+                .map_err(|e| format!("RX notification: {e}"))?;
+            if !again {
+                return Ok(());
+            }
+            // Buffers came in meanwhile: go on.
+        }
+    }
+
+    /// One pass over the RX queue; returns whether buffers were used and
+    /// whether packets are left waiting for buffers.
+    fn fill_rx(&mut self) -> Result<(bool, bool), String> {
         let mut used = false;
         while self.muxer.has_rx_work() {
             let chain = match self.rxq.iter(&self.mem) {
                 Ok(mut it) => it.next(),
                 Err(e) => return Err(format!("RX queue: {e}")),
             };
-            let Some(chain) = chain else { break };
+            let Some(chain) = chain else {
+                return Ok((used, true));
+            };
             let head = chain.head_index();
             let buf = RxBuffer::new(&self.mem, chain).map_err(|e| format!("RX buffer: {e}"))?;
             let cap = buf.data_capacity();
@@ -209,10 +262,7 @@ impl Worker {
                 }
             }
         }
-        if used {
-            self.notify_used(false)?;
-        }
-        Ok(())
+        Ok((used, false))
     }
 
     fn notify_used(&mut self, tx: bool) -> Result<(), String> {
