@@ -115,7 +115,8 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
     }
 
     let script = format!(
-        "ping -c 3 -W 10 {} && cat /from-host.txt && echo written by the guest > /guest.txt && sync",
+        "ping -c 3 -W 10 {} && cat /from-host.txt && echo written by the guest > /guest.txt && sync \
+         && echo oom_score_adj=$(cat /proc/self/oom_score_adj)",
         net.host_ip
     );
     let mut containers = ContainersClient::new(channel.clone());
@@ -165,6 +166,8 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
         "{out}"
     );
     assert!(out.contains("written by the host"), "{out}");
+    // Its own default, not the -1000 of the agent that started it.
+    assert!(out.contains("oom_score_adj=0\n"), "{out}");
     assert_eq!(
         read(&shared.join("rootfs/guest.txt")),
         "written by the guest\n"
