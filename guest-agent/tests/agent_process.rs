@@ -155,13 +155,49 @@ async fn sigterm_stops_it_gracefully() {
     );
 }
 
+/// A socket file as a crashed run leaves it: bound, nobody listening. Made
+/// with socket+bind and no listen, not a dropped `UnixListener`: a process
+/// another test forks meanwhile would hold that listener open (fds are
+/// copied at fork), and the agent would then rightly find it in use.
+fn stale_socket(path: &std::path::Path) {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(path).expect("address"),
+    )
+    .expect("bind");
+}
+
 #[tokio::test]
 async fn replaces_a_stale_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A socket file left by a previous run: bound, then abandoned.
-    drop(UnixListener::bind(dir.path().join("agent.sock")).expect("bind"));
+    stale_socket(&dir.path().join("agent.sock"));
     let agent = AgentProcess::spawn_with(dir, &[]);
     agent.ready().await;
+}
+
+#[tokio::test]
+async fn refuses_a_socket_something_listens_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = UnixListener::bind(dir.path().join("agent.sock")).expect("bind");
+    let mut agent = AgentProcess::spawn_with(dir, &[]);
+    let status = agent.exit_status().await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        agent.log_text().contains("is in use"),
+        "{}",
+        agent.log_text()
+    );
+    // The first owner still has its socket.
+    std::os::unix::net::UnixStream::connect(&agent.socket).expect("connect");
+    assert!(listener.accept().is_ok());
 }
 
 #[tokio::test]

@@ -32,6 +32,12 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    /// Something still accepts connections on the socket: another agent.
+    #[error("{path} is in use: something accepts connections on it")]
+    InUse {
+        /// The path.
+        path: PathBuf,
+    },
     /// The path exists and is not a socket, so it is left alone.
     #[error("{path} exists and is not a socket")]
     NotASocket {
@@ -77,10 +83,17 @@ pub(super) async fn serve_unix(
     Ok(result?)
 }
 
-/// A socket left by an earlier run would make bind fail; anything else is not ours to delete.
+/// A socket left by an earlier run would make bind fail; anything else is
+/// not ours to delete, and neither is a socket something still listens on
+/// (a second agent started on the same path must not cut off the first).
 fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServerError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
             std::fs::remove_file(path).map_err(|source| ServerError::BindUnix {
                 path: path.to_path_buf(),
                 source,
