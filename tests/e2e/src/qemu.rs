@@ -122,6 +122,12 @@ impl QemuVm {
         self.config.cid
     }
 
+    /// Kills QEMU and reaps it (again is harmless).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The console log so far.
     pub fn console_text(&self) -> String {
         std::fs::read_to_string(&self.config.console).unwrap_or_default()
@@ -136,8 +142,7 @@ impl Drop for QemuVm {
     // QEMU microvm does not exit on the guest's i8042 reset in the nested
     // host, so it is always killed.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_file(self.console());
     }
 }

@@ -486,6 +486,14 @@ async fn main() {
                 Ok(Err(why)) | Err(why) => {
                     failed.push(why);
                     gone[usize::from(first_vessel)] = true;
+                    // Stop that guest now: in session 5 a dead QEMU guest
+                    // left running (spinning on nested page faults) took
+                    // the nested test host down with it minutes later.
+                    if first_vessel {
+                        let _ = vessel.kill();
+                    } else {
+                        qemu.kill();
+                    }
                 }
             }
         }
