@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! | ---- | ------- |
 //! | 0    | the guest reset itself (i8042 reset: `reboot`, or a graceful shutdown after ctrl-alt-del): a clean stop |
-//! | 1    | VMM error: bad configuration, setup failure or runtime failure |
+//! | 1    | VMM error: bad configuration, setup failure or runtime failure (e.g. a share's virtiofsd died) |
 //! | 2    | the guest crashed: triple fault, KVM internal error, entry failure |
 //! | 3    | stopped through the control API (`{"op":"stop"}`): a hard stop |
 //! | 4    | SIGTERM or SIGINT and the guest did not shut down within the grace: console flushed, then a hard stop |

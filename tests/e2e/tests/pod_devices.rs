@@ -2,7 +2,9 @@
 //! namespace, and a virtio-fs share from a real virtiofsd. The agent sets the
 //! sandbox up (address, route, the share's mount), then a busybox container
 //! whose rootfs lives on the share pings the tap's address, reads a file the
-//! host wrote and writes one the host reads back.
+//! host wrote and writes one the host reads back. A second test kills
+//! virtiofsd under a running VM: the VMM stops it instead of letting the
+//! guest hang on the share.
 
 use std::path::Path;
 
@@ -206,5 +208,56 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
     let ns = net.name.clone();
     drop(net);
     assert!(!netns_exists(&ns), "netns {ns} left behind");
+    std::fs::remove_dir_all(&state_dir).expect("state dir removable");
+}
+
+/// virtiofsd dying under a running pod stops the VM (exit 1, the log names
+/// the share) instead of leaving the guest's requests to the share hanging.
+#[tokio::test]
+async fn virtiofsd_death_stops_the_vm_instead_of_hanging_it() {
+    let config = vm_config("fs-death", 1, 256);
+    let state_dir = config.state_dir.clone();
+    let shared = state_dir.join("shared");
+    std::fs::create_dir_all(&shared).expect("shared dir");
+    let mut virtiofsd = vessel_e2e::virtiofsd::start(&shared, &state_dir.join("virtiofsd")).await;
+    let mut config = config;
+    config.shares.push(FsShare {
+        tag: "pod".into(),
+        socket: virtiofsd.socket().clone(),
+    });
+    let log = config.vmm_log_path();
+    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
+    let pid = vm.pid().expect("pid");
+    let channel = match vm.connect_agent(BOOT_TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
+    };
+    let setup = SetupSandboxRequest {
+        sandbox_id: "fs-death".into(),
+        hostname: "fs-death".into(),
+        mounts: vec![SharedMount {
+            tag: "pod".into(),
+            mount_point: SHARED.into(),
+            read_only: false,
+        }],
+        ..SetupSandboxRequest::default()
+    };
+    if let Err(status) = within("Sandbox.Setup", SandboxClient::new(channel).setup(setup)).await {
+        panic!("Sandbox.Setup: {status:?}\n{}", console_tail(&vm));
+    }
+
+    let daemon = virtiofsd.pid().expect("virtiofsd pid");
+    // SAFETY: kill(2) on the pid of the virtiofsd this test started.
+    assert_eq!(unsafe { libc::kill(daemon as i32, libc::SIGKILL) }, 0);
+    let exit = vm.wait_exit(SHUTDOWN_TIMEOUT).await.expect("VMM exits");
+    let vmm_log = read(&log);
+    assert_eq!(exit, VmExit::Code(1), "{vmm_log}\n{}", console_tail(&vm));
+    assert!(
+        vmm_log.contains(r#"virtio-fs share "pod": virtiofsd disconnected"#),
+        "{vmm_log}"
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(running_vmms(), Vec::<u32>::new());
+    assert!(!virtiofsd.running().expect("reap virtiofsd"));
     std::fs::remove_dir_all(&state_dir).expect("state dir removable");
 }

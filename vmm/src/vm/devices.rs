@@ -19,7 +19,7 @@ use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::disk::DiskImage;
 use crate::devices::virtio::block::Block;
-use crate::devices::virtio::fs::{Fs, FsSpec};
+use crate::devices::virtio::fs::{BackendLost, Fs, FsSpec};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::counters::NetCounters;
 use crate::devices::virtio::net::spec::NetConfig;
@@ -239,20 +239,32 @@ pub fn attach_disks_and_rng(
 
 /// Connects every virtio-fs share to its virtiofsd (failing if one is not
 /// there) and attaches it in the next free slot; appends what the command
-/// line must announce to `virtio`.
+/// line must announce to `virtio`. A virtiofsd that goes away while the
+/// guest uses its share stops the VM through `exit` (a VMM error, exit 1):
+/// the guest's requests to it would hang forever, and the share holds the
+/// pod's root filesystems, so failing the pod is the honest answer.
 pub fn attach_shares(
     vm: &VmFd,
     mmio: &mut Bus,
     mem: &GuestMemory,
     shares: &[FsSpec],
     virtio: &mut Vec<VirtioMmioArg>,
+    exit: &Arc<ExitLatch>,
 ) -> Result<(), DeviceError> {
     for spec in shares {
         let slot = u32::try_from(virtio.len()).map_err(|_| DeviceError::NoSlot)?;
-        let dev = Fs::new(spec).map_err(|e| DeviceError::Fs {
-            tag: spec.tag.clone(),
-            reason: e.to_string(),
-        })?;
+        let exit = Arc::clone(exit);
+        let lost: BackendLost = Arc::new(move |tag: &str| {
+            exit.set(ExitReason::VmmError(format!(
+                "virtio-fs share {tag:?}: virtiofsd disconnected"
+            )));
+        });
+        let dev = Fs::new(spec)
+            .map_err(|e| DeviceError::Fs {
+                tag: spec.tag.clone(),
+                reason: e.to_string(),
+            })?
+            .on_backend_lost(lost);
         virtio.push(attach_virtio(
             vm,
             mmio,

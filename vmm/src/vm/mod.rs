@@ -208,7 +208,7 @@ impl Vm {
         devices::attach_disks_and_rng(&vm, &mut mmio, &mem, disks, cfg.rng, &mut virtio)?;
         let nets = std::mem::take(&mut cfg.nets);
         let net_counters = devices::attach_nets(&vm, &mut mmio, &mem, nets, &mut virtio)?;
-        devices::attach_shares(&vm, &mut mmio, &mem, &cfg.fs, &mut virtio)?;
+        devices::attach_shares(&vm, &mut mmio, &mem, &cfg.fs, &mut virtio, &exit)?;
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
         let control = Arc::new(
             VmControl::new(

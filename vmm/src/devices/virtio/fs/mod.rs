@@ -24,6 +24,10 @@ pub use spec::FsSpec;
 /// Virtio device ID of virtio-fs.
 pub const VIRTIO_ID_FS: u32 = 26;
 
+/// Called once, with the share's tag, when its virtiofsd goes away while
+/// the guest uses the device (the VMM stops the VM: see `attach_shares`).
+pub type BackendLost = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// One virtio-fs share, connected to its virtiofsd.
 pub struct Fs {
     tag: String,
@@ -42,6 +46,8 @@ pub struct Fs {
     started: bool,
     /// The backend is gone or failed a request; the device stays dead.
     broken: Arc<AtomicBool>,
+    /// Told when the backend goes away (the relay sees it).
+    on_lost: Option<BackendLost>,
 }
 
 impl Fs {
@@ -75,7 +81,14 @@ impl Fs {
             relay: Relay::Pending(relay_calls, socket),
             started: false,
             broken,
+            on_lost: None,
         })
+    }
+
+    /// Calls `lost` when virtiofsd disconnects while the device is in use.
+    pub fn on_backend_lost(mut self, lost: BackendLost) -> Self {
+        self.on_lost = Some(lost);
+        self
     }
 
     /// The share's mount tag.
@@ -98,7 +111,9 @@ impl Fs {
         // Started here, not in `new`: the VMM must still be single-threaded
         // when it enters its jail, and a worker started through the seccomp
         // launcher runs under the device filter.
-        let relay = self.relay.start_once(&self.tag, &self.broken)?;
+        let relay = self
+            .relay
+            .start_once(&self.tag, &self.broken, self.on_lost.clone())?;
         // Before the vrings start: their first call must reach the guest.
         relay.attach(interrupt);
         self.backend
@@ -191,11 +206,12 @@ impl Relay {
         &mut self,
         tag: &str,
         broken: &Arc<AtomicBool>,
+        on_lost: Option<BackendLost>,
     ) -> Result<&relay::RelayHandle, String> {
         // Failed until the start succeeds.
         *self = match std::mem::replace(self, Relay::Failed) {
             Relay::Pending(calls, socket) => Relay::Running(
-                relay::spawn(tag, calls, socket, broken.clone())
+                relay::spawn(tag, calls, socket, broken.clone(), on_lost)
                     .map_err(|e| format!("cannot start the interrupt relay: {e}"))?,
             ),
             other => other,

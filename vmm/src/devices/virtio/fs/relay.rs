@@ -26,6 +26,7 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::BackendLost;
 use crate::devices::virtio::device_worker::WorkerHandle;
 use crate::devices::virtio::Interrupt;
 
@@ -61,12 +62,14 @@ impl RelayHandle {
 }
 
 /// Starts the relay for the device with `tag`: `calls` are the eventfds the
-/// backend signals, `socket` its connection; `broken` is set if it hangs up.
+/// backend signals, `socket` its connection; `broken` is set and `on_lost`
+/// called if it hangs up.
 pub fn spawn(
     tag: &str,
     calls: Vec<EventFd>,
     socket: UnixStream,
     broken: Arc<AtomicBool>,
+    on_lost: Option<BackendLost>,
 ) -> std::io::Result<RelayHandle> {
     let stop = EventFd::new(EFD_NONBLOCK)?;
     let epoll = Epoll::new()?;
@@ -95,6 +98,7 @@ pub fn spawn(
         socket,
         line: line.clone(),
         broken,
+        on_lost,
         epoll,
     };
     Ok(RelayHandle {
@@ -109,6 +113,7 @@ struct Relay {
     socket: UnixStream,
     line: Line,
     broken: Arc<AtomicBool>,
+    on_lost: Option<BackendLost>,
     epoll: Epoll,
 }
 
@@ -156,11 +161,13 @@ impl Relay {
     }
 
     /// virtiofsd closed its end (it exited or crashed): the share is gone
-    /// for this VM. Tell the guest (DEVICE_NEEDS_RESET) and stop watching.
+    /// for this VM. Tell the guest (DEVICE_NEEDS_RESET, which Linux does not
+    /// act on: its requests in flight would wait forever), tell `on_lost`
+    /// (which stops the VM), and stop watching.
     fn backend_gone(&self) {
         error!(
             tag = %self.tag,
-            "virtio-fs: virtiofsd disconnected; the share is unavailable and the device needs a reset (the VM keeps running)"
+            "virtio-fs: virtiofsd disconnected; the share is unavailable"
         );
         self.broken.store(true, Ordering::SeqCst);
         // Not active: the next activation fails and sets needs-reset then.
@@ -168,6 +175,9 @@ impl Relay {
             if let Err(e) = irq.set_needs_reset() {
                 warn!(tag = %self.tag, "virtio-fs: cannot signal the guest: {e}");
             }
+        }
+        if let Some(lost) = &self.on_lost {
+            lost(&self.tag);
         }
         // Level-triggered: the hang-up would fire again at every wait.
         let _ = self.epoll.ctl(

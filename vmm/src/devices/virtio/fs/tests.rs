@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -241,9 +241,16 @@ fn dying_backend_sets_needs_reset_and_fails_reactivation() {
         return;
     };
     let mut daemon = Daemon::start(&bin, "dying", "none");
-    let mut dev = Fs::new(&daemon.spec()).unwrap();
+    let lost = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&lost);
+    let mut dev = Fs::new(&daemon.spec())
+        .unwrap()
+        .on_backend_lost(Arc::new(move |tag: &str| {
+            seen.lock().unwrap().push(tag.to_owned())
+        }));
     let guest = Guest::new();
     guest.activate(&mut dev).unwrap();
+    assert!(lost.lock().unwrap().is_empty());
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
     let deadline = Instant::now() + WAIT;
@@ -251,6 +258,11 @@ fn dying_backend_sets_needs_reset_and_fails_reactivation() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(guest.irq.needs_reset(), "backend death not noticed");
+    // Told once, with the tag (the VMM stops the VM there).
+    while lost.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(*lost.lock().unwrap(), ["shared"]);
     // The guest resets; the device stays usable as a device (no panic, no
     // hang) but its next activation fails, which sets needs-reset again.
     assert!(dev.reset());
