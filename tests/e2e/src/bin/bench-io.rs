@@ -221,6 +221,8 @@ struct Stall {
 
 /// See [`Stall`].
 const STALL_LIMIT: Duration = Duration::from_secs(120);
+/// Least progress per [`STALL_LIMIT`] of a stream that is not stalled.
+const STALL_MIN_BYTES: u64 = 1 << 20;
 
 impl Stall {
     /// The transfer's result, or what stalled (the transfer is abandoned;
@@ -228,12 +230,14 @@ impl Stall {
     async fn run<T>(self, transfer: impl std::future::Future<Output = T>) -> Result<T, String> {
         tokio::time::timeout(STALL_LIMIT, transfer)
             .await
-            .map_err(|_| self.stalled())
+            .map_err(|_| self.stalled("made no end within"))
     }
 
     /// Like [`Stall::run`], for a transfer that counts its bytes in
-    /// `progress`: only [`STALL_LIMIT`] without a byte is a stall (a slow
-    /// stream that moves is measured, not abandoned).
+    /// `progress`: only [`STALL_LIMIT`] with less than [`STALL_MIN_BYTES`]
+    /// is a stall (a slow stream that moves is measured, not abandoned; a
+    /// guest that crawls along, as a nested guest spinning on page faults
+    /// does, is not).
     async fn run_progressing<T>(
         self,
         progress: &AtomicU64,
@@ -246,21 +250,22 @@ impl Stall {
                 return Ok(done);
             }
             let now = progress.load(Ordering::Relaxed);
-            if now == last {
-                return Err(self.stalled());
+            if now - last < STALL_MIN_BYTES {
+                return Err(self.stalled("moved less than 1 MiB in"));
             }
             last = now;
         }
     }
 
-    /// Reports the stall (with vessel-vmm's counters) and says what it was.
-    fn stalled(&self) -> String {
+    /// Reports the stall (with vessel-vmm's counters) and says what it was:
+    /// `how` the transfer failed within [`STALL_LIMIT`].
+    fn stalled(&self, how: &str) -> String {
         let counters = match self.api.as_deref() {
             Some(api) => format!("; vessel-vmm counters: {}", vmm_counters(api).trim()),
             None => String::new(),
         };
         let msg = format!(
-            "round {}: {} {} made no progress for {STALL_LIMIT:?}{counters}",
+            "round {}: {} {} {how} {STALL_LIMIT:?}{counters}",
             self.round, self.who, self.what
         );
         eprintln!("bench-io: WARNING: {msg}");
