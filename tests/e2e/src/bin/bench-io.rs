@@ -10,8 +10,10 @@
 //! 64 KiB writes, host→guest and guest→host, over vsock and over TCP through
 //! the tap. Then, in both guests, a busybox container (rootfs on a virtio-fs
 //! share; QEMU's guest gets its own virtiofsd) writes
-//! `VESSEL_BENCH_STREAM_MIB` MiB (default 256) to its stdout, streamed to the
-//! host through `Stdio.Output` over vsock. `VESSEL_BENCH_MEM_MIB` sets the
+//! `VESSEL_BENCH_STREAM_MIB` MiB (default 256) to its stdout with `dd`,
+//! streamed to the host through `Stdio.Output` over vsock (up to three
+//! rounds; a guest whose stream breaks or stalls is reported, stopped and
+//! not asked again). `VESSEL_BENCH_MEM_MIB` sets the
 //! guests' memory (256) and `VESSEL_BENCH_CMDLINE` adds kernel arguments to
 //! both. Prints Markdown tables; tests/bench/io.sh runs it through
 //! tests/kvm-host.
