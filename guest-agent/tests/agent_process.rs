@@ -158,7 +158,9 @@ async fn sigterm_stops_it_gracefully() {
 /// A socket file as a crashed run leaves it: bound, nobody listening. Made
 /// with socket+bind and no listen, not a dropped `UnixListener`: a process
 /// another test forks meanwhile would hold that listener open (fds are
-/// copied at fork), and the agent would then rightly find it in use.
+/// copied at fork), and the agent would then rightly find it in use. The
+/// VMM's tests have the same helper (`vmm/src/test_sockets.rs`); the two
+/// crates share no test code.
 fn stale_socket(path: &std::path::Path) {
     use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
     let fd = socket(

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use serde_json::json;
+use vessel_agent::client::Channel;
 use vessel_agent::proto::agent_client::AgentClient;
 use vessel_agent::proto::containers_client::ContainersClient;
 use vessel_agent::proto::sandbox_client::SandboxClient;
@@ -19,7 +20,7 @@ use vessel_agent::proto::{
 use vessel_e2e::busybox::build_rootfs;
 use vessel_e2e::netns::{netns_exists, NetnsTap};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
-use vessel_host_runtime::vm::{FsShare, NetDevice, VmExit, VmProcess};
+use vessel_host_runtime::vm::{FsShare, NetDevice, VmConfig, VmExit, VmProcess};
 
 /// Where the agent mounts the share in the guest.
 const SHARED: &str = "/mnt/pod";
@@ -60,6 +61,26 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// Boots the VM and connects to its agent (or panics with the console);
+/// returns it, the VMM's pid and the agent channel.
+async fn boot(config: VmConfig) -> (VmProcess, u32, Channel) {
+    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
+    let pid = vm.pid().expect("pid");
+    match vm.connect_agent(BOOT_TIMEOUT).await {
+        Ok(channel) => (vm, pid, channel),
+        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
+    }
+}
+
+/// The share tagged `pod`, mounted read-write at [`SHARED`].
+fn pod_share() -> SharedMount {
+    SharedMount {
+        tag: "pod".into(),
+        mount_point: SHARED.into(),
+        read_only: false,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
     let net = NetnsTap::create("vessel-e2e-net", 1);
@@ -80,12 +101,7 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
         tag: "pod".into(),
         socket: virtiofsd.socket().clone(),
     });
-    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
-    let pid = vm.pid().expect("pid");
-    let channel = match vm.connect_agent(BOOT_TIMEOUT).await {
-        Ok(c) => c,
-        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
-    };
+    let (mut vm, pid, channel) = boot(config).await;
 
     let setup = SetupSandboxRequest {
         sandbox_id: "pod-devices".into(),
@@ -100,11 +116,7 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
             gateway: net.host_ip.clone(),
             ..Route::default()
         }],
-        mounts: vec![SharedMount {
-            tag: "pod".into(),
-            mount_point: SHARED.into(),
-            read_only: false,
-        }],
+        mounts: vec![pod_share()],
         ..SetupSandboxRequest::default()
     };
     if let Err(status) = within(
@@ -226,20 +238,11 @@ async fn virtiofsd_death_stops_the_vm_instead_of_hanging_it() {
         socket: virtiofsd.socket().clone(),
     });
     let log = config.vmm_log_path();
-    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
-    let pid = vm.pid().expect("pid");
-    let channel = match vm.connect_agent(BOOT_TIMEOUT).await {
-        Ok(c) => c,
-        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
-    };
+    let (mut vm, pid, channel) = boot(config).await;
     let setup = SetupSandboxRequest {
         sandbox_id: "fs-death".into(),
         hostname: "fs-death".into(),
-        mounts: vec![SharedMount {
-            tag: "pod".into(),
-            mount_point: SHARED.into(),
-            read_only: false,
-        }],
+        mounts: vec![pod_share()],
         ..SetupSandboxRequest::default()
     };
     if let Err(status) = within("Sandbox.Setup", SandboxClient::new(channel).setup(setup)).await {
