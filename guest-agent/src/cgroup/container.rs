@@ -24,6 +24,33 @@ use crate::events::{EventBus, EventKind};
 /// How long stopping a container may take to empty and remove its cgroup.
 pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Writes one limit into the cgroup at `dir`; false if the file is absent
+/// and the write allows that ([`resources::Write::missing_ok`]). Errors name
+/// the spec field.
+fn write_limit(dir: &Path, w: &resources::Write) -> Result<bool, CgroupError> {
+    let file = dir.join(&w.file);
+    match files::write(&file, &w.value) {
+        Ok(()) => Ok(true),
+        Err(CgroupError::Io { source, .. }) => {
+            match Errno::from_raw(source.raw_os_error().unwrap_or(0)) {
+                Errno::ENOENT if w.missing_ok => Ok(false),
+                Errno::ENOENT => Err(CgroupError::InvalidArgument(format!(
+                    "{}: this kernel has no {} (unsupported size or feature)",
+                    w.field, w.file
+                ))),
+                Errno::EINVAL | Errno::ERANGE | Errno::EOVERFLOW => {
+                    Err(CgroupError::InvalidArgument(format!(
+                        "{}: the kernel refused {:?} for {}: {source}",
+                        w.field, w.value, w.file
+                    )))
+                }
+                _ => Err(CgroupError::io("write", &file, source)),
+            }
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// The cgroup `vessel/pod/<container_id>`.
 #[derive(Debug)]
 pub struct ContainerCgroup {
@@ -85,26 +112,11 @@ impl ContainerCgroup {
 
     fn apply(&self, plan: &Plan) -> Result<(), CgroupError> {
         for w in &plan.writes {
-            let file = self.path.join(&w.file);
-            files::write(&file, &w.value).map_err(|err| match err {
-                CgroupError::Io { source, .. } => {
-                    match Errno::from_raw(source.raw_os_error().unwrap_or(0)) {
-                        Errno::ENOENT => CgroupError::InvalidArgument(format!(
-                            "{}: this kernel has no {} (unsupported size or feature)",
-                            w.field, w.file
-                        )),
-                        Errno::EINVAL | Errno::ERANGE | Errno::EOVERFLOW => {
-                            CgroupError::InvalidArgument(format!(
-                                "{}: the kernel refused {:?} for {}: {source}",
-                                w.field, w.value, w.file
-                            ))
-                        }
-                        _ => CgroupError::io("write", &file, source),
-                    }
-                }
-                other => other,
-            })?;
-            tracing::debug!(container_id = %self.id, file = %w.file, value = %w.value, "cgroup limit set");
+            if write_limit(&self.path, w)? {
+                tracing::debug!(container_id = %self.id, file = %w.file, value = %w.value, "cgroup limit set");
+            } else {
+                tracing::debug!(container_id = %self.id, file = %w.file, value = %w.value, "cgroup file absent: the kernel already gives this");
+            }
         }
         Ok(())
     }
@@ -307,5 +319,44 @@ impl Drop for PendingCgroup {
                 let _ = std::fs::remove_dir(&cgroup.path);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn swap_write(value: &str, missing_ok: bool) -> resources::Write {
+        resources::Write {
+            file: "memory.swap.max".into(),
+            value: value.into(),
+            field: "linux.resources.memory.swap".into(),
+            controller: Controller::Memory,
+            missing_ok,
+        }
+    }
+
+    #[test]
+    fn an_absent_swap_file_is_skipped_only_when_the_write_allows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A kernel without swap accounting: no memory.swap.max at all.
+        assert!(!write_limit(dir.path(), &swap_write("0", true)).expect("skipped"));
+        match write_limit(dir.path(), &swap_write("1048576", false)) {
+            Err(CgroupError::InvalidArgument(m)) => {
+                assert!(
+                    m.starts_with(
+                        "linux.resources.memory.swap: this kernel has no memory.swap.max"
+                    ),
+                    "{m}"
+                );
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+        // Where the file exists it is written either way (a plain file here,
+        // so empty: the write does not truncate, a cgroup file needs none).
+        std::fs::write(dir.path().join("memory.swap.max"), "").expect("file");
+        assert!(write_limit(dir.path(), &swap_write("0", true)).expect("written"));
+        let written = std::fs::read_to_string(dir.path().join("memory.swap.max"));
+        assert_eq!(written.ok().as_deref(), Some("0"));
     }
 }

@@ -28,6 +28,9 @@ pub struct Write {
     pub field: String,
     /// The controller that provides the file.
     pub controller: Controller,
+    /// A kernel without the file already gives what the write asks (no swap
+    /// accounting and a swap of 0 or max): skip it then instead of failing.
+    pub missing_ok: bool,
 }
 
 /// What a `linux.resources` asks of the cgroup: the files, in the order to write them.
@@ -49,6 +52,7 @@ impl Plan {
             value,
             field: format!("linux.resources.{field}"),
             controller,
+            missing_ok: false,
         });
     }
 }
@@ -106,7 +110,14 @@ fn memory(plan: &mut Plan, m: &LinuxMemory) -> Result<(), CgroupError> {
     // An absent swap is 0 in runc's terms (it is a plain int64 there).
     if m.swap().is_some() || m.limit().is_some() {
         if let Some(value) = swap_max(m.swap().unwrap_or(0), m.limit())? {
+            // The kubelet sends swap = limit ("no swap") with every memory
+            // limit; like runc, a kernel without swap (the pod VM's) takes
+            // "0" and "max" as already true. Any other value needs the file.
+            let missing_ok = value == "0" || value == "max";
             plan.push(Controller::Memory, "memory.swap.max", value, "memory.swap");
+            if let Some(w) = plan.writes.last_mut() {
+                w.missing_ok = missing_ok;
+            }
         }
     }
     if let Some(reservation) = m.reservation() {
@@ -345,6 +356,27 @@ mod tests {
             Err(CgroupError::InvalidArgument(m)) => m,
             other => panic!("{json}: expected INVALID_ARGUMENT, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn no_swap_and_unlimited_swap_may_meet_a_kernel_without_swap() {
+        let missing_ok = |json: &str| -> Vec<(String, bool)> {
+            plan(&parse(json))
+                .expect("plan")
+                .writes
+                .into_iter()
+                .filter(|w| w.file == "memory.swap.max")
+                .map(|w| (w.value, w.missing_ok))
+                .collect()
+        };
+        // The kubelet's "no swap": swap (memory+swap) equal to the limit.
+        let no_swap = r#"{"memory": {"limit": 33554432, "swap": 33554432}}"#;
+        assert_eq!(missing_ok(no_swap), [("0".to_owned(), true)]);
+        let unlimited = r#"{"memory": {"limit": 33554432, "swap": -1}}"#;
+        assert_eq!(missing_ok(unlimited), [("max".to_owned(), true)]);
+        // Real swap needs the file.
+        let some = r#"{"memory": {"limit": 33554432, "swap": 67108864}}"#;
+        assert_eq!(missing_ok(some), [("33554432".to_owned(), false)]);
     }
 
     #[test]
