@@ -90,6 +90,7 @@ pub fn console_tail(vm: &VmProcess) -> String {
 pub mod busybox;
 pub mod diag;
 pub mod netns;
+pub mod pod;
 pub mod qemu;
 pub mod rss;
 pub mod stats;

@@ -8,78 +8,18 @@
 
 use std::path::Path;
 
-use serde_json::json;
-use vessel_agent::client::Channel;
 use vessel_agent::proto::agent_client::AgentClient;
 use vessel_agent::proto::containers_client::ContainersClient;
 use vessel_agent::proto::sandbox_client::SandboxClient;
 use vessel_agent::proto::{
     CreateContainerRequest, DeleteContainerRequest, Interface, Route, SetupSandboxRequest,
-    SharedMount, ShutdownRequest, StartContainerRequest, WaitContainerRequest,
+    ShutdownRequest, StartContainerRequest, WaitContainerRequest,
 };
 use vessel_e2e::busybox::build_rootfs;
 use vessel_e2e::netns::{netns_exists, NetnsTap};
-use vessel_e2e::{console_tail, running_vmms, vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
-use vessel_host_runtime::vm::{FsShare, NetDevice, VmConfig, VmExit, VmProcess};
-
-/// Where the agent mounts the share in the guest.
-const SHARED: &str = "/mnt/pod";
-
-/// A container spec: busybox `sh -c script`, allowed to ping.
-fn spec(script: &str) -> serde_json::Value {
-    let caps = json!(["CAP_NET_RAW", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]);
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "user": { "uid": 0, "gid": 0 },
-            "args": ["/bin/sh", "-c", script],
-            "env": ["PATH=/bin"],
-            "cwd": "/",
-            "capabilities": {
-                "bounding": caps, "effective": caps, "permitted": caps,
-                "inheritable": [], "ambient": []
-            }
-        },
-        "root": { "path": "rootfs", "readonly": false },
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc",
-              "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "nodev", "mode=1777"] }
-        ],
-        "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
-            ]
-        }
-    })
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Boots the VM and connects to its agent (or panics with the console);
-/// returns it, the VMM's pid and the agent channel.
-async fn boot(config: VmConfig) -> (VmProcess, u32, Channel) {
-    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
-    let pid = vm.pid().expect("pid");
-    match vm.connect_agent(BOOT_TIMEOUT).await {
-        Ok(channel) => (vm, pid, channel),
-        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
-    }
-}
-
-/// The share tagged `pod`, mounted read-write at [`SHARED`].
-fn pod_share() -> SharedMount {
-    SharedMount {
-        tag: "pod".into(),
-        mount_point: SHARED.into(),
-        read_only: false,
-    }
-}
+use vessel_e2e::pod::{boot, pod_share, read, spec, SHARED};
+use vessel_e2e::{console_tail, running_vmms, vm_config, within, SHUTDOWN_TIMEOUT};
+use vessel_host_runtime::vm::{FsShare, NetDevice, VmExit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {

@@ -32,12 +32,13 @@ use vessel_agent::diag::DIAG_PORT;
 use vessel_agent::proto::containers_client::ContainersClient;
 use vessel_agent::proto::sandbox_client::SandboxClient;
 use vessel_agent::proto::{
-    CreateContainerRequest, Interface, SetupSandboxRequest, SharedMount, StartContainerRequest,
-    StdioStream, StreamStdio, WaitContainerRequest,
+    CreateContainerRequest, Interface, SetupSandboxRequest, StartContainerRequest, StdioStream,
+    StreamStdio, WaitContainerRequest,
 };
 use vessel_e2e::busybox::build_rootfs;
 use vessel_e2e::diag::{mb_per_s, receive, send};
 use vessel_e2e::netns::{connect_in_netns, NetnsTap};
+use vessel_e2e::pod::{pod_share, SHARED};
 use vessel_e2e::qemu::{QemuConfig, QemuVm};
 use vessel_e2e::stats::stats;
 use vessel_e2e::{vm_config, BOOT_TIMEOUT};
@@ -74,19 +75,9 @@ async fn qemu_stream(vm: &QemuVm) -> VsockStream {
         .expect("qemu: diag port")
 }
 
-/// Where the vessel guest mounts its share.
-const SHARED: &str = "/mnt/pod";
-
 /// Gives the guest its address on the tap's subnet (and the share, if any).
 async fn setup_network(channel: Channel, net: &NetnsTap, share: bool) {
-    let mounts = share
-        .then(|| SharedMount {
-            tag: "pod".into(),
-            mount_point: SHARED.into(),
-            read_only: false,
-        })
-        .into_iter()
-        .collect();
+    let mounts = share.then(pod_share).into_iter().collect();
     let req = SetupSandboxRequest {
         sandbox_id: "bench-io".into(),
         hostname: "bench-io".into(),
