@@ -47,12 +47,23 @@ impl Plan {
     }
 
     fn push(&mut self, controller: Controller, file: &str, value: String, field: &str) {
+        self.push_write(controller, file, value, field, false);
+    }
+
+    fn push_write(
+        &mut self,
+        controller: Controller,
+        file: &str,
+        value: String,
+        field: &str,
+        missing_ok: bool,
+    ) {
         self.writes.push(Write {
             file: file.to_owned(),
             value,
             field: format!("linux.resources.{field}"),
             controller,
-            missing_ok: false,
+            missing_ok,
         });
     }
 }
@@ -114,10 +125,8 @@ fn memory(plan: &mut Plan, m: &LinuxMemory) -> Result<(), CgroupError> {
             // limit; like runc, a kernel without swap (the pod VM's) takes
             // "0" and "max" as already true. Any other value needs the file.
             let missing_ok = value == "0" || value == "max";
-            plan.push(Controller::Memory, "memory.swap.max", value, "memory.swap");
-            if let Some(w) = plan.writes.last_mut() {
-                w.missing_ok = missing_ok;
-            }
+            let file = "memory.swap.max";
+            plan.push_write(Controller::Memory, file, value, "memory.swap", missing_ok);
         }
     }
     if let Some(reservation) = m.reservation() {
@@ -312,12 +321,12 @@ pub fn plan(resources: &LinuxResources) -> Result<Plan, CgroupError> {
             l if l < 0 => return Err(invalid(&field, format!("{l} is negative"))),
             l => l.to_string(),
         };
-        plan.push(
-            Controller::Hugetlb,
-            &format!("hugetlb.{}.max", h.page_size()),
-            value,
-            &field,
-        );
+        // The kubelet sends a limit for every page size the *host* has,
+        // 0 for those the pod did not ask for; the guest may lack a size
+        // (1GB pages need the vCPU's pdpe1gb), and then 0 is already true.
+        let missing_ok = value == "0";
+        let file = format!("hugetlb.{}.max", h.page_size());
+        plan.push_write(Controller::Hugetlb, &file, value, &field, missing_ok);
     }
     // Sorted, so the order (and which error comes first) does not depend on HashMap order.
     let mut unified: Vec<_> = resources.unified().iter().flatten().collect();
@@ -377,6 +386,21 @@ mod tests {
         // Real swap needs the file.
         let some = r#"{"memory": {"limit": 33554432, "swap": 67108864}}"#;
         assert_eq!(missing_ok(some), [("33554432".to_owned(), false)]);
+    }
+
+    #[test]
+    fn a_zero_hugepage_limit_may_meet_a_size_the_guest_lacks() {
+        let p = plan(&parse(
+            r#"{"hugepageLimits": [{"pageSize": "1GB", "limit": 0},
+                                   {"pageSize": "2MB", "limit": 4194304}]}"#,
+        ))
+        .expect("plan");
+        let got: Vec<_> = p
+            .writes
+            .iter()
+            .map(|w| (w.file.as_str(), w.missing_ok))
+            .collect();
+        assert_eq!(got, [("hugetlb.1GB.max", true), ("hugetlb.2MB.max", false)]);
     }
 
     #[test]
