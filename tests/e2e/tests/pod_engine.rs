@@ -2,7 +2,8 @@
 //! kernel pods run on (the agent's host-process tests run on the host's
 //! kernel): a memory limit ends in an OOM kill that `Wait` and the `Events`
 //! stream report, a pids limit stops forks, a seccomp profile denies a
-//! syscall, `Stats` move while a container burns CPU, an exec gets a sized
+//! syscall, kubelet-shaped limits apply (the CPU quota throttles) and
+//! `Stats` move while a container burns CPU, an exec gets a sized
 //! terminal, `Signal` ends a container with 128+signal, and a port forward
 //! reaches a busybox `nc` listener. Then `Shutdown` leaves nothing behind.
 
@@ -252,17 +253,36 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
     assert_eq!(out, "Seccomp:\t2\ndenied\n", "stderr {err}");
     assert!(err.contains("Operation not permitted"), "{err}");
 
-    // Stats move while a container burns CPU.
-    pod.start("burn", &spec("while :; do :; done")).await;
+    // Resources shaped as the kubelet sends them for a pod with limits
+    // (swap = limit: no swap; a 0 limit for every hugepage size the host
+    // has, 1GB included), on a container that burns CPU: the quota
+    // throttles it, and its stats move.
+    let mut s = spec("while :; do :; done");
+    s["linux"]["resources"] = json!({
+        "cpu": { "shares": 102, "quota": 50000, "period": 100000 },
+        "memory": { "limit": 67108864, "swap": 67108864 },
+        "pids": { "limit": 64 },
+        "hugepageLimits": [
+            { "pageSize": "2MB", "limit": 0 }, { "pageSize": "1GB", "limit": 0 }
+        ]
+    });
+    pod.start("burn", &s).await;
     let before = cpu_usec(&pod.stats("burn").await);
     let deadline = Instant::now() + PATIENCE;
+    let throttled = |s: &GetStatsResponse| {
+        let cpu = s
+            .containers
+            .first()
+            .and_then(|c| c.cgroup.as_ref()?.cpu.as_ref());
+        cpu.is_some_and(|c| c.nr_throttled > 0)
+    };
     let stats = loop {
         let stats = pod.stats("burn").await;
-        if cpu_usec(&stats) >= before + 200_000 {
+        if cpu_usec(&stats) >= before + 200_000 && throttled(&stats) {
             break stats;
         }
         if Instant::now() > deadline {
-            pod.fail("200 ms of CPU time never showed", stats);
+            pod.fail("200 ms of CPU time, throttled, never showed", stats);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
