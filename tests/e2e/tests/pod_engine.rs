@@ -2,7 +2,7 @@
 //! kernel pods run on (the agent's host-process tests run on the host's
 //! kernel): a memory limit ends in an OOM kill that `Wait` and the `Events`
 //! stream report, a pids limit stops forks, a seccomp profile denies a
-//! syscall, kubelet-shaped limits apply (the CPU quota throttles) and
+//! syscall, containerd's default spec holds from inside, kubelet-shaped limits apply (the CPU quota throttles) and
 //! `Stats` move while a container burns CPU, an exec gets a sized
 //! terminal, `Signal` ends a container with 128+signal, and a port forward
 //! reaches a busybox `nc` listener. Then `Shutdown` leaves nothing behind.
@@ -169,6 +169,50 @@ fn cpu_usec(stats: &GetStatsResponse) -> u64 {
         .map_or(0, |c| c.usage_usec)
 }
 
+/// `spec` with what containerd's default spec adds, and limits.
+fn containerd_default(mut spec: Value) -> Value {
+    let mounts = spec["mounts"].as_array_mut().expect("mounts");
+    mounts.extend([
+        json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
+        json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                "options": ["nosuid", "noexec", "nodev"] }),
+        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"] }),
+        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }),
+    ]);
+    let namespaces = spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces");
+    namespaces.extend([json!({ "type": "network" }), json!({ "type": "cgroup" })]);
+    spec["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }]);
+    spec["linux"]["resources"] = json!({
+        "memory": { "limit": 50331648, "swap": 50331648 }, "pids": { "limit": 32 }
+    });
+    spec["linux"]["maskedPaths"] = json!([
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap"
+    ]);
+    spec["linux"]["readonlyPaths"] = json!([
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger"
+    ]);
+    spec
+}
+
 /// Boots the pod: a VM with the `pod` share from a real virtiofsd, a busybox
 /// rootfs on it, and the sandbox set up.
 async fn pod(mut config: VmConfig) -> (Pod, vessel_e2e::virtiofsd::Virtiofsd) {
@@ -252,6 +296,21 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
     assert_eq!(exit.exit_code, 0, "{err}");
     assert_eq!(out, "Seccomp:\t2\ndenied\n", "stderr {err}");
     assert!(err.contains("Operation not permitted"), "{err}");
+
+    // The spec containerd writes by default (cgroup namespace with a
+    // read-only cgroup2 mount, mqueue, a read-only sysfs, masked and
+    // read-only paths, an RLIMIT_NOFILE), checked from inside.
+    let script = "cat /proc/self/cgroup; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; \
+                  ulimit -n; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; \
+                  (echo x > /proc/sys/kernel/domainname) 2>/dev/null || echo proc-sys-ro; \
+                  grep -q ' /dev/mqueue mqueue ' /proc/mounts && echo mqueue; \
+                  grep -q ' /sys/fs/cgroup cgroup2 ro,' /proc/mounts && echo cgroup-ro";
+    let (exit, out, err) = pod.run("defaults", &containerd_default(spec(script))).await;
+    assert_eq!(exit.exit_code, 0, "stdout {out:?} stderr {err:?}");
+    assert_eq!(
+        out, "0::/\n50331648\n32\n1024\n0\n0\nproc-sys-ro\nmqueue\ncgroup-ro\n",
+        "stderr {err:?}"
+    );
 
     // Resources shaped as the kubelet sends them for a pod with limits
     // (swap = limit: no swap; a 0 limit for every hugepage size the host
