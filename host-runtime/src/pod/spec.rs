@@ -29,10 +29,36 @@ const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// The spec of a container running `args` as root in the pod: its own mount
-/// and pid namespaces, the pod's network, IPC and UTS namespaces (entries
-/// without a path: see docs/agent-api.md), and the pod's hosts, hostname and
-/// resolv.conf files.
+/// Paths containerd masks in every container (kernel state a container
+/// should not read).
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths containerd makes read-only in every container.
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The spec of a container running `args` as root in the pod, shaped like
+/// containerd's default: its own mount, pid and cgroup namespaces, the pod's
+/// network, IPC and UTS namespaces (entries without a path: see
+/// docs/agent-api.md), containerd's masked and read-only paths, and the
+/// pod's hosts, hostname and resolv.conf files.
 pub fn container_spec(
     args: &[String],
     sandbox: &SandboxInfo,
@@ -63,6 +89,7 @@ pub fn container_spec(
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Network,
+        LinuxNamespaceType::Cgroup,
     ]
     .into_iter()
     .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
@@ -79,7 +106,13 @@ pub fn container_spec(
         // Same as the pod's (the agent refuses anything else in the pod's UTS namespace).
         .hostname(sandbox.hostname.clone())
         .mounts(mounts(sandbox)?)
-        .linux(LinuxBuilder::default().namespaces(namespaces).build()?)
+        .linux(
+            LinuxBuilder::default()
+                .namespaces(namespaces)
+                .masked_paths(MASKED_PATHS.map(String::from).to_vec())
+                .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
+                .build()?,
+        )
         .build()
 }
 
@@ -119,10 +152,23 @@ fn mounts(sandbox: &SandboxInfo) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         )?,
         mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
             "/sys",
             "sysfs",
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        // In the container's cgroup namespace: its own cgroup, read-only.
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
         )?,
         mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?,
     ];
@@ -167,7 +213,17 @@ mod tests {
             .iter()
             .map(|ns| ns["type"].as_str().unwrap())
             .collect();
-        assert_eq!(types, ["pid", "ipc", "uts", "mount", "network"]);
+        assert_eq!(types, ["pid", "ipc", "uts", "mount", "network", "cgroup"]);
+        let masked = json["linux"]["maskedPaths"].as_array().unwrap();
+        assert!(
+            masked.contains(&serde_json::json!("/proc/kcore")),
+            "{masked:?}"
+        );
+        let readonly = json["linux"]["readonlyPaths"].as_array().unwrap();
+        assert!(
+            readonly.contains(&serde_json::json!("/proc/sys")),
+            "{readonly:?}"
+        );
         let caps = json["process"]["capabilities"]["bounding"]
             .as_array()
             .unwrap();
@@ -179,6 +235,7 @@ mod tests {
             .map(|m| m["destination"].as_str().unwrap())
             .collect();
         assert!(dests.contains(&"/etc/hosts") && dests.contains(&"/etc/hostname"));
+        assert!(dests.contains(&"/sys/fs/cgroup") && dests.contains(&"/dev/mqueue"));
         // No resolv.conf path from the sandbox: no mount for it.
         assert!(!dests.contains(&"/etc/resolv.conf"));
     }
