@@ -5,7 +5,7 @@
 mod config;
 pub mod container;
 mod leftovers;
-mod spec;
+pub mod spec;
 mod teardown;
 
 use std::future::Future;

@@ -1,13 +1,15 @@
 //! A pod VM for the tests that run containers: booting it, the share that
 //! holds the containers' busybox rootfs, and a busybox container spec.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use vessel_agent::client::Channel;
 use vessel_agent::proto::SharedMount;
-use vessel_host_runtime::vm::{VmConfig, VmProcess};
+use vessel_host_runtime::vm::{FsShare, VmConfig, VmProcess};
 
+use crate::busybox::build_rootfs;
+use crate::virtiofsd::Virtiofsd;
 use crate::{console_tail, BOOT_TIMEOUT};
 
 /// Where the agent mounts the share in the guest.
@@ -22,6 +24,20 @@ pub async fn boot(config: VmConfig) -> (VmProcess, u32, Channel) {
         Ok(channel) => (vm, pid, channel),
         Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
     }
+}
+
+/// Lays out a busybox rootfs in `<state dir>/shared/rootfs`, starts a real
+/// virtiofsd on `<state dir>/shared` and adds it to `config` as the share
+/// tagged `pod`; returns the shared directory and virtiofsd.
+pub async fn share_busybox_rootfs(config: &mut VmConfig) -> (PathBuf, Virtiofsd) {
+    let shared = config.state_dir.join("shared");
+    build_rootfs(&shared.join("rootfs"));
+    let virtiofsd = crate::virtiofsd::start(&shared, &config.state_dir.join("virtiofsd")).await;
+    config.shares.push(FsShare {
+        tag: "pod".into(),
+        socket: virtiofsd.socket().clone(),
+    });
+    (shared, virtiofsd)
 }
 
 /// The share tagged `pod`, mounted read-write at [`SHARED`].

@@ -15,9 +15,8 @@ use vessel_agent::proto::{
     CreateContainerRequest, DeleteContainerRequest, Interface, Route, SetupSandboxRequest,
     ShutdownRequest, StartContainerRequest, WaitContainerRequest,
 };
-use vessel_e2e::busybox::build_rootfs;
 use vessel_e2e::netns::{netns_exists, NetnsTap};
-use vessel_e2e::pod::{boot, pod_share, read, spec, SHARED};
+use vessel_e2e::pod::{boot, pod_share, read, share_busybox_rootfs, spec, SHARED};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{FsShare, NetDevice, VmExit};
 
@@ -26,20 +25,13 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
     let net = NetnsTap::create("vessel-e2e-net", 1);
     let mut config = vm_config("pod-devices", 1, 256);
     let state_dir = config.state_dir.clone();
-    let shared = state_dir.join("shared");
-    build_rootfs(&shared.join("rootfs"));
+    let (shared, mut virtiofsd) = share_busybox_rootfs(&mut config).await;
     std::fs::write(shared.join("rootfs/from-host.txt"), "written by the host\n")
         .expect("host file");
-    let mut virtiofsd = vessel_e2e::virtiofsd::start(&shared, &state_dir.join("virtiofsd")).await;
-
     config.nets.push(NetDevice {
         tap: net.tap.clone(),
         netns: Some(net.path()),
         mac: net.guest_mac.clone(),
-    });
-    config.shares.push(FsShare {
-        tag: "pod".into(),
-        socket: virtiofsd.socket().clone(),
     });
     let (mut vm, pid, channel) = boot(config).await;
 

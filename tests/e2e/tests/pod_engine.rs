@@ -32,10 +32,10 @@ use vessel_agent::proto::{
     SubscribeEventsRequest, TerminalSize, WaitContainerRequest, WaitContainerResponse,
     WaitProcessRequest,
 };
-use vessel_e2e::busybox::build_rootfs;
-use vessel_e2e::pod::{boot, pod_share, read, spec, SHARED};
+use vessel_e2e::pod::{boot, pod_share, read, share_busybox_rootfs, spec, SHARED};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, SHUTDOWN_TIMEOUT};
-use vessel_host_runtime::vm::{FsShare, VmConfig, VmExit, VmProcess};
+use vessel_host_runtime::pod::spec::{MASKED_PATHS, READONLY_PATHS};
+use vessel_host_runtime::vm::{VmConfig, VmExit, VmProcess};
 
 /// How long a container may take to finish, or an event or a stats change
 /// to show, in the slow nested test host.
@@ -190,40 +190,15 @@ fn containerd_default(mut spec: Value) -> Value {
     spec["linux"]["resources"] = json!({
         "memory": { "limit": 50331648, "swap": 50331648 }, "pids": { "limit": 32 }
     });
-    spec["linux"]["maskedPaths"] = json!([
-        "/proc/acpi",
-        "/proc/asound",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/proc/scsi",
-        "/sys/firmware",
-        "/sys/devices/virtual/powercap"
-    ]);
-    spec["linux"]["readonlyPaths"] = json!([
-        "/proc/bus",
-        "/proc/fs",
-        "/proc/irq",
-        "/proc/sys",
-        "/proc/sysrq-trigger"
-    ]);
+    spec["linux"]["maskedPaths"] = json!(MASKED_PATHS);
+    spec["linux"]["readonlyPaths"] = json!(READONLY_PATHS);
     spec
 }
 
 /// Boots the pod: a VM with the `pod` share from a real virtiofsd, a busybox
 /// rootfs on it, and the sandbox set up.
 async fn pod(mut config: VmConfig) -> (Pod, vessel_e2e::virtiofsd::Virtiofsd) {
-    let shared = config.state_dir.join("shared");
-    build_rootfs(&shared.join("rootfs"));
-    let virtiofsd =
-        vessel_e2e::virtiofsd::start(&shared, &config.state_dir.join("virtiofsd")).await;
-    config.shares.push(FsShare {
-        tag: "pod".into(),
-        socket: virtiofsd.socket().clone(),
-    });
+    let (shared, virtiofsd) = share_busybox_rootfs(&mut config).await;
     let (vm, _, channel) = boot(config).await;
     let pod = Pod {
         vm,

@@ -35,14 +35,13 @@ use vessel_agent::proto::{
     CreateContainerRequest, Interface, SetupSandboxRequest, StartContainerRequest, StdioStream,
     StreamStdio, WaitContainerRequest,
 };
-use vessel_e2e::busybox::build_rootfs;
 use vessel_e2e::diag::{mb_per_s, receive, send};
 use vessel_e2e::netns::{connect_in_netns, NetnsTap};
-use vessel_e2e::pod::{pod_share, SHARED};
+use vessel_e2e::pod::{pod_share, share_busybox_rootfs, SHARED};
 use vessel_e2e::qemu::{QemuConfig, QemuVm};
 use vessel_e2e::stats::stats;
 use vessel_e2e::{vm_config, BOOT_TIMEOUT};
-use vessel_host_runtime::vm::{FsShare, NetDevice, VmProcess};
+use vessel_host_runtime::vm::{NetDevice, VmProcess};
 
 const MEMORY_MIB_DEFAULT: u32 = 256;
 
@@ -337,14 +336,7 @@ async fn main() {
         std::env::var("VESSEL_BENCH_CMDLINE").unwrap_or_default()
     );
     config.extra_cmdline = Some(cmdline.clone());
-    let shared = config.state_dir.join("shared");
-    build_rootfs(&shared.join("rootfs"));
-    let virtiofsd =
-        vessel_e2e::virtiofsd::start(&shared, &config.state_dir.join("virtiofsd")).await;
-    config.shares.push(FsShare {
-        tag: "pod".into(),
-        socket: virtiofsd.socket().clone(),
-    });
+    let (shared, virtiofsd) = share_busybox_rootfs(&mut config).await;
     config.nets.push(NetDevice {
         tap: vessel_net.tap.clone(),
         netns: Some(vessel_net.path()),
