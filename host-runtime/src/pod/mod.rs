@@ -5,7 +5,7 @@
 mod config;
 pub mod container;
 mod leftovers;
-pub mod spec;
+mod spec;
 mod teardown;
 
 use std::future::Future;

@@ -31,7 +31,7 @@ const DEFAULT_CAPABILITIES: [Capability; 14] = [
 
 /// Paths containerd masks in every container (kernel state a container
 /// should not read).
-pub const MASKED_PATHS: [&str; 11] = [
+const MASKED_PATHS: [&str; 11] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -46,7 +46,7 @@ pub const MASKED_PATHS: [&str; 11] = [
 ];
 
 /// Paths containerd makes read-only in every container.
-pub const READONLY_PATHS: [&str; 5] = [
+const READONLY_PATHS: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",

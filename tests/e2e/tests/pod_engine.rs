@@ -2,7 +2,7 @@
 //! kernel pods run on (the agent's host-process tests run on the host's
 //! kernel): a memory limit ends in an OOM kill that `Wait` and the `Events`
 //! stream report, a pids limit stops forks, a seccomp profile denies a
-//! syscall, containerd's default spec holds from inside, kubelet-shaped limits apply (the CPU quota throttles) and
+//! syscall, vesseld's containerd-shaped spec holds from inside, kubelet-shaped limits apply (the CPU quota throttles) and
 //! `Stats` move while a container burns CPU, an exec gets a sized
 //! terminal, `Signal` ends a container with 128+signal, and a port forward
 //! reaches a busybox `nc` listener. Then `Shutdown` leaves nothing behind.
@@ -27,14 +27,14 @@ use vessel_agent::proto::sandbox_client::SandboxClient;
 use vessel_agent::proto::stats_client::StatsClient;
 use vessel_agent::proto::{
     CreateContainerRequest, DeleteContainerRequest, Event, ExecProcessRequest, GetStatsRequest,
-    GetStatsResponse, PortForwardRequest, PortForwardTarget, SetupSandboxRequest, ShutdownRequest,
-    SignalContainerRequest, StartContainerRequest, StdioStream, StreamStdio,
+    GetStatsResponse, PortForwardRequest, PortForwardTarget, SandboxInfo, SetupSandboxRequest,
+    ShutdownRequest, SignalContainerRequest, StartContainerRequest, StdioStream, StreamStdio,
     SubscribeEventsRequest, TerminalSize, WaitContainerRequest, WaitContainerResponse,
     WaitProcessRequest,
 };
 use vessel_e2e::pod::{boot, pod_share, read, share_busybox_rootfs, spec, SHARED};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, SHUTDOWN_TIMEOUT};
-use vessel_host_runtime::pod::spec::{MASKED_PATHS, READONLY_PATHS};
+use vessel_host_runtime::pod::container_spec;
 use vessel_host_runtime::vm::{VmConfig, VmExit, VmProcess};
 
 /// How long a container may take to finish, or an event or a stats change
@@ -47,6 +47,8 @@ struct Pod {
     channel: Channel,
     /// The share's directory on the host.
     shared: PathBuf,
+    /// What `Sandbox.Setup` applied (vesseld's container spec uses it).
+    sandbox: SandboxInfo,
 }
 
 impl Pod {
@@ -169,29 +171,16 @@ fn cpu_usec(stats: &GetStatsResponse) -> u64 {
         .map_or(0, |c| c.usage_usec)
 }
 
-/// `spec` with what containerd's default spec adds, and limits.
-fn containerd_default(mut spec: Value) -> Value {
-    let mounts = spec["mounts"].as_array_mut().expect("mounts");
-    mounts.extend([
-        json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
-        json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-                "options": ["nosuid", "noexec", "nodev"] }),
-        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
-                "options": ["nosuid", "noexec", "nodev", "ro"] }),
-        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }),
-    ]);
-    let namespaces = spec["linux"]["namespaces"]
-        .as_array_mut()
-        .expect("namespaces");
-    namespaces.extend([json!({ "type": "network" }), json!({ "type": "cgroup" })]);
+/// vesseld's spec for a container of the pod running `sh -c script`
+/// (shaped like containerd's default), with an open-files rlimit and limits.
+fn vesseld_spec(sandbox: &SandboxInfo, script: &str) -> Value {
+    let args = ["sh", "-c", script].map(String::from);
+    let spec = container_spec(&args, sandbox).expect("vesseld's container spec");
+    let mut spec = serde_json::to_value(spec).expect("spec as JSON");
     spec["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }]);
     spec["linux"]["resources"] = json!({
         "memory": { "limit": 50331648, "swap": 50331648 }, "pids": { "limit": 32 }
     });
-    spec["linux"]["maskedPaths"] = json!(MASKED_PATHS);
-    spec["linux"]["readonlyPaths"] = json!(READONLY_PATHS);
     spec
 }
 
@@ -200,10 +189,11 @@ fn containerd_default(mut spec: Value) -> Value {
 async fn pod(mut config: VmConfig) -> (Pod, vessel_e2e::virtiofsd::Virtiofsd) {
     let (shared, virtiofsd) = share_busybox_rootfs(&mut config).await;
     let (vm, _, channel) = boot(config).await;
-    let pod = Pod {
+    let mut pod = Pod {
         vm,
         channel,
         shared,
+        sandbox: SandboxInfo::default(),
     };
     let setup = SetupSandboxRequest {
         sandbox_id: "pod-engine".into(),
@@ -212,8 +202,9 @@ async fn pod(mut config: VmConfig) -> (Pod, vessel_e2e::virtiofsd::Virtiofsd) {
         ..SetupSandboxRequest::default()
     };
     let mut sandbox = SandboxClient::new(pod.channel.clone());
-    if let Err(s) = within("Sandbox.Setup", sandbox.setup(setup)).await {
-        pod.fail("Sandbox.Setup", s);
+    match within("Sandbox.Setup", sandbox.setup(setup)).await {
+        Ok(reply) => pod.sandbox = reply.into_inner().sandbox.unwrap_or_default(),
+        Err(s) => pod.fail("Sandbox.Setup", s),
     }
     (pod, virtiofsd)
 }
@@ -272,15 +263,17 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
     assert_eq!(out, "Seccomp:\t2\ndenied\n", "stderr {err}");
     assert!(err.contains("Operation not permitted"), "{err}");
 
-    // The spec containerd writes by default (cgroup namespace with a
-    // read-only cgroup2 mount, mqueue, a read-only sysfs, masked and
-    // read-only paths, an RLIMIT_NOFILE), checked from inside.
+    // vesseld's container spec, shaped like containerd's default (cgroup
+    // namespace with a read-only cgroup2 mount, mqueue, a read-only sysfs,
+    // masked and read-only paths), plus an RLIMIT_NOFILE, checked from inside.
     let script = "cat /proc/self/cgroup; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; \
                   ulimit -n; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; \
                   (echo x > /proc/sys/kernel/domainname) 2>/dev/null || echo proc-sys-ro; \
                   grep -q ' /dev/mqueue mqueue ' /proc/mounts && echo mqueue; \
                   grep -q ' /sys/fs/cgroup cgroup2 ro,' /proc/mounts && echo cgroup-ro";
-    let (exit, out, err) = pod.run("defaults", &containerd_default(spec(script))).await;
+    let (exit, out, err) = pod
+        .run("defaults", &vesseld_spec(&pod.sandbox, script))
+        .await;
     assert_eq!(exit.exit_code, 0, "stdout {out:?} stderr {err:?}");
     assert_eq!(
         out, "0::/\n50331648\n32\n1024\n0\n0\nproc-sys-ro\nmqueue\ncgroup-ro\n",
