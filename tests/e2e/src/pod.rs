@@ -1,11 +1,12 @@
 //! A pod VM for the tests that run containers: booting it, the share that
-//! holds the containers' busybox rootfs, and a busybox container spec.
+//! holds the containers' busybox rootfs, and vesseld's container spec.
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use vessel_agent::client::Channel;
-use vessel_agent::proto::SharedMount;
+use vessel_agent::proto::{SandboxInfo, SharedMount};
+use vessel_host_runtime::pod::container_spec;
 use vessel_host_runtime::vm::{FsShare, VmConfig, VmProcess};
 
 use crate::busybox::build_rootfs;
@@ -49,39 +50,13 @@ pub fn pod_share() -> SharedMount {
     }
 }
 
-/// A container spec: busybox `sh -c script` as root, allowed to ping, with
-/// its own devpts (for terminals) and /tmp.
-pub fn spec(script: &str) -> Value {
-    let caps = json!(["CAP_NET_RAW", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]);
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "user": { "uid": 0, "gid": 0 },
-            "args": ["/bin/sh", "-c", script],
-            "env": ["PATH=/bin"],
-            "cwd": "/",
-            "capabilities": {
-                "bounding": caps, "effective": caps, "permitted": caps,
-                "inheritable": [], "ambient": []
-            }
-        },
-        "root": { "path": "rootfs", "readonly": false },
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc",
-              "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "nodev", "mode=1777"] }
-        ],
-        "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
-            ]
-        }
-    })
+/// The spec vesseld gives a container of the pod (shaped like containerd's
+/// default: `host-runtime/src/pod/spec.rs`) running busybox `sh -c script`
+/// as root; `sandbox` is what `Sandbox.Setup` returned.
+pub fn spec(sandbox: &SandboxInfo, script: &str) -> Value {
+    let args = ["/bin/sh", "-c", script].map(String::from);
+    let spec = container_spec(&args, sandbox).expect("vesseld's container spec");
+    serde_json::to_value(spec).expect("spec as JSON")
 }
 
 /// A file's text, or "" if it cannot be read (for failure messages).

@@ -51,14 +51,11 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
         mounts: vec![pod_share()],
         ..SetupSandboxRequest::default()
     };
-    if let Err(status) = within(
-        "Sandbox.Setup",
-        SandboxClient::new(channel.clone()).setup(setup),
-    )
-    .await
-    {
-        panic!("Sandbox.Setup: {status:?}\n{}", console_tail(&vm));
-    }
+    let mut sandbox = SandboxClient::new(channel.clone());
+    let sandbox = match within("Sandbox.Setup", sandbox.setup(setup)).await {
+        Ok(reply) => reply.into_inner().sandbox.unwrap_or_default(),
+        Err(status) => panic!("Sandbox.Setup: {status:?}\n{}", console_tail(&vm)),
+    };
 
     let script = format!(
         "ping -c 3 -W 10 {} && cat /from-host.txt && echo written by the guest > /guest.txt && sync \
@@ -71,7 +68,7 @@ async fn guest_pings_through_its_tap_and_shares_files_with_the_host() {
         "Containers.Create",
         containers.create(CreateContainerRequest {
             container_id: id.clone(),
-            oci_spec_json: spec(&script).to_string(),
+            oci_spec_json: spec(&sandbox, &script).to_string(),
             rootfs: format!("{SHARED}/rootfs"),
             stdout_path: format!("{SHARED}/pinger.out"),
             stderr_path: format!("{SHARED}/pinger.err"),

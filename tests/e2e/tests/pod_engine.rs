@@ -34,7 +34,6 @@ use vessel_agent::proto::{
 };
 use vessel_e2e::pod::{boot, pod_share, read, share_busybox_rootfs, spec, SHARED};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, SHUTDOWN_TIMEOUT};
-use vessel_host_runtime::pod::container_spec;
 use vessel_host_runtime::vm::{VmConfig, VmExit, VmProcess};
 
 /// How long a container may take to finish, or an event or a stats change
@@ -171,19 +170,6 @@ fn cpu_usec(stats: &GetStatsResponse) -> u64 {
         .map_or(0, |c| c.usage_usec)
 }
 
-/// vesseld's spec for a container of the pod running `sh -c script`
-/// (shaped like containerd's default), with an open-files rlimit and limits.
-fn vesseld_spec(sandbox: &SandboxInfo, script: &str) -> Value {
-    let args = ["sh", "-c", script].map(String::from);
-    let spec = container_spec(&args, sandbox).expect("vesseld's container spec");
-    let mut spec = serde_json::to_value(spec).expect("spec as JSON");
-    spec["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }]);
-    spec["linux"]["resources"] = json!({
-        "memory": { "limit": 50331648, "swap": 50331648 }, "pids": { "limit": 32 }
-    });
-    spec
-}
-
 /// Boots the pod: a VM with the `pod` share from a real virtiofsd, a busybox
 /// rootfs on it, and the sandbox set up.
 async fn pod(mut config: VmConfig) -> (Pod, vessel_e2e::virtiofsd::Virtiofsd) {
@@ -218,7 +204,7 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
     let mut events = pod.subscribe().await;
 
     // A memory limit: dd's 64 MiB buffer cannot fit under 32 MiB (no swap).
-    let mut s = spec("dd if=/dev/zero of=/dev/null bs=64M count=1");
+    let mut s = spec(&pod.sandbox, "dd if=/dev/zero of=/dev/null bs=64M count=1");
     s["linux"]["resources"] = json!({ "memory": { "limit": 33554432, "swap": 33554432 } });
     let (exit, _, err) = pod.run("oom", &s).await;
     assert!(exit.oom_killed && exit.signal == 9, "{exit:?} {err}");
@@ -242,7 +228,7 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
 
     // A pids limit: the 5th task cannot fork.
     let script = "i=0; while [ $i -lt 20 ]; do sleep 987021 & i=$((i+1)); done; echo all forked";
-    let mut s = spec(script);
+    let mut s = spec(&pod.sandbox, script);
     s["linux"]["resources"] = json!({ "pids": { "limit": 5 } });
     let (exit, out, err) = pod.run("pids", &s).await;
     assert!(
@@ -252,7 +238,10 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
     assert!(!out.contains("all forked"), "{out}");
 
     // A seccomp profile: mkdir is denied with EPERM, the rest allowed.
-    let mut s = spec("grep '^Seccomp:' /proc/self/status; mkdir /tmp/x || echo denied");
+    let mut s = spec(
+        &pod.sandbox,
+        "grep '^Seccomp:' /proc/self/status; mkdir /tmp/x || echo denied",
+    );
     s["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64"],
@@ -263,17 +252,21 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
     assert_eq!(out, "Seccomp:\t2\ndenied\n", "stderr {err}");
     assert!(err.contains("Operation not permitted"), "{err}");
 
-    // vesseld's container spec, shaped like containerd's default (cgroup
-    // namespace with a read-only cgroup2 mount, mqueue, a read-only sysfs,
-    // masked and read-only paths), plus an RLIMIT_NOFILE, checked from inside.
+    // vesseld's container spec (every container here has it), shaped like
+    // containerd's default (cgroup namespace with a read-only cgroup2 mount,
+    // mqueue, a read-only sysfs, masked and read-only paths), plus an
+    // RLIMIT_NOFILE, checked from inside.
     let script = "cat /proc/self/cgroup; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; \
                   ulimit -n; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; \
                   (echo x > /proc/sys/kernel/domainname) 2>/dev/null || echo proc-sys-ro; \
                   grep -q ' /dev/mqueue mqueue ' /proc/mounts && echo mqueue; \
                   grep -q ' /sys/fs/cgroup cgroup2 ro,' /proc/mounts && echo cgroup-ro";
-    let (exit, out, err) = pod
-        .run("defaults", &vesseld_spec(&pod.sandbox, script))
-        .await;
+    let mut s = spec(&pod.sandbox, script);
+    s["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }]);
+    s["linux"]["resources"] = json!({
+        "memory": { "limit": 50331648, "swap": 50331648 }, "pids": { "limit": 32 }
+    });
+    let (exit, out, err) = pod.run("defaults", &s).await;
     assert_eq!(exit.exit_code, 0, "stdout {out:?} stderr {err:?}");
     assert_eq!(
         out, "0::/\n50331648\n32\n1024\n0\n0\nproc-sys-ro\nmqueue\ncgroup-ro\n",
@@ -284,7 +277,7 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
     // (swap = limit: no swap; a 0 limit for every hugepage size the host
     // has, 1GB included), on a container that burns CPU: the quota
     // throttles it, and its stats move.
-    let mut s = spec("while :; do :; done");
+    let mut s = spec(&pod.sandbox, "while :; do :; done");
     s["linux"]["resources"] = json!({
         "cpu": { "shares": 102, "quota": 50000, "period": 100000 },
         "memory": { "limit": 67108864, "swap": 67108864 },
@@ -378,7 +371,10 @@ async fn limits_seccomp_stats_exec_and_port_forward_work_in_the_guest() {
     // A port forward to a busybox nc listener in the pod.
     pod.start(
         "listener",
-        &spec(r#"exec nc -l -p 7001 -e sh -c 'read l; echo "got $l"'"#),
+        &spec(
+            &pod.sandbox,
+            r#"exec nc -l -p 7001 -e sh -c 'read l; echo "got $l"'"#,
+        ),
     )
     .await;
     let deadline = Instant::now() + PATIENCE;
