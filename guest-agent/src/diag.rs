@@ -15,8 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
-/// vsock and TCP port of the probe.
-pub const DIAG_PORT: u32 = 1025;
+/// vsock and TCP port of the probe (the API crate's, so hosts agree on it).
+pub const DIAG_PORT: u32 = vessel_agent_api::DIAG_VSOCK_PORT;
 /// The kernel command line word that turns the probe on.
 pub const DIAG_CMDLINE_FLAG: &str = "vessel.diag=1";
 /// The largest transfer one request may ask for (16 GiB).

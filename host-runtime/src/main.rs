@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use vessel_agent::proto::{agent_client::AgentClient, health_client::HealthClient};
-use vessel_agent::proto::{CheckRequest, ShutdownRequest, VersionRequest};
+use vessel_agent_api::proto::{agent_client::AgentClient, health_client::HealthClient};
+use vessel_agent_api::proto::{CheckRequest, ShutdownRequest, VersionRequest};
 use vessel_host_runtime::net::{PodAddressing, DEFAULT_SUBNET};
 use vessel_host_runtime::pod::{
     leftovers, ContainerExit, ContainerRun, Phase, Pod, PodConfig, Step, GUEST_NIC,

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
-use vessel_agent::client::stdio::read_output;
-use vessel_agent::client::Channel;
-use vessel_agent::proto::containers_client::ContainersClient;
-use vessel_agent::proto::{
+use vessel_agent_api::client::stdio::read_output;
+use vessel_agent_api::client::Channel;
+use vessel_agent_api::proto::containers_client::ContainersClient;
+use vessel_agent_api::proto::{
     CreateContainerRequest, DeleteContainerRequest, SandboxInfo, StartContainerRequest,
     StdioStream, StreamStdio, WaitContainerRequest,
 };

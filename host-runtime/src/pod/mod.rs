@@ -12,13 +12,14 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use vessel_agent::client::Channel;
-use vessel_agent::proto::agent_client::AgentClient;
-use vessel_agent::proto::sandbox_client::SandboxClient;
-use vessel_agent::proto::{
+use vessel_agent_api::client::Channel;
+use vessel_agent_api::proto::agent_client::AgentClient;
+use vessel_agent_api::proto::sandbox_client::SandboxClient;
+use vessel_agent_api::proto::{
     HostEntry, Interface, Route, SandboxInfo, SetupSandboxRequest, SharedMount, ShutdownRequest,
     VersionRequest,
 };
+use vessel_agent_api::MIN_AGENT_API_VERSION;
 
 use crate::net::{tap, NetError, Netns, TapCounters};
 use crate::virtiofsd::{Virtiofsd, VirtiofsdError};
@@ -102,6 +103,14 @@ pub enum PodError {
         exit: VmExit,
         /// The console log (kept: the state dir is removed only when empty of errors).
         console: PathBuf,
+    },
+    /// The agent speaks an API older than this host side can drive.
+    #[error("the guest agent speaks API v{agent}, this vesseld needs at least v{needed} (rebuild the initramfs)")]
+    AgentTooOld {
+        /// The agent's API version.
+        agent: u32,
+        /// The oldest this vesseld drives.
+        needed: u32,
     },
     /// A step was asked for out of order.
     #[error("the pod is not running (start it first)")]
@@ -301,9 +310,10 @@ impl Pod {
             AgentClient::new(channel).version(VersionRequest {}),
         )
         .await?;
+        check_api_version(version.api_version)?;
         Ok(format!(
-            "agent {} answered over vsock (guest kernel {})",
-            version.agent_version, version.kernel_release
+            "agent {} (API v{}) answered over vsock (guest kernel {})",
+            version.agent_version, version.api_version, version.kernel_release
         ))
     }
 
@@ -567,6 +577,18 @@ fn report(
     }
 }
 
+/// Refuses an agent whose API is older than [`MIN_AGENT_API_VERSION`]; newer
+/// ones only add to the API, which this side ignores.
+fn check_api_version(agent: u32) -> Result<(), PodError> {
+    if agent < MIN_AGENT_API_VERSION {
+        return Err(PodError::AgentTooOld {
+            agent,
+            needed: MIN_AGENT_API_VERSION,
+        });
+    }
+    Ok(())
+}
+
 /// One agent call with a deadline; its reply, or a typed error naming it.
 pub(crate) async fn agent_call<T>(
     call: &'static str,
@@ -601,6 +623,15 @@ mod tests {
         assert_eq!(r.routes[0].gateway, "10.88.0.1");
         assert_eq!(r.mounts[0].tag, ROOTFS_TAG);
         assert_eq!(r.mounts[0].mount_point, ROOTFS_GUEST_PATH);
+    }
+
+    #[test]
+    fn an_older_agent_api_is_refused_by_name() {
+        check_api_version(MIN_AGENT_API_VERSION).unwrap();
+        check_api_version(MIN_AGENT_API_VERSION + 1).unwrap();
+        let err = check_api_version(MIN_AGENT_API_VERSION - 1).unwrap_err();
+        assert!(matches!(err, PodError::AgentTooOld { .. }), "{err}");
+        assert!(err.to_string().contains("rebuild the initramfs"), "{err}");
     }
 
     #[tokio::test]

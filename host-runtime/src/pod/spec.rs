@@ -8,7 +8,7 @@ use oci_spec::runtime::{
     Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use vessel_agent::proto::SandboxInfo;
+use vessel_agent_api::proto::SandboxInfo;
 
 /// The capabilities containerd gives a container by default (NET_RAW among
 /// them, so `ping` works).

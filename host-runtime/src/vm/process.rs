@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use vessel_agent::client::{self, Channel};
+use vessel_agent_api::client::{self, Channel};
 
 use super::config::{VmConfig, VmConfigError};
 
-/// The vsock port the guest agent serves its API on.
-pub const AGENT_VSOCK_PORT: u32 = 1024;
+pub use vessel_agent_api::AGENT_VSOCK_PORT;
 
 /// How often to look at the VMM process while waiting for it to exit.
 const EXIT_POLL: Duration = Duration::from_millis(10);

@@ -1,4 +1,4 @@
-//! The host side of the agent's throughput probe (`vessel_agent::diag`).
+//! The host side of the agent's throughput probe (vessel-agent's `diag` module).
 
 use std::time::{Duration, Instant};
 

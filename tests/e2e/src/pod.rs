@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use vessel_agent::client::Channel;
-use vessel_agent::proto::{SandboxInfo, SharedMount};
+use vessel_agent_api::client::Channel;
+use vessel_agent_api::proto::{SandboxInfo, SharedMount};
 use vessel_host_runtime::pod::container_spec;
 use vessel_host_runtime::vm::{FsShare, VmConfig, VmProcess};
 

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vessel_agent::client::{self, Channel};
-use vessel_agent::proto::{health_client::HealthClient, CheckRequest};
+use vessel_agent_api::client::{self, Channel};
+use vessel_agent_api::proto::{health_client::HealthClient, CheckRequest};
 use vessel_host_runtime::vm::AGENT_VSOCK_PORT;
 
 /// The guest command line vessel-vmm uses by default, so both boot alike.

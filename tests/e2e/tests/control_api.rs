@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vessel_agent::proto::health_client::HealthClient;
-use vessel_agent::proto::CheckRequest;
+use vessel_agent_api::proto::health_client::HealthClient;
+use vessel_agent_api::proto::CheckRequest;
 use vessel_e2e::{console_tail, running_vmms, vm_config, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{VmExit, VmProcess};
 
@@ -121,7 +121,7 @@ fn ask(api: &Path, op: &str) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{op}: bad response {line:?}: {e}"))
 }
 
-async fn healthy(channel: &vessel_agent::client::Channel) -> bool {
+async fn healthy(channel: &vessel_agent_api::client::Channel) -> bool {
     let mut client = HealthClient::new(channel.clone());
     let check = client.check(CheckRequest {});
     matches!(tokio::time::timeout(SHORT, check).await, Ok(Ok(_)))

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use vessel_agent::proto::health_client::HealthClient;
-use vessel_agent::proto::{agent_client::AgentClient, check_response::ServingStatus};
-use vessel_agent::proto::{CheckRequest, ShutdownRequest, VersionRequest};
+use vessel_agent_api::proto::health_client::HealthClient;
+use vessel_agent_api::proto::{agent_client::AgentClient, check_response::ServingStatus};
+use vessel_agent_api::proto::{CheckRequest, ShutdownRequest, VersionRequest};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{VmExit, VmProcess};
 

@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use vessel_agent::proto::agent_client::AgentClient;
-use vessel_agent::proto::{ShutdownRequest, VersionRequest};
+use vessel_agent_api::proto::agent_client::AgentClient;
+use vessel_agent_api::proto::{ShutdownRequest, VersionRequest};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{VmExit, VmProcess};
 

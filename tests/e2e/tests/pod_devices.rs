@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-use vessel_agent::proto::agent_client::AgentClient;
-use vessel_agent::proto::containers_client::ContainersClient;
-use vessel_agent::proto::sandbox_client::SandboxClient;
-use vessel_agent::proto::{
+use vessel_agent_api::proto::agent_client::AgentClient;
+use vessel_agent_api::proto::containers_client::ContainersClient;
+use vessel_agent_api::proto::sandbox_client::SandboxClient;
+use vessel_agent_api::proto::{
     CreateContainerRequest, DeleteContainerRequest, Interface, Route, SetupSandboxRequest,
     ShutdownRequest, StartContainerRequest, WaitContainerRequest,
 };

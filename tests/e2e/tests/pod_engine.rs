@@ -14,18 +14,18 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
-use vessel_agent::client::stdio::collect_output;
-use vessel_agent::client::Channel;
-use vessel_agent::proto::agent_client::AgentClient;
-use vessel_agent::proto::containers_client::ContainersClient;
-use vessel_agent::proto::event::Kind;
-use vessel_agent::proto::events_client::EventsClient;
-use vessel_agent::proto::port_forward_client::PortForwardClient;
-use vessel_agent::proto::port_forward_request::Message;
-use vessel_agent::proto::processes_client::ProcessesClient;
-use vessel_agent::proto::sandbox_client::SandboxClient;
-use vessel_agent::proto::stats_client::StatsClient;
-use vessel_agent::proto::{
+use vessel_agent_api::client::stdio::collect_output;
+use vessel_agent_api::client::Channel;
+use vessel_agent_api::proto::agent_client::AgentClient;
+use vessel_agent_api::proto::containers_client::ContainersClient;
+use vessel_agent_api::proto::event::Kind;
+use vessel_agent_api::proto::events_client::EventsClient;
+use vessel_agent_api::proto::port_forward_client::PortForwardClient;
+use vessel_agent_api::proto::port_forward_request::Message;
+use vessel_agent_api::proto::processes_client::ProcessesClient;
+use vessel_agent_api::proto::sandbox_client::SandboxClient;
+use vessel_agent_api::proto::stats_client::StatsClient;
+use vessel_agent_api::proto::{
     CreateContainerRequest, DeleteContainerRequest, Event, ExecProcessRequest, GetStatsRequest,
     GetStatsResponse, PortForwardRequest, PortForwardTarget, SandboxInfo, SetupSandboxRequest,
     ShutdownRequest, SignalContainerRequest, StartContainerRequest, StdioStream, StreamStdio,

@@ -91,8 +91,8 @@ async fn boot_vessel(round: usize) -> Sample {
         .expect("smaps of vessel-vmm");
     within(
         "Agent.Shutdown",
-        vessel_agent::proto::agent_client::AgentClient::new(channel)
-            .shutdown(vessel_agent::proto::ShutdownRequest {}),
+        vessel_agent_api::proto::agent_client::AgentClient::new(channel)
+            .shutdown(vessel_agent_api::proto::ShutdownRequest {}),
     )
     .await
     .expect("Shutdown");

@@ -3,7 +3,7 @@
 //! same guest, same run.
 //!
 //! One VM of each boots with the agent's throughput probe on
-//! (`vessel.diag=1`, see `vessel_agent::diag`) and a NIC on a tap in a
+//! (`vessel.diag=1`, see vessel-agent's `diag` module) and a NIC on a tap in a
 //! network namespace of its own, configured through `Sandbox.Setup`; then
 //! rounds alternate between them so that drift in the (noisy, nested) host
 //! hits both alike. Each round moves `VESSEL_BENCH_MIB` MiB (default 64) in
@@ -25,16 +25,16 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use tokio_vsock::{VsockAddr, VsockStream};
-use vessel_agent::client::stdio::read_output;
-use vessel_agent::client::Channel;
-use vessel_agent::client::HybridVsock;
-use vessel_agent::diag::DIAG_PORT;
-use vessel_agent::proto::containers_client::ContainersClient;
-use vessel_agent::proto::sandbox_client::SandboxClient;
-use vessel_agent::proto::{
+use vessel_agent_api::client::stdio::read_output;
+use vessel_agent_api::client::Channel;
+use vessel_agent_api::client::HybridVsock;
+use vessel_agent_api::proto::containers_client::ContainersClient;
+use vessel_agent_api::proto::sandbox_client::SandboxClient;
+use vessel_agent_api::proto::{
     CreateContainerRequest, Interface, SetupSandboxRequest, StartContainerRequest, StdioStream,
     StreamStdio, WaitContainerRequest,
 };
+use vessel_agent_api::DIAG_VSOCK_PORT;
 use vessel_e2e::diag::{mb_per_s, receive, send};
 use vessel_e2e::netns::{connect_in_netns, NetnsTap};
 use vessel_e2e::pod::{pod_share, share_busybox_rootfs, SHARED};
@@ -61,7 +61,7 @@ struct Samples {
 }
 
 async fn vessel_stream(vm: &VmProcess) -> tokio::net::UnixStream {
-    HybridVsock::new(vm.config().vsock_path(), DIAG_PORT)
+    HybridVsock::new(vm.config().vsock_path(), DIAG_VSOCK_PORT)
         .with_handshake_timeout(Duration::from_secs(10))
         .connect_stream()
         .await
@@ -69,7 +69,7 @@ async fn vessel_stream(vm: &VmProcess) -> tokio::net::UnixStream {
 }
 
 async fn qemu_stream(vm: &QemuVm) -> VsockStream {
-    VsockStream::connect(VsockAddr::new(vm.cid(), DIAG_PORT))
+    VsockStream::connect(VsockAddr::new(vm.cid(), DIAG_VSOCK_PORT))
         .await
         .expect("qemu: diag port")
 }
@@ -96,7 +96,7 @@ async fn setup_network(channel: Channel, net: &NetnsTap, share: bool) {
 
 /// A TCP connection to the guest's probe, made from inside the tap's netns.
 fn tcp_stream(net: &NetnsTap) -> TcpStream {
-    let addr: SocketAddr = format!("{}:{DIAG_PORT}", net.guest_ip)
+    let addr: SocketAddr = format!("{}:{DIAG_VSOCK_PORT}", net.guest_ip)
         .parse()
         .expect("guest address");
     let std = connect_in_netns(&net.path(), addr);
@@ -192,7 +192,7 @@ async fn stream_from_container(
         .into_inner();
     assert_eq!(exit.exit_code, 0);
     containers
-        .delete(vessel_agent::proto::DeleteContainerRequest { container_id: id })
+        .delete(vessel_agent_api::proto::DeleteContainerRequest { container_id: id })
         .await
         .expect("Delete");
     Ok(mb_per_s(bytes, took))
