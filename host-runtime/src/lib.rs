@@ -2,5 +2,6 @@
 
 pub mod net;
 pub mod pod;
+pub mod process;
 pub mod virtiofsd;
 pub mod vm;
