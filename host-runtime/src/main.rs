@@ -34,6 +34,18 @@ enum Command {
     /// one container with streamed output, then stops it all and checks
     /// nothing is left. Exits with the container's status.
     RunPod(RunPod),
+    /// Removes what dead vesselds left: every pod under RUN_DIR/pods whose
+    /// owner no longer runs (its VMM and virtiofsd, share mount, netns,
+    /// cgroup, state dir). Exits 1 if something could not be removed.
+    Sweep(Sweep),
+}
+
+/// Arguments of `vesseld sweep`.
+#[derive(Parser, Debug)]
+struct Sweep {
+    /// vesseld's runtime directory (pods live in RUN_DIR/pods).
+    #[arg(long, env = "VESSEL_RUN_DIR", default_value = "/run/vessel")]
+    run_dir: PathBuf,
 }
 
 /// Arguments of `vesseld run-pod`.
@@ -116,6 +128,7 @@ async fn main() -> Result<ExitCode> {
     match Cli::parse().command {
         Command::BootVm(args) => boot_vm(args).await.map(|()| ExitCode::SUCCESS),
         Command::RunPod(args) => run_pod(args).await,
+        Command::Sweep(args) => sweep(args).await,
     }
 }
 
@@ -250,7 +263,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
     let left = leftovers(&config, pod.pids());
     if left.is_empty() {
         println!(
-            "[{:8.3}s] check | nothing of pod {} is left: no vessel-vmm or virtiofsd of it, no netns {}, no socket, no state dir",
+            "[{:8.3}s] check | nothing of pod {} is left: no vessel-vmm or virtiofsd of it, no netns {}, no cgroup, no socket, no state dir",
             clock.elapsed().as_secs_f64(),
             config.name,
             config.netns_name()
@@ -274,6 +287,34 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
     Ok(ExitCode::from(
         u8::try_from(exit.exit_code).unwrap_or(u8::MAX),
     ))
+}
+
+async fn sweep(args: Sweep) -> Result<ExitCode> {
+    let swept = vessel_host_runtime::pod::sweep(&args.run_dir).await;
+    let mut failed = false;
+    for s in &swept {
+        if let Some(owner) = s.owned_by {
+            println!("pod {}: left alone, its vesseld (pid {owner}) runs", s.pod);
+            continue;
+        }
+        for r in &s.removed {
+            println!("pod {}: removed {r}", s.pod);
+        }
+        for e in &s.errors {
+            println!("pod {}: FAILED: {e}", s.pod);
+            failed = true;
+        }
+    }
+    println!(
+        "swept {} pod(s) under {}",
+        swept.iter().filter(|s| s.owned_by.is_none()).count(),
+        args.run_dir.join("pods").display()
+    );
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn boot_vm(args: BootVm) -> Result<()> {

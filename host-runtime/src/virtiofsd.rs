@@ -1,18 +1,25 @@
 //! virtiofsd, the vhost-user daemon that serves a host directory to a pod VM
 //! over virtio-fs: one per shared directory, started before the VM.
+//!
+//! vesseld binds the vhost-user socket itself and hands it over (`--fd`), so
+//! the socket exists before virtiofsd runs and nothing waits for it to appear.
+//! virtiofsd runs in its own session (and the pod's cgroup), sandboxed in
+//! its own namespaces, without CAP_MKNOD (a guest cannot make device nodes
+//! in a host directory), and is supervised through a pidfd.
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use crate::cgroup::PodCgroup;
+use crate::process::{Exit, Output, ProcessError, ProcessRecord, SpawnSpec, Supervised};
 
-/// How often to look at virtiofsd while waiting for its socket or its exit.
-const POLL: Duration = Duration::from_millis(20);
+/// The descriptor number virtiofsd finds its listening socket at.
+const SOCKET_FD: i32 = 3;
 
 /// How to run one virtiofsd.
 #[derive(Debug, Clone)]
@@ -28,19 +35,26 @@ pub struct VirtiofsdConfig {
 }
 
 impl VirtiofsdConfig {
-    /// virtiofsd's arguments: the socket, the directory, host-page-cache
-    /// friendly caching and its own mount/pid namespace sandbox.
+    /// virtiofsd's arguments: the inherited socket, the directory,
+    /// host-page-cache friendly caching, its own mount/pid namespace
+    /// sandbox, and no CAP_MKNOD.
     pub fn args(&self) -> Vec<OsString> {
         vec![
-            "--socket-path".into(),
-            self.socket.clone().into(),
+            "--fd".into(),
+            SOCKET_FD.to_string().into(),
             "--shared-dir".into(),
             self.shared_dir.clone().into(),
             "--cache".into(),
             "auto".into(),
             "--sandbox".into(),
             "namespace".into(),
+            "--modcaps=-mknod".into(),
         ]
+    }
+
+    /// Where its process record is kept.
+    pub fn record_path(&self) -> PathBuf {
+        self.socket.with_extension("process.json")
     }
 }
 
@@ -58,109 +72,103 @@ pub enum VirtiofsdError {
         /// Why.
         source: std::io::Error,
     },
-    /// The binary could not be started.
-    #[error("cannot start {binary}: {source}")]
-    Spawn {
-        /// The binary.
-        binary: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// It exited before its socket appeared.
-    #[error("virtiofsd exited ({status}) before listening; its log:\n{log}")]
-    ExitedEarly {
-        /// How it exited.
-        status: std::process::ExitStatus,
-        /// Its log.
-        log: String,
-    },
-    /// Its socket did not appear in time.
-    #[error("virtiofsd did not create {socket} within {waited:?}; its log:\n{log}")]
-    NoSocket {
-        /// The socket expected.
-        socket: PathBuf,
-        /// How long we waited.
-        waited: Duration,
-        /// Its log.
-        log: String,
-    },
-    /// Waiting for it or signalling it failed.
-    #[error("cannot {what} virtiofsd: {source}")]
-    Process {
-        /// "wait for", "signal".
-        what: &'static str,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// Starting, watching or signalling the process failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// The pod cgroup's files could not be opened.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
-/// A running virtiofsd; killed on drop unless stopped.
+/// A running virtiofsd.
 #[derive(Debug)]
 pub struct Virtiofsd {
     config: VirtiofsdConfig,
-    child: Option<Child>,
+    process: Option<Supervised>,
+    keep_on_drop: bool,
 }
 
 impl Virtiofsd {
-    /// Starts virtiofsd and waits up to `timeout` for its socket.
-    pub async fn start(config: VirtiofsdConfig, timeout: Duration) -> Result<Self, VirtiofsdError> {
+    /// Starts virtiofsd on a socket bound here; it is killed when the handle
+    /// is dropped (tests and tools).
+    pub fn start(config: VirtiofsdConfig) -> Result<Self, VirtiofsdError> {
+        Self::start_in(config, None, false)
+    }
+
+    /// Starts virtiofsd in `cgroup`; with `keep_on_drop` it outlives its
+    /// handle (a daemon's pods outlive the daemon), and is recorded next to
+    /// its socket for a later vesseld to adopt.
+    pub fn start_in(
+        config: VirtiofsdConfig,
+        cgroup: Option<&PodCgroup>,
+        keep_on_drop: bool,
+    ) -> Result<Self, VirtiofsdError> {
         if !config.shared_dir.is_dir() {
             return Err(VirtiofsdError::NotADirectory(config.shared_dir.clone()));
         }
+        let prepare = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| VirtiofsdError::Prepare { path, source }
+        };
         for dir in [config.socket.parent(), config.log.parent()]
             .into_iter()
             .flatten()
         {
-            std::fs::create_dir_all(dir).map_err(|source| VirtiofsdError::Prepare {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(prepare(&dir.to_path_buf()))?;
         }
-        let log = File::create(&config.log).map_err(|source| VirtiofsdError::Prepare {
-            path: config.log.clone(),
-            source,
-        })?;
-        let child = Command::new(&config.binary)
-            .args(config.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            // Its own process group: a Ctrl-C at the terminal reaches vesseld,
-            // which then stops the pod in order, not virtiofsd under the VM.
-            .process_group(0)
-            .spawn()
-            .map_err(|source| VirtiofsdError::Spawn {
-                binary: config.binary.clone(),
-                source,
-            })?;
-        tracing::info!(pid = child.id(), socket = %config.socket.display(), "started virtiofsd");
-        let mut this = Self {
-            config,
-            child: Some(child),
+        let log = File::create(&config.log).map_err(prepare(&config.log))?;
+        // A stale socket file of a dead virtiofsd would make bind fail.
+        match std::fs::remove_file(&config.socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(prepare(&config.socket)(e)),
+        }
+        let listener = UnixListener::bind(&config.socket).map_err(prepare(&config.socket))?;
+        std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(prepare(&config.socket))?;
+        let socket: OwnedFd = listener.into();
+        let cgroup_procs = match cgroup {
+            Some(cg) => cg.procs_files()?,
+            None => Vec::new(),
         };
-        let deadline = Instant::now() + timeout;
-        while !this.config.socket.exists() {
-            if let Some(status) = this.try_wait()? {
-                return Err(VirtiofsdError::ExitedEarly {
-                    status,
-                    log: this.log_text(),
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(VirtiofsdError::NoSocket {
-                    socket: this.config.socket.clone(),
-                    waited: timeout,
-                    log: this.log_text(),
-                });
-            }
-            tokio::time::sleep(POLL).await;
+        let process = SpawnSpec {
+            role: "virtiofsd",
+            program: config.binary.clone(),
+            args: config.args(),
+            output: Output::File(log),
+            fds: vec![(socket, SOCKET_FD)],
+            namespaces: 0,
+            cgroup_procs,
         }
-        Ok(this)
+        .spawn()?;
+        tracing::info!(pid = process.pid(), socket = %config.socket.display(), "started virtiofsd");
+        if keep_on_drop {
+            process
+                .record(vec![config.socket.clone()])
+                .save(&config.record_path())?;
+        }
+        Ok(Self {
+            config,
+            process: Some(process),
+            keep_on_drop,
+        })
+    }
+
+    /// Takes over the virtiofsd recorded for `config`, if it still runs.
+    pub fn adopt(config: VirtiofsdConfig) -> Result<Option<Self>, VirtiofsdError> {
+        let Some(record) = ProcessRecord::load(&config.record_path())? else {
+            return Ok(None);
+        };
+        Ok(Supervised::adopt(&record)?.map(|process| Self {
+            config,
+            process: Some(process),
+            keep_on_drop: true,
+        }))
     }
 
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.as_ref().map(Supervised::pid)
     }
 
     /// Its vhost-user socket.
@@ -168,10 +176,12 @@ impl Virtiofsd {
         &self.config.socket
     }
 
-    /// Whether it still runs (it is reaped if it has exited).
+    /// Whether it still runs.
     pub fn running(&mut self) -> Result<bool, VirtiofsdError> {
-        let exited = self.try_wait()?.is_some();
-        Ok(!exited && self.child.is_some())
+        let Some(p) = self.process.as_mut() else {
+            return Ok(false);
+        };
+        Ok(p.try_exit()?.is_none())
     }
 
     /// Its log so far (for error messages).
@@ -179,90 +189,38 @@ impl Virtiofsd {
         std::fs::read_to_string(&self.config.log).unwrap_or_default()
     }
 
-    /// Stops it: it normally exits by itself once its VM is gone; if it still
-    /// runs, SIGTERM, and SIGKILL after `grace`. Returns how it ended and
-    /// removes its socket if it left one.
-    pub async fn stop(
-        &mut self,
-        grace: Duration,
-    ) -> Result<Option<std::process::ExitStatus>, VirtiofsdError> {
-        let Some(pid) = self.pid() else {
+    /// Stops it: it normally exits by itself once its VM is gone; if it
+    /// still runs, SIGTERM, and SIGKILL after `grace`. Returns how it ended
+    /// and removes its socket and record.
+    pub async fn stop(&mut self, grace: Duration) -> Result<Option<Exit>, VirtiofsdError> {
+        let Some(p) = self.process.as_mut() else {
             return Ok(None);
         };
-        let mut status = self.try_wait()?;
-        if status.is_none() {
-            if let Ok(pid) = i32::try_from(pid) {
-                // ESRCH: it exited since; try_wait below reaps it.
-                match kill(Pid::from_raw(pid), Signal::SIGTERM) {
-                    Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                    Err(e) => {
-                        return Err(VirtiofsdError::Process {
-                            what: "signal",
-                            source: e.into(),
-                        })
-                    }
+        let exit = p.stop(grace).await?;
+        self.process = None;
+        for path in [&self.config.socket, &self.config.record_path()] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(VirtiofsdError::Prepare {
+                        path: path.clone(),
+                        source,
+                    })
                 }
             }
-            let deadline = Instant::now() + grace;
-            while status.is_none() && Instant::now() < deadline {
-                tokio::time::sleep(POLL).await;
-                status = self.try_wait()?;
-            }
         }
-        let status = match status {
-            Some(status) => status,
-            None => {
-                tracing::warn!(pid, "virtiofsd ignored SIGTERM; killing it");
-                self.kill()?.unwrap_or_default()
-            }
-        };
-        match std::fs::remove_file(&self.config.socket) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(VirtiofsdError::Prepare {
-                    path: self.config.socket.clone(),
-                    source,
-                })
-            }
-        }
-        Ok(Some(status))
-    }
-
-    fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>, VirtiofsdError> {
-        let Some(child) = self.child.as_mut() else {
-            return Ok(None);
-        };
-        let status = child.try_wait().map_err(|source| VirtiofsdError::Process {
-            what: "wait for",
-            source,
-        })?;
-        if status.is_some() {
-            self.child = None;
-        }
-        Ok(status)
-    }
-
-    fn kill(&mut self) -> Result<Option<std::process::ExitStatus>, VirtiofsdError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(None);
-        };
-        // An error means it already exited; wait() reaps it either way.
-        let _ = child.kill();
-        child
-            .wait()
-            .map(Some)
-            .map_err(|source| VirtiofsdError::Process {
-                what: "wait for",
-                source,
-            })
+        Ok(Some(exit))
     }
 }
 
 impl Drop for Virtiofsd {
     fn drop(&mut self) {
-        if let Err(e) = self.kill() {
-            tracing::warn!(error = %e, "cannot kill virtiofsd");
+        if self.keep_on_drop {
+            return;
+        }
+        if let Some(mut p) = self.process.take() {
+            p.kill_blocking();
         }
     }
 }
@@ -281,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn args_name_the_socket_and_the_directory() {
+    fn args_name_the_socket_fd_the_directory_and_drop_mknod() {
         let c = config(std::path::Path::new("/srv/pod"), "virtiofsd");
         let args: Vec<String> = c
             .args()
@@ -290,30 +248,49 @@ mod tests {
             .collect();
         assert_eq!(
             args.join(" "),
-            "--socket-path /srv/pod/run/fs.sock --shared-dir /srv/pod --cache auto --sandbox namespace"
+            "--fd 3 --shared-dir /srv/pod --cache auto --sandbox namespace --modcaps=-mknod"
         );
     }
 
-    #[tokio::test]
-    async fn a_missing_directory_is_refused_before_anything_runs() {
+    #[test]
+    fn a_missing_directory_is_refused_before_anything_runs() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(dir.path(), "/nonexistent/virtiofsd");
         c.shared_dir = dir.path().join("absent");
-        let err = Virtiofsd::start(c, Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let err = Virtiofsd::start(c).unwrap_err();
         assert!(matches!(err, VirtiofsdError::NotADirectory(_)), "{err}");
         assert!(!dir.path().join("run").exists());
     }
 
     #[tokio::test]
-    async fn a_daemon_that_dies_at_once_reports_its_log() {
+    async fn it_gets_its_socket_at_fd_3_and_stop_removes_socket_and_record() {
         let dir = tempfile::tempdir().unwrap();
-        // `false` exits 1 without a socket: the early exit is reported.
-        let c = config(dir.path(), "false");
-        let err = Virtiofsd::start(c, Duration::from_secs(3600))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, VirtiofsdError::ExitedEarly { .. }), "{err}");
+        // A stand-in daemon that checks it was handed a socket.
+        let fake = dir.path().join("fake-virtiofsd");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\n[ -S /proc/self/fd/3 ] || exit 9\nexec sleep 30\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let c = config(dir.path(), fake.to_str().unwrap());
+        let mut fs = Virtiofsd::start_in(c.clone(), None, true).unwrap();
+        assert!(c.socket.exists() && c.record_path().exists());
+        assert!(fs.running().unwrap(), "{}", fs.log_text());
+        let adopted = Virtiofsd::adopt(c.clone())
+            .unwrap()
+            .expect("recorded and running");
+        assert_eq!(adopted.pid(), fs.pid());
+        let exit = fs.stop(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(exit, Some(Exit::Signal(libc::SIGTERM)));
+        assert!(!c.socket.exists() && !c.record_path().exists());
+        assert!(Virtiofsd::adopt(c).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_binary_that_cannot_run_is_a_process_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Virtiofsd::start(config(dir.path(), "/nonexistent/virtiofsd")).unwrap_err();
+        assert!(matches!(err, VirtiofsdError::Process(_)), "{err}");
     }
 }

@@ -100,6 +100,18 @@ impl Netns {
         run_in(&self.path, f)
     }
 
+    /// Takes over the existing namespace `name` in [`NETNS_DIR`] (after a
+    /// restart, to delete it); `None` if there is none.
+    pub fn existing(name: &str) -> Result<Option<Self>, NetError> {
+        validate_name(name)?;
+        let path = Path::new(NETNS_DIR).join(name);
+        Ok(path.exists().then(|| Self {
+            name: name.to_string(),
+            path,
+            deleted: false,
+        }))
+    }
+
     /// Deletes the namespace: its links (taps included) go once nothing else
     /// holds it (no process inside, no open fd).
     pub fn delete(mut self) -> Result<(), NetError> {

@@ -18,6 +18,20 @@ pub const ROOTFS_TAG: &str = "rootfs";
 /// /run/vessel, /proc, /sys and /dev for itself).
 pub const ROOTFS_GUEST_PATH: &str = "/mnt/rootfs";
 
+/// The cgroup (under the host's cgroup root) that holds every pod's cgroup.
+pub const CGROUP_PARENT: &str = crate::cgroup::DEFAULT_PARENT;
+
+/// Host memory a pod may use beyond its guest RAM (VMM, virtiofsd, page
+/// cache of the share), in MiB: part of the pod cgroup's memory limit.
+pub const HOST_OVERHEAD_MIB: u64 = 128;
+
+/// The record, in a pod's state dir, of the vesseld that owns the pod.
+pub const OWNER_RECORD: &str = "owner.process.json";
+
+/// The directory in a pod's state dir where its share is bind-mounted
+/// nosuid,nodev (what virtiofsd serves).
+pub const SHARE_DIR: &str = "share";
+
 /// The guest's NIC name, set by `Sandbox.Setup`.
 pub const GUEST_NIC: &str = "eth0";
 
@@ -110,6 +124,11 @@ impl PodConfig {
         self.run_dir.join("pods").join(&self.name)
     }
 
+    /// Where the pod's share is mounted nosuid,nodev for virtiofsd.
+    pub fn share_dir(&self) -> PathBuf {
+        self.state_dir().join(SHARE_DIR)
+    }
+
     /// The name of the pod's network namespace.
     pub fn netns_name(&self) -> String {
         format!("vessel-{}", self.name)
@@ -125,7 +144,7 @@ impl PodConfig {
         let dir = self.state_dir();
         VirtiofsdConfig {
             binary: self.virtiofsd.clone(),
-            shared_dir: self.rootfs.clone(),
+            shared_dir: self.share_dir(),
             socket: dir.join("virtiofsd.sock"),
             log: dir.join("virtiofsd.log"),
         }
@@ -221,7 +240,7 @@ mod tests {
         assert_eq!(c.netns_path(), Path::new("/var/run/netns/vessel-demo"));
         let fs = c.virtiofsd_config();
         assert_eq!(fs.socket, c.state_dir().join("virtiofsd.sock"));
-        assert_eq!(fs.shared_dir, dir.path().join("rootfs"));
+        assert_eq!(fs.shared_dir, c.state_dir().join("share"));
         let vm = c.vm_config();
         assert_eq!(vm.state_dir, c.state_dir());
         let args = vm.vmm_args().join(" ");

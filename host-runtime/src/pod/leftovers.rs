@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use super::PodConfig;
+use super::{PodConfig, CGROUP_PARENT};
+use crate::cgroup::{PodCgroup, CGROUP_ROOT};
 use crate::net;
 
 /// Something of a pod that outlived its stop.
@@ -19,6 +20,8 @@ pub enum Leftover {
     Netns(String),
     /// A path in the pod's state directory, or the directory itself.
     Path(std::path::PathBuf),
+    /// The pod's cgroup.
+    Cgroup(std::path::PathBuf),
 }
 
 impl std::fmt::Display for Leftover {
@@ -27,6 +30,7 @@ impl std::fmt::Display for Leftover {
             Leftover::Process { pid, comm } => write!(f, "process {pid} ({comm}) still runs"),
             Leftover::Netns(name) => write!(f, "network namespace {name} still exists"),
             Leftover::Path(p) => write!(f, "{} still exists", p.display()),
+            Leftover::Cgroup(p) => write!(f, "cgroup {} still exists", p.display()),
         }
     }
 }
@@ -52,6 +56,9 @@ pub fn leftovers(config: &PodConfig, pids: &[u32]) -> Vec<Leftover> {
                 comm: comm(pid),
             });
         }
+    }
+    if let Ok(Some(cg)) = PodCgroup::find(Path::new(CGROUP_ROOT), CGROUP_PARENT, &config.name) {
+        left.extend(cg.dirs().iter().cloned().map(Leftover::Cgroup));
     }
     if net::netns_exists(&config.netns_name()) {
         left.push(Leftover::Netns(config.netns_name()));

@@ -6,6 +6,7 @@ mod config;
 pub mod container;
 mod leftovers;
 mod spec;
+mod sweep;
 mod teardown;
 
 use std::future::Future;
@@ -21,16 +22,20 @@ use vessel_agent_api::proto::{
 };
 use vessel_agent_api::MIN_AGENT_API_VERSION;
 
+use crate::cgroup::{CgroupError, PodCgroup, CGROUP_ROOT};
 use crate::net::{tap, NetError, Netns, TapCounters};
+use crate::process::{ProcessError, ProcessRecord};
 use crate::virtiofsd::{Virtiofsd, VirtiofsdError};
-use crate::vm::{VmError, VmExit, VmProcess};
+use crate::vm::{Isolation, VmError, VmExit, VmProcess};
 
 pub use config::{
-    validate_name, PodConfig, PodConfigError, GUEST_NIC, ROOTFS_GUEST_PATH, ROOTFS_TAG, TAP_NAME,
+    validate_name, PodConfig, PodConfigError, CGROUP_PARENT, GUEST_NIC, HOST_OVERHEAD_MIB,
+    OWNER_RECORD, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR, TAP_NAME,
 };
 pub use container::{ContainerExit, ContainerRun};
 pub use leftovers::{leftovers, Leftover};
 pub use spec::container_spec;
+pub use sweep::{sweep, Swept};
 pub use teardown::{unwind, Undone};
 
 /// Deadline of one agent call (every call but `Containers.Wait`).
@@ -39,8 +44,7 @@ pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the guest may take to shut down after `Agent.Shutdown`.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long virtiofsd may take to listen, and to exit after SIGTERM.
-const VIRTIOFSD_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long virtiofsd may take to exit after SIGTERM.
 const VIRTIOFSD_GRACE: Duration = Duration::from_secs(5);
 
 /// Running, stopping or checking a pod failed.
@@ -66,6 +70,20 @@ pub enum PodError {
     /// The VMM failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// The pod's cgroup failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A process record failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// The share's nosuid,nodev bind mount failed.
+    #[error("share mount {path}: {source}")]
+    ShareMount {
+        /// The mount point.
+        path: PathBuf,
+        /// Why.
+        source: nix::Error,
+    },
     /// An agent call failed.
     #[error("{call}: {} ({:?})", .status.message(), .status.code())]
     Agent {
@@ -163,6 +181,8 @@ pub type Progress<'a> = &'a (dyn Fn(&Step<'_>) + Sync);
 #[derive(Debug)]
 enum Made {
     StateDir(PathBuf),
+    Cgroup(PodCgroup),
+    ShareMount(PathBuf),
     Netns(Netns),
     Tap {
         netns: PathBuf,
@@ -219,6 +239,12 @@ impl Pod {
             Instant::now(),
             self.make_state_dir(),
         )?;
+        step("making the pod cgroup", Instant::now(), self.make_cgroup())?;
+        step(
+            "mounting the share nosuid,nodev",
+            Instant::now(),
+            self.mount_share(),
+        )?;
         step(
             "making the network namespace",
             Instant::now(),
@@ -248,9 +274,81 @@ impl Pod {
             path: dir.clone(),
             source,
         })?;
-        let what = format!("created state dir {}", dir.display());
-        self.made.push(Made::StateDir(dir));
+        self.made.push(Made::StateDir(dir.clone()));
+        // Only vesseld (and later the pod's own VMM user) may look inside.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|source| PodError::StateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        // Whose pod this is: a sweep leaves pods whose owner still runs alone.
+        owner_record()?.save(&dir.join(OWNER_RECORD))?;
+        Ok(format!("created state dir {} (0700)", dir.display()))
+    }
+
+    fn make_cgroup(&mut self) -> Result<String, PodError> {
+        let limit = (u64::from(self.config.memory_mib) + HOST_OVERHEAD_MIB) << 20;
+        let cg = PodCgroup::create(
+            std::path::Path::new(CGROUP_ROOT),
+            CGROUP_PARENT,
+            &self.config.name,
+            limit,
+        )?;
+        let what = format!(
+            "created cgroup {} ({:?}, memory limit {} MiB)",
+            cg.dirs()
+                .first()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            cg.version(),
+            limit >> 20
+        );
+        self.made.push(Made::Cgroup(cg));
         Ok(what)
+    }
+
+    fn mount_share(&mut self) -> Result<String, PodError> {
+        use nix::mount::{mount, MsFlags};
+        let target = self.config.share_dir();
+        std::fs::create_dir(&target).map_err(|source| PodError::StateDir {
+            path: target.clone(),
+            source,
+        })?;
+        let failed = |source| PodError::ShareMount {
+            path: target.clone(),
+            source,
+        };
+        mount(
+            Some(&self.config.rootfs),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(failed)?;
+        self.made.push(Made::ShareMount(target.clone()));
+        // A bind mount takes its flags on a remount: what the guest writes
+        // there is never a usable device or a set-uid program on the host.
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(failed)?;
+        Ok(format!(
+            "bind-mounted {} on {} nosuid,nodev",
+            self.config.rootfs.display(),
+            target.display()
+        ))
+    }
+
+    fn cgroup(&self) -> Option<&PodCgroup> {
+        self.made.iter().find_map(|m| match m {
+            Made::Cgroup(cg) => Some(cg),
+            _ => None,
+        })
     }
 
     fn make_netns(&mut self) -> Result<String, PodError> {
@@ -273,7 +371,7 @@ impl Pod {
     }
 
     async fn start_virtiofsd(&mut self) -> Result<String, PodError> {
-        let fs = Virtiofsd::start(self.config.virtiofsd_config(), VIRTIOFSD_TIMEOUT).await?;
+        let fs = Virtiofsd::start_in(self.config.virtiofsd_config(), self.cgroup(), true)?;
         let what = format!(
             "started virtiofsd (pid {}) sharing {}",
             fs.pid().unwrap_or(0),
@@ -285,7 +383,12 @@ impl Pod {
     }
 
     fn start_vm(&mut self) -> Result<String, PodError> {
-        let vm = VmProcess::spawn(self.config.vm_config())?;
+        let isolation = Isolation {
+            cgroup: self.cgroup().cloned(),
+            namespaces: true,
+            keep_on_drop: true,
+        };
+        let vm = VmProcess::spawn_isolated(self.config.vm_config(), isolation)?;
         let what = format!(
             "started vessel-vmm (pid {}): {} vCPU, {} MiB, NIC on {TAP_NAME}, virtio-fs {ROOTFS_TAG}",
             vm.pid().unwrap_or(0),
@@ -464,7 +567,7 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
             agent: None,
         } => (
             "killed vessel-vmm (its agent never answered)".to_string(),
-            vm.kill().map(drop).map_err(PodError::from),
+            vm.kill().await.map(drop).map_err(PodError::from),
         ),
         Made::Virtiofsd(mut fs) => {
             let pid = fs.pid();
@@ -483,6 +586,14 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
             format!("deleted network namespace {}", netns.name()),
             netns.delete().map_err(PodError::from),
         ),
+        Made::ShareMount(path) => (
+            format!("unmounted the share {}", path.display()),
+            unmount_share(&path),
+        ),
+        Made::Cgroup(cg) => (
+            "removed the pod cgroup".to_string(),
+            cg.remove().await.map_err(PodError::from),
+        ),
         Made::StateDir(dir) => (
             format!("removed state dir {}", dir.display()),
             match std::fs::remove_dir_all(&dir) {
@@ -491,6 +602,37 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
                 Err(source) => Err(PodError::StateDir { path: dir, source }),
             },
         ),
+    }
+}
+
+/// The record of this vesseld process, as the owner of the pods it makes.
+fn owner_record() -> Result<ProcessRecord, PodError> {
+    let pid = std::process::id();
+    let start = crate::process::start_time(pid).ok_or_else(|| PodError::StateDir {
+        path: PathBuf::from(format!("/proc/{pid}/stat")),
+        source: std::io::Error::from_raw_os_error(libc::ESRCH),
+    })?;
+    Ok(ProcessRecord::new("vesseld", pid, start, Vec::new()))
+}
+
+/// Detaches the share's bind mount and removes its mount point.
+pub(crate) fn unmount_share(path: &std::path::Path) -> Result<(), PodError> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(source) => {
+            return Err(PodError::ShareMount {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+    match std::fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(PodError::StateDir {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -515,7 +657,7 @@ async fn shut_down(mut vm: VmProcess, agent: Channel) -> Result<(), PodError> {
         Err(e) => Err(e),
     };
     if result.is_err() {
-        vm.kill()?;
+        vm.kill().await?;
     }
     result
 }

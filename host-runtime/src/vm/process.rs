@@ -1,21 +1,16 @@
 //! A running `vessel-vmm` process and the way to its agent.
 
 use std::fs::File;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use vessel_agent_api::client::{self, Channel};
 
 use super::config::{VmConfig, VmConfigError};
+use crate::cgroup::PodCgroup;
+use crate::process::{Exit, Output, ProcessError, ProcessRecord, SpawnSpec, Supervised};
 
 pub use vessel_agent_api::AGENT_VSOCK_PORT;
-
-/// How often to look at the VMM process while waiting for it to exit.
-const EXIT_POLL: Duration = Duration::from_millis(10);
 
 /// Starting, reaching or stopping a VM failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +58,12 @@ pub enum VmError {
         /// How long we waited.
         waited: Duration,
     },
-    /// Waiting for the VMM process failed.
-    #[error("cannot wait for vessel-vmm: {0}")]
-    Wait(#[source] std::io::Error),
+    /// Starting, watching or signalling the process failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// The pod cgroup's files could not be opened.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 /// How a VMM process ended.
@@ -75,13 +73,16 @@ pub enum VmExit {
     Code(i32),
     /// It was killed by this signal.
     Signal(i32),
+    /// It is gone, status unknown (adopted after a restart: not our child).
+    Unknown,
 }
 
-impl From<ExitStatus> for VmExit {
-    fn from(status: ExitStatus) -> Self {
-        match status.code() {
-            Some(code) => VmExit::Code(code),
-            None => VmExit::Signal(status.signal().unwrap_or(0)),
+impl From<Exit> for VmExit {
+    fn from(exit: Exit) -> Self {
+        match exit {
+            Exit::Code(c) => VmExit::Code(c),
+            Exit::Signal(s) => VmExit::Signal(s),
+            Exit::Unknown => VmExit::Unknown,
         }
     }
 }
@@ -91,24 +92,48 @@ impl std::fmt::Display for VmExit {
         match self {
             VmExit::Code(c) => write!(f, "exit status {c}"),
             VmExit::Signal(s) => write!(f, "killed by signal {s}"),
+            VmExit::Unknown => write!(f, "gone (status unknown: not our child)"),
         }
     }
 }
 
-/// A `vessel-vmm` process started by [`VmProcess::spawn`].
+/// Where and how isolated a VMM runs, beyond its own configuration.
+#[derive(Debug, Default)]
+pub struct Isolation {
+    /// The pod's cgroup, which the VMM joins before it runs.
+    pub cgroup: Option<PodCgroup>,
+    /// Own pid and IPC namespaces (the VMM is pid 1 of its pid namespace).
+    pub namespaces: bool,
+    /// Leave the VMM running when this handle is dropped (a daemon's pods
+    /// outlive it); without it a dropped handle kills the VMM (tests, tools).
+    pub keep_on_drop: bool,
+}
+
+/// The file in a VM's state dir that records its VMM for a later vesseld.
+pub const VMM_RECORD: &str = "vmm.process.json";
+
+/// A `vessel-vmm` process started by [`VmProcess::spawn`] or adopted.
 ///
-/// Dropping it kills the VMM unless [`VmProcess::detach`] was called: a VM
-/// nobody tracks is a leak.
+/// Dropping it kills the VMM unless it was started with
+/// [`Isolation::keep_on_drop`] or [`VmProcess::detach`] was called: in tests
+/// and tools a VM nobody tracks is a leak.
 #[derive(Debug)]
 pub struct VmProcess {
     config: VmConfig,
-    child: Option<Child>,
+    process: Option<Supervised>,
     started: Instant,
+    keep_on_drop: bool,
 }
 
 impl VmProcess {
     /// Starts the VMM in its own session, so that it outlives its parent.
     pub fn spawn(config: VmConfig) -> Result<Self, VmError> {
+        Self::spawn_isolated(config, Isolation::default())
+    }
+
+    /// Starts the VMM in its own session, placed as `isolation` says, and
+    /// records it in its state dir ([`VMM_RECORD`]).
+    pub fn spawn_isolated(config: VmConfig, isolation: Isolation) -> Result<Self, VmError> {
         config.validate()?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| VmError::StateDir {
             path: config.state_dir.clone(),
@@ -119,40 +144,65 @@ impl VmProcess {
             path: log_path.clone(),
             source,
         })?;
-        let log_err = log.try_clone().map_err(|source| VmError::StateDir {
-            path: log_path.clone(),
-            source,
-        })?;
-        let mut cmd = Command::new(&config.vmm);
-        cmd.args(config.vmm_args())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        // SAFETY: setsid is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let cgroup_procs = match &isolation.cgroup {
+            Some(cg) => cg.procs_files()?,
+            None => Vec::new(),
+        };
+        let namespaces = if isolation.namespaces {
+            (libc::CLONE_NEWPID | libc::CLONE_NEWIPC) as u64
+        } else {
+            0
+        };
         let started = Instant::now();
-        let child = cmd.spawn().map_err(|source| VmError::Spawn {
-            vmm: config.vmm.clone(),
-            source,
-        })?;
-        tracing::info!(pid = child.id(), state_dir = %config.state_dir.display(), "started vessel-vmm");
-        Ok(Self {
+        let process = SpawnSpec {
+            role: "vessel-vmm",
+            program: config.vmm.clone(),
+            args: config.vmm_args().into_iter().map(Into::into).collect(),
+            output: Output::File(log),
+            fds: Vec::new(),
+            namespaces,
+            cgroup_procs,
+        }
+        .spawn()?;
+        tracing::info!(pid = process.pid(), state_dir = %config.state_dir.display(), "started vessel-vmm");
+        let this = Self {
             config,
-            child: Some(child),
+            process: Some(process),
             started,
-        })
+            keep_on_drop: isolation.keep_on_drop,
+        };
+        this.save_record()?;
+        Ok(this)
+    }
+
+    /// Takes over the VMM recorded in `config.state_dir`, if it still runs.
+    pub fn adopt(config: VmConfig) -> Result<Option<Self>, VmError> {
+        let path = config.state_dir.join(VMM_RECORD);
+        let Some(record) = ProcessRecord::load(&path)? else {
+            return Ok(None);
+        };
+        let Some(process) = Supervised::adopt(&record)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            config,
+            process: Some(process),
+            started: Instant::now(),
+            keep_on_drop: true,
+        }))
+    }
+
+    fn save_record(&self) -> Result<(), VmError> {
+        if let Some(p) = &self.process {
+            p.record(vec![self.config.vsock_path()])
+                .save(&self.config.state_dir.join(VMM_RECORD))?;
+        }
+        Ok(())
     }
 
     /// The VMM's process id, while it is tracked.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.as_ref().map(Supervised::pid)
     }
 
     /// The configuration the VM was started with.
@@ -191,35 +241,44 @@ impl VmProcess {
         })
     }
 
-    /// Returns how the VMM exited, if it has.
+    /// Returns how the VMM exited, if it has (and forgets it then).
     pub fn try_exit(&mut self) -> Result<Option<VmExit>, VmError> {
-        let Some(child) = self.child.as_mut() else {
+        let Some(p) = self.process.as_mut() else {
             return Ok(None);
         };
-        match child.try_wait().map_err(VmError::Wait)? {
-            Some(status) => {
-                self.child = None;
-                Ok(Some(status.into()))
-            }
-            None => Ok(None),
+        let exit = p.try_exit()?;
+        if exit.is_some() {
+            self.gone();
         }
+        Ok(exit.map(VmExit::from))
     }
 
-    /// Waits up to `timeout` for the VMM to exit by itself.
+    /// The process is gone: forget it and its record.
+    fn gone(&mut self) {
+        self.process = None;
+        let _ = ProcessRecord::remove(&self.config.state_dir.join(VMM_RECORD));
+    }
+
+    /// Waits up to `timeout` for the VMM to exit by itself (woken by its pidfd).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Result<VmExit, VmError> {
-        let deadline = Instant::now() + timeout;
-        let pid = self.pid().unwrap_or(0);
-        loop {
-            if let Some(exit) = self.try_exit()? {
-                return Ok(exit);
+        let Some(p) = self.process.as_mut() else {
+            return Err(VmError::Process(ProcessError::Control {
+                role: "vessel-vmm",
+                pid: 0,
+                what: "wait for it (it is no longer tracked)",
+                source: std::io::Error::from_raw_os_error(libc::ECHILD),
+            }));
+        };
+        let pid = p.pid();
+        match p.wait(timeout).await {
+            Ok(exit) => {
+                self.gone();
+                Ok(exit.into())
             }
-            if Instant::now() >= deadline {
-                return Err(VmError::StillRunning {
-                    pid,
-                    waited: timeout,
-                });
+            Err(ProcessError::StillRunning { waited, .. }) => {
+                Err(VmError::StillRunning { pid, waited })
             }
-            tokio::time::sleep(EXIT_POLL).await;
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -230,50 +289,38 @@ impl VmProcess {
     /// `timeout` (which should exceed that grace), it is killed. Returns how
     /// it ended, or `None` if it was no longer tracked.
     pub async fn stop(&mut self, timeout: Duration) -> Result<Option<VmExit>, VmError> {
-        let Some(pid) = self.pid() else {
+        let Some(p) = self.process.as_mut() else {
             return Ok(None);
         };
-        if let Some(exit) = self.try_exit()? {
-            return Ok(Some(exit));
-        }
-        // The child is not reaped yet (try_exit just saw it running), so the
-        // pid is still ours.
-        let pid = i32::try_from(pid)
-            .map_err(|_| VmError::Wait(std::io::Error::from_raw_os_error(libc::ESRCH)))?;
-        if let Err(errno) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
-            tracing::warn!(%errno, "cannot send SIGTERM to vessel-vmm");
-        }
-        match self.wait_exit(timeout).await {
-            Ok(exit) => Ok(Some(exit)),
-            Err(VmError::StillRunning { .. }) => {
-                tracing::warn!(?timeout, "vessel-vmm ignored SIGTERM; killing it");
-                self.kill()
-            }
-            Err(e) => Err(e),
-        }
+        let exit = p.stop(timeout).await?;
+        self.gone();
+        Ok(Some(exit.into()))
     }
 
-    /// Kills the VMM (SIGKILL) and reaps it.
-    pub fn kill(&mut self) -> Result<Option<VmExit>, VmError> {
-        let Some(mut child) = self.child.take() else {
+    /// Kills the VMM (SIGKILL) and waits until it is gone.
+    pub async fn kill(&mut self) -> Result<Option<VmExit>, VmError> {
+        let Some(p) = self.process.as_mut() else {
             return Ok(None);
         };
-        // An error here means it already exited; wait() below reaps it either way.
-        let _ = child.kill();
-        let status = child.wait().map_err(VmError::Wait)?;
-        Ok(Some(status.into()))
+        let exit = p.kill().await?;
+        self.gone();
+        Ok(Some(exit.into()))
     }
 
     /// Stops tracking the VMM without killing it (it keeps running on its own).
     pub fn detach(mut self) {
-        self.child = None;
+        self.process = None;
     }
 }
 
 impl Drop for VmProcess {
     fn drop(&mut self) {
-        if let Err(e) = self.kill() {
-            tracing::warn!(error = %e, "cannot kill vessel-vmm");
+        if self.keep_on_drop {
+            return;
+        }
+        if let Some(mut p) = self.process.take() {
+            p.kill_blocking();
+            let _ = ProcessRecord::remove(&self.config.state_dir.join(VMM_RECORD));
         }
     }
 }

@@ -15,7 +15,7 @@ pub fn build_rootfs(root: &Path) {
     std::fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
     for applet in [
         "sh", "cat", "echo", "ls", "ping", "sleep", "true", "id", "hostname", "ip", "nc", "dd",
-        "head", "wc", "grep", "mkdir", "rm", "sync", "tty", "stty",
+        "head", "wc", "grep", "mkdir", "rm", "sync", "tty", "stty", "cp", "chmod", "mknod",
     ] {
         symlink("busybox", root.join("bin").join(applet)).expect("applet symlink");
     }

@@ -480,7 +480,7 @@ async fn main() {
                     // left running (spinning on nested page faults) took
                     // the nested test host down with it minutes later.
                     if first_vessel {
-                        let _ = vessel.kill();
+                        let _ = vessel.kill().await;
                     } else {
                         qemu.kill();
                     }
@@ -506,7 +506,7 @@ async fn main() {
             println!("- {why}");
         }
     }
-    let _ = vessel.kill();
+    let _ = vessel.kill().await;
     drop(virtiofsd);
     drop(qemu);
     drop(qemu_virtiofsd);

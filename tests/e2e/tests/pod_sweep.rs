@@ -1,0 +1,182 @@
+//! A pod's host side as a daemon must keep it, checked on a real pod that
+//! `vesseld run-pod` starts: the VMM runs as pid 1 of its own pid (and IPC)
+//! namespace inside the pod's cgroup, virtiofsd in that cgroup too, the
+//! state dir is 0700 and the share is mounted nosuid,nodev while virtiofsd
+//! has no CAP_MKNOD (the guest cannot make a device node there). Then
+//! `kill -9` of vesseld leaves the pod running (VMM and virtiofsd in their
+//! own sessions), and `vesseld sweep` finds it through the records in its
+//! state dir and removes all of it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use vessel_e2e::busybox::build_rootfs;
+use vessel_e2e::netns::netns_exists;
+use vessel_e2e::{env_path, running_vmms};
+use vessel_host_runtime::process::ProcessRecord;
+
+/// Boot and container start in the nested host, generously.
+const STARTED_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn alive(pid: u32) -> bool {
+    // /proc/PID without a zombie state: the process runs.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn ns(pid: &str, kind: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).expect("ns link")
+}
+
+/// The mount options of the mount at `path` (from our mountinfo).
+fn mount_options(path: &Path) -> String {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .find(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+        .and_then(|l| l.split(' ').nth(5))
+        .unwrap_or_else(|| panic!("{} is not a mount point:\n{info}", path.display()))
+        .to_string()
+}
+
+#[test]
+fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
+    let scratch = env_path("VESSEL_SCRATCH");
+    let run_dir = scratch.join("vessel");
+    let rootfs = scratch.join("sweep-rootfs");
+    let _ = std::fs::remove_dir_all(&rootfs);
+    build_rootfs(&rootfs);
+    let state_dir = run_dir.join("pods/sweep");
+    let vesseld = env_path("VESSEL_VESSELD");
+    // Guest root tries a set-uid-root copy of busybox and a serial device
+    // node on the share, then stays up.
+    let script = "cp /bin/busybox /suid && chmod 4755 /suid && echo SUID-MADE; \
+                  mknod /ttyS9 c 4 73 && echo MKNOD-WORKED || echo MKNOD-REFUSED; \
+                  echo started; sleep 600";
+    let mut child = Command::new(&vesseld)
+        .args(["run-pod", "--name", "sweep", "--rootfs"])
+        .arg(&rootfs)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("vesseld run-pod starts");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("vesseld: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + STARTED_TIMEOUT;
+    while !seen.iter().any(|l: &String| l.trim() == "started") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the container did not start within {STARTED_TIMEOUT:?}: {seen:#?}");
+            }
+        }
+    }
+    assert!(seen.iter().any(|l| l.trim() == "SUID-MADE"), "{seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.trim() == "MKNOD-REFUSED"),
+        "guest root made a device node on the share: {seen:#?}"
+    );
+
+    // The pod's host side while it runs.
+    let vmm = ProcessRecord::load(&state_dir.join("vmm.process.json"))
+        .expect("VMM record")
+        .expect("VMM record exists");
+    let fs = ProcessRecord::load(&state_dir.join("virtiofsd.process.json"))
+        .expect("virtiofsd record")
+        .expect("virtiofsd record exists");
+    assert_eq!(running_vmms(), vec![vmm.pid]);
+    let vmm_pid = vmm.pid.to_string();
+    assert_ne!(ns(&vmm_pid, "pid"), ns("self", "pid"), "own pid namespace");
+    assert_ne!(ns(&vmm_pid, "ipc"), ns("self", "ipc"), "own IPC namespace");
+    for pid in [vmm.pid, fs.pid] {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+        assert!(cgroup.contains("/vessel/sweep"), "pid {pid} in {cgroup}");
+        let sid = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let sid: u32 = sid
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(sid, pid, "pid {pid} leads its own session");
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&state_dir)
+            .expect("state dir")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "state dir mode {mode:o}");
+    let share = state_dir.join("share");
+    let options = mount_options(&share);
+    for flag in ["nosuid", "nodev"] {
+        assert!(
+            options.split(',').any(|o| o == flag),
+            "share mounted {options}"
+        );
+    }
+    assert!(
+        !rootfs.join("ttyS9").exists(),
+        "a device node reached the host"
+    );
+    let suid = std::fs::metadata(share.join("suid")).expect("the guest's file");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&suid.permissions()) & 0o4000,
+        0o4000,
+        "the guest set the set-uid bit (the nosuid mount makes it inert)"
+    );
+
+    // kill -9 of vesseld: the pod's processes live on.
+    child.kill().expect("kill -9 vesseld");
+    child.wait().expect("reap vesseld");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(alive(vmm.pid), "the VMM died with vesseld");
+    assert!(alive(fs.pid), "virtiofsd died with vesseld");
+    assert!(netns_exists("vessel-sweep"));
+
+    let out = Command::new(&vesseld)
+        .arg("sweep")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .output()
+        .expect("vesseld sweep runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "sweep failed");
+    assert!(text.contains("pod sweep: removed vessel-vmm"), "{text}");
+    assert!(!alive(vmm.pid) && !alive(fs.pid), "a process is left");
+    assert_eq!(running_vmms(), Vec::<u32>::new());
+    assert!(!netns_exists("vessel-sweep"), "netns left");
+    assert!(!state_dir.exists(), "state dir left");
+    for cg in [
+        "/sys/fs/cgroup/vessel/sweep",
+        "/sys/fs/cgroup/memory/vessel/sweep",
+    ] {
+        assert!(!Path::new(cg).exists(), "{cg} left");
+    }
+    let _ = std::fs::remove_dir_all(&rootfs);
+}
