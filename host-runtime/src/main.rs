@@ -14,7 +14,8 @@ use vessel_agent_api::proto::{agent_client::AgentClient, health_client::HealthCl
 use vessel_agent_api::proto::{CheckRequest, ShutdownRequest, VersionRequest};
 use vessel_host_runtime::net::{PodAddressing, DEFAULT_SUBNET};
 use vessel_host_runtime::pod::{
-    leftovers, ContainerExit, ContainerRun, Phase, Pod, PodConfig, Step, GUEST_NIC,
+    agent_call, guest_text, leftovers, ContainerExit, ContainerRun, Phase, Pod, PodConfig, Step,
+    AGENT_CALL_TIMEOUT, GUEST_NIC,
 };
 use vessel_host_runtime::vm::{VmConfig, VmExit, VmProcess};
 
@@ -69,6 +70,9 @@ struct RunPod {
     /// The pod's IPv4 subnet: the tap gets its first address, the guest the second.
     #[arg(long, default_value = DEFAULT_SUBNET)]
     subnet: PodAddressing,
+    /// How long the container may run before it is killed (seconds; 0: no limit).
+    #[arg(long, default_value = "0", value_parser = parse_limit)]
+    container_timeout: Option<Duration>,
     /// The container's command (default: greet, show the hostname and eth0, ping the tap).
     #[arg(
         trailing_var_arg = true,
@@ -109,6 +113,10 @@ struct VmArgs {
     /// How long to wait for the agent after starting the VMM.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     timeout: Duration,
+}
+
+fn parse_limit(s: &str) -> Result<Option<Duration>, String> {
+    parse_secs(s).map(|d| (!d.is_zero()).then_some(d))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -229,6 +237,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
                 args: command,
                 stdout: Box::new(std::io::stdout()),
                 stderr: Box::new(std::io::stderr()),
+                deadline: args.container_timeout,
             };
             pod.run_container(run, &print).await.context("running the container")
         } => result,
@@ -317,6 +326,14 @@ async fn sweep(args: Sweep) -> Result<ExitCode> {
     })
 }
 
+/// One agent call of `boot-vm`, bounded like every call vesseld makes.
+async fn with_deadline<T>(
+    call: &'static str,
+    request: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    Ok(agent_call(call, AGENT_CALL_TIMEOUT, request).await?)
+}
+
 async fn boot_vm(args: BootVm) -> Result<()> {
     let state_dir = match args.state_dir {
         Some(d) => d,
@@ -350,31 +367,35 @@ async fn boot_vm(args: BootVm) -> Result<()> {
         .await
         .context("reaching the guest agent")?;
     let ready = vm.started().elapsed();
-    let health = HealthClient::new(channel.clone())
-        .check(CheckRequest {})
-        .await
-        .context("Health.Check")?
-        .into_inner();
+    let health = with_deadline(
+        "Health.Check",
+        HealthClient::new(channel.clone()).check(CheckRequest {}),
+    )
+    .await?;
     println!(
         "agent ready after {} ms: health {:?}",
         ready.as_millis(),
         health.status()
     );
-    let version = AgentClient::new(channel.clone())
-        .version(VersionRequest {})
-        .await
-        .context("Agent.Version")?
-        .into_inner();
+    let version = with_deadline(
+        "Agent.Version",
+        AgentClient::new(channel.clone()).version(VersionRequest {}),
+    )
+    .await?;
     println!(
         "agent {} (API v{}), guest kernel {}, pid 1: {}",
-        version.agent_version, version.api_version, version.kernel_release, version.pid1
+        guest_text(&version.agent_version),
+        version.api_version,
+        guest_text(&version.kernel_release),
+        version.pid1
     );
 
     let asked = Instant::now();
-    AgentClient::new(channel)
-        .shutdown(ShutdownRequest {})
-        .await
-        .context("Agent.Shutdown")?;
+    with_deadline(
+        "Agent.Shutdown",
+        AgentClient::new(channel).shutdown(ShutdownRequest {}),
+    )
+    .await?;
     let exit = vm.wait_exit(Duration::from_secs(30)).await?;
     println!(
         "guest shut down; vessel-vmm {} after {} ms",

@@ -9,8 +9,8 @@ use vessel_agent_api::client::stdio::read_output;
 use vessel_agent_api::client::Channel;
 use vessel_agent_api::proto::containers_client::ContainersClient;
 use vessel_agent_api::proto::{
-    CreateContainerRequest, DeleteContainerRequest, SandboxInfo, StartContainerRequest,
-    StdioStream, StreamStdio, WaitContainerRequest,
+    CreateContainerRequest, DeleteContainerRequest, SandboxInfo, SignalContainerRequest,
+    StartContainerRequest, StdioStream, StreamStdio, WaitContainerRequest,
 };
 
 use super::{agent_call, report, spec, Phase, PodError, Progress, Step, AGENT_CALL_TIMEOUT};
@@ -38,6 +38,10 @@ pub struct ContainerRun {
     pub stdout: Box<dyn Write + Send>,
     /// Receives the container's stderr.
     pub stderr: Box<dyn Write + Send>,
+    /// How long the container may run; past it, it is killed and the run
+    /// fails. `None`: as long as it likes (the caller can still cancel the
+    /// run by dropping its future: every agent call is cancellable).
+    pub deadline: Option<Duration>,
 }
 
 /// Runs one container in the pod to its end (see the module doc). The
@@ -78,8 +82,8 @@ pub async fn run(
         &mut containers,
         channel,
         &run.id,
-        run.stdout,
-        run.stderr,
+        (run.stdout, run.stderr),
+        run.deadline,
         progress,
     )
     .await;
@@ -109,8 +113,8 @@ async fn start_and_wait(
     containers: &mut ContainersClient<Channel>,
     channel: Channel,
     id: &str,
-    stdout: Box<dyn Write + Send>,
-    stderr: Box<dyn Write + Send>,
+    (stdout, stderr): (Box<dyn Write + Send>, Box<dyn Write + Send>),
+    deadline: Option<Duration>,
     progress: Progress<'_>,
 ) -> Result<ContainerExit, PodError> {
     // Attached before Start so nothing waits: the guest holds output back
@@ -134,17 +138,35 @@ async fn start_and_wait(
             &format!("started container {id}; its output follows"),
             started.elapsed(),
         ));
-        // No deadline: a container runs as long as it likes.
-        let exit = containers
-            .wait(WaitContainerRequest {
-                container_id: id.to_string(),
-            })
-            .await
-            .map_err(|status| PodError::Agent {
-                call: "Containers.Wait",
-                status,
-            })?
-            .into_inner();
+        let mut waiter = containers.clone();
+        let wait = waiter.wait(WaitContainerRequest {
+            container_id: id.to_string(),
+        });
+        let exit = match deadline {
+            Some(limit) => match agent_call("Containers.Wait", limit, wait).await {
+                Err(PodError::AgentTimeout { call, waited }) => {
+                    // Past its deadline: kill it, so it does not outlive the run.
+                    let _ = agent_call(
+                        "Containers.Signal",
+                        AGENT_CALL_TIMEOUT,
+                        containers.signal(SignalContainerRequest {
+                            container_id: id.to_string(),
+                            signal: libc::SIGKILL as u32,
+                        }),
+                    )
+                    .await;
+                    return Err(PodError::AgentTimeout { call, waited });
+                }
+                other => other?,
+            },
+            None => wait
+                .await
+                .map_err(|status| PodError::Agent {
+                    call: "Containers.Wait",
+                    status,
+                })?
+                .into_inner(),
+        };
         Ok(ContainerExit {
             exit_code: exit.exit_code,
             signal: exit.signal,
@@ -154,6 +176,7 @@ async fn start_and_wait(
     let mut drained = Ok(());
     for reader in readers {
         let stream = reader.stream;
+        let abort = reader.task.abort_handle();
         match tokio::time::timeout(OUTPUT_DRAIN, reader.task).await {
             Ok(Ok(Ok(_bytes))) => {}
             Ok(Ok(Err(status))) => {
@@ -163,6 +186,8 @@ async fn start_and_wait(
                 tracing::warn!(stream, error = %join, "output copier failed");
             }
             Err(_) => {
+                // Aborted, not detached: a copier must not outlive its container.
+                abort.abort();
                 tracing::warn!(stream, "output did not end after the container exited");
             }
         }

@@ -416,7 +416,9 @@ impl Pod {
         check_api_version(version.api_version)?;
         Ok(format!(
             "agent {} (API v{}) answered over vsock (guest kernel {})",
-            version.agent_version, version.api_version, version.kernel_release
+            guest_text(&version.agent_version),
+            version.api_version,
+            guest_text(&version.kernel_release)
         ))
     }
 
@@ -432,14 +434,16 @@ impl Pod {
         let a = &self.config.addressing;
         let what = format!(
             "set the sandbox up: hostname {}, {GUEST_NIC} {} via {}, {ROOTFS_TAG} on {}",
-            sandbox.hostname,
+            guest_text(&sandbox.hostname),
             a.guest_cidr(),
             a.host_ip,
-            sandbox
-                .mount_points
-                .first()
-                .map(String::as_str)
-                .unwrap_or("?")
+            guest_text(
+                sandbox
+                    .mount_points
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            )
         );
         self.sandbox = Some(sandbox);
         Ok(what)
@@ -719,6 +723,21 @@ fn report(
     }
 }
 
+/// A string from the guest made safe to print: control characters (which
+/// could drive a terminal) escaped, and cut at 256 bytes.
+pub fn guest_text(s: &str) -> String {
+    let mut out: String = s.chars().flat_map(char::escape_debug).collect();
+    if out.len() > 256 {
+        let mut cut = 256;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
 /// Refuses an agent whose API is older than [`MIN_AGENT_API_VERSION`]; newer
 /// ones only add to the API, which this side ignores.
 fn check_api_version(agent: u32) -> Result<(), PodError> {
@@ -732,7 +751,7 @@ fn check_api_version(agent: u32) -> Result<(), PodError> {
 }
 
 /// One agent call with a deadline; its reply, or a typed error naming it.
-pub(crate) async fn agent_call<T>(
+pub async fn agent_call<T>(
     call: &'static str,
     timeout: Duration,
     request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -768,6 +787,14 @@ mod tests {
     }
 
     #[test]
+    fn guest_text_cannot_drive_a_terminal_and_is_bounded() {
+        assert_eq!(guest_text("6.1.0"), "6.1.0");
+        assert_eq!(guest_text("a\x1b[2Jb\n"), "a\\u{1b}[2Jb\\n");
+        let long = guest_text(&"é".repeat(500));
+        assert!(long.len() <= 256 + '…'.len_utf8() && long.ends_with('…'));
+    }
+
+    #[test]
     fn an_older_agent_api_is_refused_by_name() {
         check_api_version(MIN_AGENT_API_VERSION).unwrap();
         check_api_version(MIN_AGENT_API_VERSION + 1).unwrap();
@@ -789,6 +816,7 @@ mod tests {
             args: vec!["true".into()],
             stdout: Box::new(std::io::sink()),
             stderr: Box::new(std::io::sink()),
+            deadline: None,
         };
         assert!(matches!(
             pod.run_container(run, &|_| {}).await,
