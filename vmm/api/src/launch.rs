@@ -283,7 +283,7 @@ impl LaunchConfig {
                 format!("must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB} MiB"),
             ));
         }
-        if self.hugepages && self.memory_mib % 2 != 0 {
+        if self.hugepages && !self.memory_mib.is_multiple_of(2) {
             return Err(invalid(
                 format!("memory_mib {}", self.memory_mib),
                 "with hugepages it must be a multiple of 2 MiB",
