@@ -25,7 +25,20 @@ impl WorkerHandle {
     where
         F: FnOnce() + Send + 'static,
     {
-        let thread = crate::seccomp::spawn_worker(name, body)?;
+        Self::spawn_as(name, crate::seccomp::Role::Device, stop, body)
+    }
+
+    /// [`WorkerHandle::spawn`] under the filter of another device `role`.
+    pub(crate) fn spawn_as<F>(
+        name: &str,
+        role: crate::seccomp::Role,
+        stop: EventFd,
+        body: F,
+    ) -> std::io::Result<Self>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let thread = crate::seccomp::spawn_worker(name, role, body)?;
         Ok(Self { stop, thread })
     }
 

@@ -85,7 +85,12 @@ impl Worker {
 
     /// Starts the worker thread.
     pub fn spawn(self) -> std::io::Result<WorkerHandle> {
-        WorkerHandle::spawn("vsock", self.stop.try_clone()?, move || self.run())
+        WorkerHandle::spawn_as(
+            "vsock",
+            crate::seccomp::Role::Vsock,
+            self.stop.try_clone()?,
+            move || self.run(),
+        )
     }
 
     fn run(mut self) {
