@@ -102,7 +102,8 @@ impl std::fmt::Display for VmExit {
 /// nobody tracks is a leak.
 #[derive(Debug)]
 pub struct VmProcess {
-    config: VmConfig,
+    // Boxed: a pod keeps a VmProcess in an enum with small variants.
+    config: Box<VmConfig>,
     child: Option<Child>,
     started: Instant,
 }
@@ -115,7 +116,7 @@ impl VmProcess {
             path: config.state_dir.clone(),
             source,
         })?;
-        let log_path = config.vmm_log_path();
+        let log_path = config.vmm_stderr_path();
         let log = File::create(&log_path).map_err(|source| VmError::StateDir {
             path: log_path.clone(),
             source,
@@ -125,7 +126,7 @@ impl VmProcess {
             source,
         })?;
         let mut cmd = Command::new(&config.vmm);
-        cmd.args(config.vmm_args())
+        cmd.args(config.write_launch_config()?)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -145,7 +146,7 @@ impl VmProcess {
         })?;
         tracing::info!(pid = child.id(), state_dir = %config.state_dir.display(), "started vessel-vmm");
         Ok(Self {
-            config,
+            config: Box::new(config),
             child: Some(child),
             started,
         })
