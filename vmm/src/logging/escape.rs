@@ -31,6 +31,41 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// Console output made safe for a terminal: text, newlines, tabs and
+/// UTF-8 pass, while C0 controls (ESC and the rest, which start escape
+/// sequences that can rewrite the screen, set the title or answer back
+/// into the terminal's input) and the C1 range U+0080..U+009F become
+/// `\xNN`. For the console on a terminal only; the console file is raw.
+#[derive(Debug)]
+pub struct TerminalSafe<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> std::io::Write for TerminalSafe<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = Vec::with_capacity(buf.len());
+        let mut i = 0;
+        while i < buf.len() {
+            let b = buf[i];
+            let c1 = b == 0xc2 && buf.get(i + 1).is_some_and(|n| (0x80..0xa0).contains(n));
+            if c1 {
+                out.extend_from_slice(format!("\\xc2\\x{:02x}", buf[i + 1]).as_bytes());
+                i += 2;
+                continue;
+            }
+            match b {
+                b'\n' | b'\r' | b'\t' | 0x20..=0x7e | 0x80.. => out.push(b),
+                _ => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            }
+            i += 1;
+        }
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +79,17 @@ mod tests {
         let e = escape(&long);
         assert!(e.ends_with("...(10 more bytes)"));
         assert!(e.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+    }
+
+    #[test]
+    fn terminal_output_keeps_text_and_drops_escape_sequences() {
+        use std::io::Write;
+        let mut t = TerminalSafe(Vec::new());
+        t.write_all("ok\r\n\x1b]0;pwned\x07caf\u{e9} \u{9b}2J\tend".as_bytes())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(t.0).unwrap(),
+            "ok\r\n\\x1b]0;pwned\\x07caf\u{e9} \\xc2\\x9b2J\tend"
+        );
     }
 }

@@ -8,5 +8,5 @@ mod escape;
 mod ratelimit;
 
 pub use capped::{CappedFile, SharedCappedFile};
-pub use escape::{escape, Escaped};
+pub use escape::{escape, Escaped, TerminalSafe};
 pub use ratelimit::{RateLimit, BURST, REFILL};

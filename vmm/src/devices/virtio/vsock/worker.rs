@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{Epoll, EpollEvent};
@@ -277,7 +277,7 @@ impl Worker {
             .map_err(|e| format!("used event: {e}"))?;
         if needed {
             if let Err(e) = self.interrupt.trigger(VIRTIO_MMIO_INT_VRING) {
-                warn!("vsock: cannot interrupt the guest: {e}");
+                crate::guest_warn!("vsock: cannot interrupt the guest: {e}");
             }
         }
         Ok(())
