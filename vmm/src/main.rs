@@ -38,7 +38,9 @@ fn jail_spec(launch: &LaunchConfig, vm: &VmConfig) -> Result<Option<JailSpec>, j
     Ok(Some(spec))
 }
 
-/// The largest file the VMM writes: its biggest disk or log cap.
+/// The largest file the VMM writes: its biggest disk or log cap, and at
+/// least the default log cap, which then also bounds a stderr its parent
+/// pointed at a file.
 fn max_file_size(launch: &LaunchConfig, vm: &VmConfig) -> u64 {
     let disks = vm.disks.iter().map(|d| d.sectors.saturating_mul(512));
     let console = match &launch.console {
@@ -46,7 +48,10 @@ fn max_file_size(launch: &LaunchConfig, vm: &VmConfig) -> u64 {
         _ => 0,
     };
     let log = launch.log.as_ref().map_or(0, |l| l.max_bytes);
-    disks.chain([console, log]).max().unwrap_or(0)
+    disks
+        .chain([console, log, vessel_vmm_api::DEFAULT_LOG_MAX_BYTES])
+        .max()
+        .unwrap_or(vessel_vmm_api::DEFAULT_LOG_MAX_BYTES)
 }
 
 fn seccomp_mode(mode: SeccompMode) -> Mode {

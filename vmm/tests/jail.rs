@@ -212,7 +212,7 @@ fn jailed_vmm_runs_as_the_pod_user() {
         .arg("--kernel")
         .arg(&kernel)
         .args(["--memory", "64", "--jail-uid", &id, "--jail-gid", &id])
-        .args(["--console-max-bytes", "65536", "--log-max-bytes", "131072"])
+        .args(["--console-max-bytes", "65536", "--log-max-bytes", "8388608"])
         .arg("--console")
         .arg(&console)
         .arg("--log")
@@ -248,7 +248,7 @@ fn jailed_vmm_runs_as_the_pod_user() {
         .find(|l| l.starts_with("Max file size"))
         .unwrap();
     assert!(
-        fsize.split_whitespace().filter(|w| *w == "131072").count() == 2,
+        fsize.split_whitespace().filter(|w| *w == "8388608").count() == 2,
         "{fsize}"
     );
 
