@@ -345,12 +345,14 @@ async fn boot_vm(args: BootVm) -> Result<()> {
         initramfs: args.vm.initramfs,
         cpus: args.vm.cpus,
         memory_mib: args.vm.memory,
+        hugepages: false,
         extra_cmdline: None,
         state_dir: state_dir.clone(),
         api_socket: false,
         nets: Vec::new(),
         shares: Vec::new(),
-        extra_vmm_args: Vec::new(),
+        jail: None,
+        shutdown_grace_ms: None,
     };
     println!(
         "booting a VM: {} vCPU(s), {} MiB, kernel {}, initramfs {}",

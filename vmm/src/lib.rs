@@ -10,6 +10,7 @@ pub mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jail;
+pub mod logging;
 pub mod memory;
 pub mod seccomp;
 #[cfg(test)]

@@ -115,9 +115,9 @@ fn bad_input_exits_1_naming_the_problem() {
 
     let kernel = dir.guest("ok.elf", &RESET, true);
     for (args, needle) in [
-        (vec!["--cpus", "0"], "--cpus 0"),
-        (vec!["--cpus", "33"], "--cpus 33"),
-        (vec!["--memory", "32"], "--memory 32"),
+        (vec!["--cpus", "0"], "cpus 0: must be between 1 and 32"),
+        (vec!["--cpus", "33"], "cpus 33"),
+        (vec!["--memory", "32"], "memory_mib 32"),
         (
             vec!["--initramfs", "/nonexistent/initrd"],
             "--initramfs /nonexistent/initrd",

@@ -158,13 +158,112 @@ fn jail_refuses_relative_paths_and_jail_dir_needs_jail() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--jail needs absolute paths"), "{err}");
+    assert!(
+        err.contains("kernel vmlinux: the jail needs an absolute path"),
+        "{err}"
+    );
+    // Jailed by default: the same without --jail.
+    let out = Command::new(env!("CARGO_BIN_EXE_vessel-vmm"))
+        .args(["--kernel", "vmlinux"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 
     let out = Command::new(env!("CARGO_BIN_EXE_vessel-vmm"))
-        .args(["--kernel", "/vmlinux", "--jail-dir", "/tmp"])
+        .args(["--kernel", "/vmlinux", "--no-jail", "--jail-dir", "/tmp"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--jail"), "{err}");
+    assert!(
+        err.contains("--jail-dir") && err.contains("--no-jail"),
+        "{err}"
+    );
+}
+
+/// The pod's unprivileged user: uid and gid switched (no supplementary
+/// groups), no capabilities, own mount and IPC namespaces, file sizes
+/// bounded; the console and the VMM's log still written through their
+/// descriptors, and the sockets removed at exit by that user.
+#[test]
+fn jailed_vmm_runs_as_the_pod_user() {
+    if !kvm_available() {
+        assert!(!in_ci(), "CI: /dev/kvm is missing");
+        return;
+    }
+    if !can_jail() {
+        return;
+    }
+    const ID: u32 = 4_000_123;
+    let dir = Scratch::new("jail-user");
+    let run = dir.path("run");
+    std::fs::create_dir_all(&run).unwrap();
+    // What vesseld does for a pod: the state dir belongs to the pod's user.
+    std::os::unix::fs::chown(&run, Some(ID), Some(ID)).unwrap();
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let code = [common::serial_hi(), SPIN.to_vec()].concat();
+    let kernel = dir.guest("hi.elf", &code, true);
+    let api = run.join("api.sock");
+    let vsock = run.join("vsock.sock");
+    let console = run.join("console.log");
+    let log = run.join("vmm.log");
+    let id = ID.to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_vessel-vmm"))
+        .arg("--kernel")
+        .arg(&kernel)
+        .args(["--memory", "64", "--jail-uid", &id, "--jail-gid", &id])
+        .args(["--console-max-bytes", "65536", "--log-max-bytes", "8388608"])
+        .arg("--console")
+        .arg(&console)
+        .arg("--log")
+        .arg(&log)
+        .arg("--api")
+        .arg(&api)
+        .arg("--vsock")
+        .arg(&vsock)
+        .env("VESSEL_VMM_LOG", "info")
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id();
+    let info = wait_for_guest_entry(&api);
+    assert_eq!(info["state"], "running", "{info}");
+
+    let ids = format!("{ID}\t{ID}\t{ID}\t{ID}");
+    assert_eq!(field(pid, "Uid"), ids);
+    assert_eq!(field(pid, "Gid"), ids);
+    assert_eq!(field(pid, "Groups"), "");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(pid, set), "0000000000000000", "{set}");
+    }
+    assert_eq!(field(pid, "NoNewPrivs"), "1");
+    for ns in ["mnt", "ipc"] {
+        let link = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/{ns}")).unwrap();
+        assert_ne!(link(&pid.to_string()), link("self"), "same {ns} namespace");
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let fsize = limits
+        .lines()
+        .find(|l| l.starts_with("Max file size"))
+        .unwrap();
+    assert!(
+        fsize.split_whitespace().filter(|w| *w == "8388608").count() == 2,
+        "{fsize}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stop = api_request(&api, r#"{"op":"stop"}"#, deadline);
+    assert!(stop.get("error").is_none(), "{stop}");
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{status}");
+    assert_eq!(std::fs::read(&console).unwrap(), b"hi\n");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("jailed") && text.contains(&format!("uid={ID}")),
+        "{text}"
+    );
+    // Written after the filters were on, from the main thread.
+    assert!(text.contains("stopped through the control API"), "{text}");
+    assert!(!api.exists() && !vsock.exists(), "sockets left behind");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::net::{self, PodAddressing};
 use crate::virtiofsd::VirtiofsdConfig;
-use crate::vm::{FsShare, NetDevice, VmConfig, VmConfigError};
+use crate::vm::{FsShare, JailConfig, NetDevice, VmConfig, VmConfigError};
 
 /// The tap's name inside the pod's namespace (each pod has its own namespace,
 /// so every pod can use the same name).
@@ -158,6 +158,7 @@ impl PodConfig {
             initramfs: self.initramfs.clone(),
             cpus: self.cpus,
             memory_mib: self.memory_mib,
+            hugepages: false,
             extra_cmdline: None,
             state_dir: self.state_dir(),
             api_socket: false,
@@ -170,7 +171,10 @@ impl PodConfig {
                 tag: ROOTFS_TAG.to_string(),
                 socket: self.virtiofsd_config().socket,
             }],
-            extra_vmm_args: Vec::new(),
+            // Jailed (own mount and IPC namespaces, no capabilities); the
+            // pod's own uid/gid come with the pod's user.
+            jail: Some(JailConfig::default()),
+            shutdown_grace_ms: None,
         }
     }
 }
@@ -243,12 +247,13 @@ mod tests {
         assert_eq!(fs.shared_dir, c.state_dir().join("share"));
         let vm = c.vm_config();
         assert_eq!(vm.state_dir, c.state_dir());
-        let args = vm.vmm_args().join(" ");
-        assert!(
-            args.contains("--net tap=tap0,mac=02:76:73:00:00:02,netns=/var/run/netns/vessel-demo"),
-            "{args}"
+        let launch = vm.launch_config().unwrap();
+        assert_eq!(
+            launch.nets[0].to_string(),
+            "tap=tap0,netns=/var/run/netns/vessel-demo,mac=02:76:73:00:00:02"
         );
-        assert!(args.contains("--fs tag=rootfs,socket="), "{args}");
+        assert_eq!(launch.shares[0].tag, "rootfs");
+        assert!(launch.jail.is_some(), "the pod's VMM is jailed");
         c.validate().unwrap();
     }
 

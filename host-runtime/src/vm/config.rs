@@ -1,6 +1,11 @@
-//! What a pod VM is made of, and the `vessel-vmm` command line for it.
+//! What a pod VM is made of, and the `vessel-vmm` launch configuration for
+//! it: a typed [`LaunchConfig`] written as JSON into the VM's state dir and
+//! passed with `--config`.
 
 use std::path::{Path, PathBuf};
+
+pub use vessel_vmm_api::JailConfig;
+use vessel_vmm_api::{Console, LaunchConfig, LogFile, NetSpec, TapSource};
 
 /// Everything needed to start one pod VM.
 #[derive(Debug, Clone)]
@@ -15,9 +20,13 @@ pub struct VmConfig {
     pub cpus: u32,
     /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// Back guest memory with 2 MiB hugepages.
+    pub hugepages: bool,
     /// Extra guest kernel command-line arguments.
     pub extra_cmdline: Option<String>,
     /// Directory that holds the VM's sockets and logs; created if missing.
+    /// A jailed VMM with its own uid needs it owned by that uid (it removes
+    /// its sockets there on exit).
     pub state_dir: PathBuf,
     /// Whether the VMM serves its control API on [`VmConfig::api_path`].
     pub api_socket: bool,
@@ -25,8 +34,11 @@ pub struct VmConfig {
     pub nets: Vec<NetDevice>,
     /// The guest's virtio-fs shares.
     pub shares: Vec<FsShare>,
-    /// Extra `vessel-vmm` flags, appended last (e.g. `--jail`).
-    pub extra_vmm_args: Vec<String>,
+    /// The VMM's jail (uid, gid, ...); None runs it unjailed.
+    pub jail: Option<JailConfig>,
+    /// How long SIGTERM waits for a graceful guest shutdown (the VMM's
+    /// default when None).
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// A guest NIC backed by a tap device.
@@ -60,9 +72,27 @@ pub enum VmConfigError {
         /// The path given.
         path: PathBuf,
     },
-    /// A numeric setting is out of range.
-    #[error("{0}")]
-    OutOfRange(String),
+    /// A NIC's MAC address is not usable.
+    #[error("NIC {tap}: bad MAC {mac:?}: {reason}")]
+    Mac {
+        /// The tap.
+        tap: String,
+        /// The MAC given.
+        mac: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The launch configuration is invalid (the message names the field).
+    #[error(transparent)]
+    Launch(#[from] vessel_vmm_api::LaunchError),
+    /// The launch configuration file cannot be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl VmConfig {
@@ -80,14 +110,7 @@ impl VmConfig {
                 });
             }
         }
-        if self.cpus == 0 {
-            return Err(VmConfigError::OutOfRange("cpus must be at least 1".into()));
-        }
-        if self.memory_mib == 0 {
-            return Err(VmConfigError::OutOfRange(
-                "memory_mib must be at least 1".into(),
-            ));
-        }
+        self.launch_config()?.validate()?;
         Ok(())
     }
 
@@ -101,56 +124,90 @@ impl VmConfig {
         self.state_dir.join("api.sock")
     }
 
-    /// Where the guest's serial console is written.
+    /// Where the guest's serial console is written (capped).
     pub fn console_path(&self) -> PathBuf {
         self.state_dir.join("console.log")
     }
 
-    /// Where the VMM's own stdout/stderr go.
+    /// The VMM's own log (capped), which it writes itself.
     pub fn vmm_log_path(&self) -> PathBuf {
         self.state_dir.join("vmm.log")
     }
 
-    /// The `vessel-vmm` arguments for this VM.
-    pub fn vmm_args(&self) -> Vec<String> {
-        let p = |p: &Path| p.display().to_string();
-        let mut args = vec![
-            "--kernel".into(),
-            p(&self.kernel),
-            "--initramfs".into(),
-            p(&self.initramfs),
-            "--cpus".into(),
-            self.cpus.to_string(),
-            "--memory".into(),
-            self.memory_mib.to_string(),
-            "--vsock".into(),
-            p(&self.vsock_path()),
-            "--console".into(),
-            p(&self.console_path()),
-        ];
-        if self.api_socket {
-            args.push("--api".into());
-            args.push(p(&self.api_path()));
-        }
-        if let Some(extra) = &self.extra_cmdline {
-            args.push("--cmdline".into());
-            args.push(extra.clone());
-        }
-        for net in &self.nets {
-            let mut spec = format!("tap={},mac={}", net.tap, net.mac);
-            if let Some(netns) = &net.netns {
-                spec.push_str(&format!(",netns={}", p(netns)));
-            }
-            args.push("--net".into());
-            args.push(spec);
-        }
-        for share in &self.shares {
-            args.push("--fs".into());
-            args.push(format!("tag={},socket={}", share.tag, p(&share.socket)));
-        }
-        args.extend(self.extra_vmm_args.iter().cloned());
-        args
+    /// Where the VMM's stdout/stderr go: errors before its log is open,
+    /// and its one-line exit reason.
+    pub fn vmm_stderr_path(&self) -> PathBuf {
+        self.state_dir.join("vmm.stderr")
     }
+
+    /// The launch configuration file passed with `--config`.
+    pub fn launch_config_path(&self) -> PathBuf {
+        self.state_dir.join("vmm.json")
+    }
+
+    /// The typed launch configuration of this VM.
+    pub fn launch_config(&self) -> Result<LaunchConfig, VmConfigError> {
+        let mut c = LaunchConfig::new(&self.kernel);
+        c.initramfs = Some(self.initramfs.clone());
+        c.cmdline = self.extra_cmdline.clone();
+        c.cpus = self.cpus.into();
+        c.memory_mib = self.memory_mib.into();
+        c.hugepages = self.hugepages;
+        c.vsock = Some(self.vsock_path());
+        c.console = Console::File(LogFile::new(self.console_path()));
+        c.log = Some(LogFile::new(self.vmm_log_path()));
+        c.api = self.api_socket.then(|| self.api_path());
+        c.nets = self
+            .nets
+            .iter()
+            .map(|n| {
+                let mac = n.mac.parse().map_err(|reason| VmConfigError::Mac {
+                    tap: n.tap.clone(),
+                    mac: n.mac.clone(),
+                    reason,
+                })?;
+                Ok(NetSpec {
+                    source: TapSource::Tap {
+                        name: n.tap.clone(),
+                        netns: n.netns.clone(),
+                    },
+                    mac: Some(mac),
+                })
+            })
+            .collect::<Result<_, VmConfigError>>()?;
+        c.shares = self
+            .shares
+            .iter()
+            .map(|s| vessel_vmm_api::FsSpec {
+                tag: s.tag.clone(),
+                socket: s.socket.clone(),
+                queue_size: vessel_vmm_api::fs::DEFAULT_QUEUE_SIZE,
+            })
+            .collect();
+        c.jail = self.jail.clone();
+        if let Some(ms) = self.shutdown_grace_ms {
+            c.shutdown_grace_ms = ms;
+        }
+        Ok(c)
+    }
+
+    /// Writes the launch configuration into the state dir (which must
+    /// exist) and returns the `vessel-vmm` arguments that use it.
+    pub fn write_launch_config(&self) -> Result<Vec<String>, VmConfigError> {
+        let config = self.launch_config()?;
+        config.validate()?;
+        let path = self.launch_config_path();
+        std::fs::write(&path, config.to_json()).map_err(|source| VmConfigError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(vmm_args(&path))
+    }
+}
+
+/// `vessel-vmm`'s arguments for a launch configuration file.
+fn vmm_args(config: &Path) -> Vec<String> {
+    vec!["--config".into(), config.display().to_string()]
 }
 
 #[cfg(test)]
@@ -164,6 +221,7 @@ mod tests {
             initramfs: dir.join("initramfs"),
             cpus: 2,
             memory_mib: 256,
+            hugepages: false,
             extra_cmdline: Some("loglevel=4".into()),
             state_dir: dir.join("state"),
             api_socket: true,
@@ -176,7 +234,12 @@ mod tests {
                 tag: "pod".into(),
                 socket: dir.join("fs.sock"),
             }],
-            extra_vmm_args: vec!["--jail".into()],
+            jail: Some(JailConfig {
+                uid: Some(100_000),
+                gid: Some(100_000),
+                ..JailConfig::default()
+            }),
+            shutdown_grace_ms: Some(1500),
         }
     }
 
@@ -189,24 +252,67 @@ mod tests {
     }
 
     #[test]
-    fn args_carry_every_setting() {
+    fn launch_config_carries_every_setting() {
         let dir = tempfile::tempdir().unwrap();
-        let args = config(dir.path()).vmm_args().join(" ");
-        for want in [
-            "--cpus 2",
-            "--memory 256",
-            "--cmdline loglevel=4",
-            "vsock.sock",
-            "--api",
-            "api.sock",
-            "--net tap=tap0,mac=02:00:00:00:00:01,netns=",
-            "--fs tag=pod,socket=",
-            "fs.sock --jail",
-        ] {
-            assert!(args.contains(want), "{args} lacks {want}");
-        }
+        let vm = config(dir.path());
+        let c = vm.launch_config().unwrap();
+        assert_eq!((c.cpus, c.memory_mib), (2, 256));
+        assert_eq!(c.cmdline.as_deref(), Some("loglevel=4"));
+        assert_eq!(c.vsock, Some(vm.vsock_path()));
+        assert_eq!(c.api, Some(vm.api_path()));
+        assert_eq!(c.console, Console::File(LogFile::new(vm.console_path())));
+        assert_eq!(c.log, Some(LogFile::new(vm.vmm_log_path())));
+        assert_eq!(
+            c.nets[0].to_string(),
+            format!(
+                "tap=tap0,netns={},mac=02:00:00:00:00:01",
+                dir.path().join("netns").display()
+            )
+        );
+        assert_eq!(c.shares[0].tag, "pod");
+        assert_eq!(c.jail.as_ref().and_then(|j| j.uid), Some(100_000));
+        assert_eq!(c.shutdown_grace_ms, 1500);
+        c.validate().unwrap();
         let mut no_api = config(dir.path());
         no_api.api_socket = false;
-        assert!(!no_api.vmm_args().contains(&"--api".to_string()));
+        assert_eq!(no_api.launch_config().unwrap().api, None);
+    }
+
+    #[test]
+    fn the_file_is_what_vessel_vmm_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = config(dir.path());
+        std::fs::create_dir_all(&vm.state_dir).unwrap();
+        let args = vm.write_launch_config().unwrap();
+        assert_eq!(
+            args,
+            [
+                "--config".to_string(),
+                vm.launch_config_path().display().to_string()
+            ]
+        );
+        let text = std::fs::read_to_string(vm.launch_config_path()).unwrap();
+        assert_eq!(
+            LaunchConfig::from_json(&text).unwrap(),
+            vm.launch_config().unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vm = config(dir.path());
+        vm.nets[0].mac = "01:00:00:00:00:01".into();
+        let err = vm.launch_config().unwrap_err().to_string();
+        assert!(err.starts_with("NIC tap0: bad MAC"), "{err}");
+        let mut vm = config(dir.path());
+        vm.cpus = 0;
+        let err = vm
+            .launch_config()
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "cpus 0: must be between 1 and 32");
     }
 }

@@ -119,7 +119,8 @@ pub const VMM_RECORD: &str = "vmm.process.json";
 /// and tools a VM nobody tracks is a leak.
 #[derive(Debug)]
 pub struct VmProcess {
-    config: VmConfig,
+    // Boxed: a pod keeps a VmProcess in an enum with small variants.
+    config: Box<VmConfig>,
     process: Option<Supervised>,
     started: Instant,
     keep_on_drop: bool,
@@ -139,7 +140,7 @@ impl VmProcess {
             path: config.state_dir.clone(),
             source,
         })?;
-        let log_path = config.vmm_log_path();
+        let log_path = config.vmm_stderr_path();
         let log = File::create(&log_path).map_err(|source| VmError::StateDir {
             path: log_path.clone(),
             source,
@@ -157,7 +158,11 @@ impl VmProcess {
         let process = SpawnSpec {
             role: "vessel-vmm",
             program: config.vmm.clone(),
-            args: config.vmm_args().into_iter().map(Into::into).collect(),
+            args: config
+                .write_launch_config()?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             output: Output::File(log),
             fds: Vec::new(),
             namespaces,
@@ -166,7 +171,7 @@ impl VmProcess {
         .spawn()?;
         tracing::info!(pid = process.pid(), state_dir = %config.state_dir.display(), "started vessel-vmm");
         let this = Self {
-            config,
+            config: Box::new(config),
             process: Some(process),
             started,
             keep_on_drop: isolation.keep_on_drop,
@@ -185,7 +190,7 @@ impl VmProcess {
             return Ok(None);
         };
         Ok(Some(Self {
-            config,
+            config: Box::new(config),
             process: Some(process),
             started: Instant::now(),
             keep_on_drop: true,

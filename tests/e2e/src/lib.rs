@@ -47,12 +47,15 @@ pub fn vm_config(name: &str, cpus: u32, memory_mib: u32) -> VmConfig {
         initramfs: env_path("VESSEL_INITRAMFS"),
         cpus,
         memory_mib,
+        hugepages: false,
         extra_cmdline: None,
         state_dir: fresh_state_dir(name),
         api_socket: false,
         nets: Vec::new(),
         shares: Vec::new(),
-        extra_vmm_args: Vec::new(),
+        // Unjailed, as these tests always ran; least_privilege jails it.
+        jail: None,
+        shutdown_grace_ms: None,
     }
 }
 
@@ -74,7 +77,7 @@ pub fn running_vmms() -> Vec<u32> {
 pub fn console_tail(vm: &VmProcess) -> String {
     let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
     let console = read(vm.config().console_path());
-    let vmm_log = read(vm.config().vmm_log_path());
+    let vmm_log = read(vm.config().vmm_log_path()) + &read(vm.config().vmm_stderr_path());
     let tail: String = console
         .lines()
         .rev()
@@ -95,7 +98,6 @@ pub mod qemu;
 pub mod rss;
 pub mod stats;
 pub mod virtiofsd;
-pub mod vmm_api;
 
 /// How long one agent call may take before the test gives up on it.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(20);

@@ -13,6 +13,7 @@ use vessel_agent_api::proto::health_client::HealthClient;
 use vessel_agent_api::proto::CheckRequest;
 use vessel_e2e::{console_tail, running_vmms, vm_config, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{VmExit, VmProcess};
+use vessel_vmm_api::{ApiClient, Request};
 
 /// How long a health check may take before we call the agent silent.
 const SHORT: Duration = Duration::from_secs(3);
@@ -73,7 +74,7 @@ async fn shutdown_op_shuts_the_guest_down_in_order() {
     let mut vm = boot("api-shutdown").await;
     let api = vm.config().api_path();
     let asked = Instant::now();
-    let answer = ask(&api, "shutdown");
+    let answer = ask(&api, Request::Shutdown);
     assert_eq!(answer["state"], "shutting_down", "{answer}");
     let exit = match vm.wait_exit(SHUTDOWN_TIMEOUT).await {
         Ok(exit) => exit,
@@ -115,10 +116,10 @@ async fn sigterm_shuts_the_guest_down_in_order() {
 
 /// One request, one response line, over a fresh connection each time (the
 /// API serves several clients; this also exercises that).
-fn ask(api: &Path, op: &str) -> Value {
-    let line = vessel_e2e::vmm_api::request(api, op, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{op}: control API request failed: {e}"));
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{op}: bad response {line:?}: {e}"))
+fn ask(api: &Path, op: Request) -> Value {
+    ApiClient::new(api, Duration::from_secs(30))
+        .call(op)
+        .unwrap_or_else(|e| panic!("{op:?}: {e}"))
 }
 
 async fn healthy(channel: &vessel_agent_api::client::Channel) -> bool {
@@ -131,7 +132,7 @@ async fn healthy(channel: &vessel_agent_api::client::Channel) -> bool {
 async fn pause_resume_counters_and_sigterm_hard_stop_when_paused() {
     let mut config = vm_config("api", 2, 256);
     config.api_socket = true;
-    config.extra_vmm_args = vec!["--shutdown-grace-ms".into(), GRACE_MS.to_string()];
+    config.shutdown_grace_ms = Some(GRACE_MS);
     let (api, vsock, state_dir) = (
         config.api_path(),
         config.vsock_path(),
@@ -144,7 +145,7 @@ async fn pause_resume_counters_and_sigterm_hard_stop_when_paused() {
         Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
     };
 
-    let info = ask(&api, "info");
+    let info = ask(&api, Request::Info);
     assert_eq!(info["config"]["cpus"], 2, "{info}");
     assert_eq!(info["config"]["memory_mib"], 256, "{info}");
     let kernel = vm.config().kernel.display().to_string();
@@ -166,14 +167,14 @@ async fn pause_resume_counters_and_sigterm_hard_stop_when_paused() {
         "api: info ok, devices {types:?}, boot (process start → first vCPU entry) {boot_ms} ms"
     );
 
-    assert_eq!(ask(&api, "pause")["state"], "paused");
-    assert_eq!(ask(&api, "info")["state"], "paused");
+    assert_eq!(ask(&api, Request::Pause)["state"], "paused");
+    assert_eq!(ask(&api, Request::Info)["state"], "paused");
     assert!(
         !healthy(&channel).await,
         "a paused guest answered Health.Check"
     );
-    let counters = ask(&api, "counters");
-    assert_eq!(ask(&api, "resume")["state"], "running");
+    let counters = ask(&api, Request::Counters);
+    assert_eq!(ask(&api, Request::Resume)["state"], "running");
     // The check sent while paused was cancelled; the agent answers again.
     let mut answered = false;
     for _ in 0..10 {
@@ -199,7 +200,7 @@ async fn pause_resume_counters_and_sigterm_hard_stop_when_paused() {
 
     // A paused guest cannot answer ctrl-alt-del: SIGTERM types it, waits
     // out the grace, and stops the VM hard.
-    assert_eq!(ask(&api, "pause")["state"], "paused");
+    assert_eq!(ask(&api, Request::Pause)["state"], "paused");
     let asked = Instant::now();
     // SAFETY: plain syscall on the VMM we started and still track.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);

@@ -10,16 +10,26 @@ pub(super) fn has_sys_admin() -> Result<bool, JailError> {
         .map_err(|e| JailError::Caps(e.to_string()))
 }
 
-/// Drops every capability from every set, then sets no_new_privs. The
-/// bounding and ambient sets go first: changing them needs CAP_SETPCAP,
-/// which is still effective then. The VMM needs none at runtime: /dev/kvm,
-/// guest memory, disks, taps and sockets are open already, and the files it
-/// touches later (its socket directories) belong to its own user.
-pub(super) fn drop_all() -> Result<(), JailError> {
-    let err = |e: caps::errors::CapsError| JailError::Caps(e.to_string());
+fn err(e: caps::errors::CapsError) -> JailError {
+    JailError::Caps(e.to_string())
+}
+
+/// Empties the bounding, ambient and inheritable sets, so no later exec or
+/// id change can bring a capability back. Changing the bounding set needs
+/// CAP_SETPCAP: call this before switching ids.
+pub(super) fn drop_bounding() -> Result<(), JailError> {
     caps::clear(None, CapSet::Bounding).map_err(err)?;
     caps::clear(None, CapSet::Ambient).map_err(err)?;
-    caps::clear(None, CapSet::Inheritable).map_err(err)?;
+    caps::clear(None, CapSet::Inheritable).map_err(err)
+}
+
+/// Drops every capability left (the id switch to a non-root uid already
+/// emptied them; uid 0 keeps them until here), then sets no_new_privs. The
+/// VMM needs none at runtime: /dev/kvm, guest memory, disks, taps and
+/// sockets are open already, and the files it touches later (its socket
+/// directories) belong to its own user.
+pub(super) fn drop_all() -> Result<(), JailError> {
+    drop_bounding()?;
     caps::clear(None, CapSet::Effective).map_err(err)?;
     caps::clear(None, CapSet::Permitted).map_err(err)?;
     // SAFETY: prctl with integer arguments only.

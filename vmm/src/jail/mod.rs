@@ -1,13 +1,18 @@
-//! Starting jailed (`--jail`): once everything that needs host paths is
-//! open, the VMM moves into its own mount namespace whose root is a fresh
-//! tmpfs holding only what it still needs, then gives up every capability,
-//! sets no_new_privs and bounds its open files.
+//! Starting jailed (the default): once everything that needs host paths or
+//! privileges is open (KVM, guest memory, taps inside their netns, disks,
+//! console and log files, bound sockets), the VMM moves into its own mount
+//! and IPC namespaces whose root is a fresh tmpfs holding only what it
+//! still needs, bounds its open files and file sizes, switches to the
+//! pod's unprivileged uid/gid, gives up every capability and sets
+//! no_new_privs.
 //!
 //! Runs on the main thread before any other thread exists: unshare of the
 //! mount namespace also unshares the filesystem context, which the kernel
-//! refuses (EINVAL) while other threads share it.
+//! refuses (EINVAL) while other threads share it, and the id switch must
+//! cover every thread.
 
 mod caps;
+mod ids;
 mod mounts;
 mod nofile;
 
@@ -19,7 +24,7 @@ pub use nofile::nofile_limit;
 /// Where the new root is mounted unless `--jail-dir` says otherwise: a
 /// directory every host has. The tmpfs only covers it inside the VMM's own
 /// mount namespace, so the host never sees it and nothing is left behind.
-pub const DEFAULT_JAIL_DIR: &str = "/tmp";
+pub use vessel_vmm_api::launch::DEFAULT_JAIL_DIR;
 
 /// Error entering the jail; the message names the step.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +48,18 @@ pub enum JailError {
     /// Dropping capabilities failed.
     #[error("--jail: cannot drop capabilities: {0}")]
     Caps(String),
+    /// Switching to the jail's uid/gid failed.
+    #[error("--jail: cannot switch to uid {uid} gid {gid}: {step} failed: {source}")]
+    Ids {
+        /// The uid asked for.
+        uid: u32,
+        /// The gid asked for.
+        gid: u32,
+        /// The call that failed.
+        step: &'static str,
+        /// Its error.
+        source: nix::Error,
+    },
 }
 
 /// One host path kept in the jail, at the same absolute path.
@@ -64,6 +81,11 @@ pub struct JailSpec {
     pub keep: Vec<Keep>,
     /// Descriptors the VMM may open at runtime beyond those open at entry.
     pub runtime_fds: u64,
+    /// The uid and gid to run as; None keeps the VMM's own.
+    pub ids: Option<(u32, u32)>,
+    /// RLIMIT_FSIZE: the largest file the VMM may write (its disks and
+    /// capped logs never grow past it).
+    pub max_file_size: u64,
 }
 
 impl JailSpec {
@@ -73,6 +95,8 @@ impl JailSpec {
             dir: dir.unwrap_or_else(|| PathBuf::from(DEFAULT_JAIL_DIR)),
             keep: Vec::new(),
             runtime_fds: nofile::runtime_fds(),
+            ids: None,
+            max_file_size: u64::MAX,
         }
     }
 
@@ -118,6 +142,10 @@ fn absolute(path: &Path) -> Result<PathBuf, JailError> {
 pub struct Jailed {
     /// The RLIMIT_NOFILE now in force (soft and hard).
     pub nofile: u64,
+    /// The uid now in force.
+    pub uid: u32,
+    /// The gid now in force.
+    pub gid: u32,
 }
 
 /// Enters the jail described by `spec`. Call on the main thread, after
@@ -133,14 +161,29 @@ pub fn enter(spec: &JailSpec) -> Result<Jailed, JailError> {
     let open_fds = count_dir("/proc/self/fd")? as u64;
     mounts::pivot_into_tmpfs(&spec.dir, &spec.keep)?;
     let nofile = nofile::bound(open_fds, spec.runtime_fds)?;
+    nofile::bound_file_size(spec.max_file_size)?;
+    // The bounding set needs CAP_SETPCAP, which the id switch takes away.
+    caps::drop_bounding()?;
+    let (uid, gid) = match spec.ids {
+        Some((uid, gid)) => {
+            ids::switch(uid, gid)?;
+            (uid, gid)
+        }
+        None => (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        ),
+    };
     caps::drop_all()?;
     tracing::info!(
         root = %spec.dir.display(),
         kept = spec.keep.len(),
         nofile,
-        "jailed: own mount namespace, no capabilities, no_new_privs"
+        uid,
+        gid,
+        "jailed: own mount and IPC namespaces, no capabilities, no_new_privs"
     );
-    Ok(Jailed { nofile })
+    Ok(Jailed { nofile, uid, gid })
 }
 
 fn count_dir(path: &str) -> Result<usize, JailError> {

@@ -94,10 +94,13 @@ fn bind(root: &Path, src: &Source) -> Result<(), JailError> {
         .map_err(step("remounting a bind mount"))
 }
 
-/// Moves the process into a new mount namespace rooted at a tmpfs mounted
-/// at `dir`, holding only `keep`.
+/// Moves the process into new mount and IPC namespaces, the mount one
+/// rooted at a tmpfs mounted at `dir`, holding only `keep`. The VMM uses
+/// no System V IPC or POSIX message queues: its own IPC namespace keeps it
+/// away from the host's.
 pub(super) fn pivot_into_tmpfs(dir: &Path, keep: &[Keep]) -> Result<(), JailError> {
-    unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare(CLONE_NEWNS)"))?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC)
+        .map_err(step("unshare(CLONE_NEWNS | CLONE_NEWIPC)"))?;
     // Nothing mounted from here on may reach the host's namespace.
     mount(
         None::<&str>,

@@ -1,6 +1,8 @@
-//! RLIMIT_NOFILE in the jail: what is open at entry plus what the devices
-//! and the control API may open at runtime, so a hostile guest or client
-//! cannot make the VMM hold descriptors without bound.
+//! Resource limits in the jail. RLIMIT_NOFILE: what is open at entry plus
+//! what the devices and the control API may open at runtime, so a hostile
+//! guest or client cannot make the VMM hold descriptors without bound.
+//! RLIMIT_FSIZE: no file the VMM writes may grow past its largest disk or
+//! log cap.
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -34,4 +36,24 @@ pub(super) fn bound(open_now: u64, runtime: u64) -> Result<u64, JailError> {
     setrlimit(Resource::RLIMIT_NOFILE, limit, limit)
         .map_err(|e| JailError::Step("setrlimit(RLIMIT_NOFILE)", e))?;
     Ok(limit)
+}
+
+/// Sets RLIMIT_FSIZE to `max` bytes (never above the current hard limit)
+/// and ignores SIGXFSZ, so a write past it fails with EFBIG instead of
+/// killing the VMM.
+pub(super) fn bound_file_size(max: u64) -> Result<(), JailError> {
+    let (_, hard) =
+        getrlimit(Resource::RLIMIT_FSIZE).map_err(|e| JailError::Step("getrlimit", e))?;
+    let limit = max.min(hard);
+    setrlimit(Resource::RLIMIT_FSIZE, limit, limit)
+        .map_err(|e| JailError::Step("setrlimit(RLIMIT_FSIZE)", e))?;
+    // SAFETY: installs the SIG_IGN disposition; no handler code runs.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    }
+    .map_err(|e| JailError::Step("ignoring SIGXFSZ", e))?;
+    Ok(())
 }

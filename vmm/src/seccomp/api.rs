@@ -20,6 +20,6 @@ pub fn rules(kick_signal: libc::c_int) -> Result<RuleSet, SeccompError> {
     // The clients' write timeout.
     r.allow_arg_in(libc::SYS_setsockopt, 1, &[libc::SOL_SOCKET as u64])?;
     // `pause` kicks the vCPU threads out of KVM_RUN.
-    r.allow_arg_in(libc::SYS_tgkill, 2, &[kick_signal as u64])?;
+    common::allow_tgkill_own(&mut r, kick_signal)?;
     Ok(r)
 }

@@ -26,8 +26,18 @@ pub fn rules() -> Result<RuleSet, SeccompError> {
         libc::SYS_pwritev,
         libc::SYS_fdatasync,
         libc::SYS_fsync,
-        // vsock: host clients on the listener, and guest connections to
-        // `<socket>_<port>` (connected here, non-blocking).
+    ]);
+    r.allow_arg_in(libc::SYS_ioctl, 1, &[libc::FIONBIO])?;
+    Ok(r)
+}
+
+/// The rules of the vsock worker: a device worker that also serves the
+/// hybrid vsock's Unix sockets: host clients on the listener, and guest
+/// connections to `<socket>_<port>` (connected here, non-blocking). The
+/// only thread that may create or connect a socket.
+pub fn vsock_rules() -> Result<RuleSet, SeccompError> {
+    let mut r = rules()?;
+    r.allow(&[
         libc::SYS_accept4,
         libc::SYS_connect,
         libc::SYS_recvfrom,
@@ -36,16 +46,16 @@ pub fn rules() -> Result<RuleSet, SeccompError> {
         libc::SYS_sendmsg,
         libc::SYS_shutdown,
     ]);
-    // Only Unix sockets: the hybrid vsock's host side.
+    // Only Unix sockets.
     r.allow_arg_in(libc::SYS_socket, 0, &[libc::AF_UNIX as u64])?;
-    r.allow_arg_in(libc::SYS_ioctl, 1, &[libc::FIONBIO])?;
     Ok(r)
 }
 
-/// The rules of the launcher thread, which starts device workers: theirs,
-/// plus creating a thread and installing the worker's own filter in it.
+/// The rules of the launcher thread, which starts device workers: the
+/// union of theirs (a worker inherits this filter under its own), plus
+/// creating a thread and installing the worker's own filter in it.
 pub fn launcher_rules() -> Result<RuleSet, SeccompError> {
-    let mut r = rules()?;
+    let mut r = vsock_rules()?;
     common::thread_creation(&mut r)?;
     // seccompiler's apply_filter: no_new_privs, then the filter.
     r.allow_arg_in(libc::SYS_prctl, 0, &[libc::PR_SET_NO_NEW_PRIVS as u64])?;

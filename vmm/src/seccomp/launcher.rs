@@ -19,6 +19,7 @@ type Body = Box<dyn FnOnce() + Send + 'static>;
 /// A request to start one worker; the reply carries its handle.
 struct Request {
     name: String,
+    role: Role,
     body: Body,
     reply: SyncSender<io::Result<JoinHandle<()>>>,
 }
@@ -42,9 +43,9 @@ fn run(rx: Receiver<Request>) {
         return;
     }
     for req in rx {
-        let body = req.body;
+        let (body, role) = (req.body, req.role);
         let spawned = std::thread::Builder::new().name(req.name).spawn(move || {
-            if super::enter(Role::Device).is_ok() {
+            if super::enter(role).is_ok() {
                 body();
             }
         });
@@ -55,18 +56,19 @@ fn run(rx: Receiver<Request>) {
 }
 
 /// Starts a device worker thread named `name` running `body` under the
-/// device filter. Without active filters (`--seccomp=off`, unit tests) it
-/// is a plain `std::thread` spawn.
-pub fn spawn_worker<F>(name: &str, body: F) -> io::Result<JoinHandle<()>>
+/// filter of `role` (a device role). Without active filters
+/// (`--seccomp=off`, unit tests) it is a plain `std::thread` spawn.
+pub fn spawn_worker<F>(name: &str, role: Role, body: F) -> io::Result<JoinHandle<()>>
 where
     F: FnOnce() + Send + 'static,
 {
     let Some(launcher) = LAUNCHER.get() else {
-        return spawn_direct(name, body);
+        return spawn_direct(name, role, body);
     };
     let (reply, answer) = mpsc::sync_channel(1);
     let req = Request {
         name: name.to_string(),
+        role,
         body: Box::new(body),
         reply,
     };
@@ -83,7 +85,7 @@ where
 }
 
 #[cfg(not(test))]
-fn spawn_direct<F>(name: &str, body: F) -> io::Result<JoinHandle<()>>
+fn spawn_direct<F>(name: &str, _role: Role, body: F) -> io::Result<JoinHandle<()>>
 where
     F: FnOnce() + Send + 'static,
 {
@@ -91,10 +93,10 @@ where
 }
 
 /// Unit tests: with `VESSEL_VMM_TEST_DEVICE_SECCOMP=1` every worker runs
-/// under the real device filter (kill), so the device tests prove the
+/// under its real device filter (kill), so the device tests prove the
 /// filter covers what the workers do (see `seccomp::tests`).
 #[cfg(test)]
-fn spawn_direct<F>(name: &str, body: F) -> io::Result<JoinHandle<()>>
+fn spawn_direct<F>(name: &str, role: Role, body: F) -> io::Result<JoinHandle<()>>
 where
     F: FnOnce() + Send + 'static,
 {
@@ -103,9 +105,7 @@ where
         .name(name.into())
         .spawn(move || {
             if confine {
-                if let Err(e) =
-                    super::install_now(Role::Device, seccompiler::SeccompAction::KillProcess)
-                {
+                if let Err(e) = super::install_now(role, seccompiler::SeccompAction::KillProcess) {
                     panic!("cannot install the device filter: {e}");
                 }
             }

@@ -9,7 +9,7 @@ use super::{common, SeccompError};
 pub fn rules(kick_signal: libc::c_int) -> Result<RuleSet, SeccompError> {
     let mut r = common::rules()?;
     // Stopping: kick vCPU threads out of KVM_RUN.
-    r.allow_arg_in(libc::SYS_tgkill, 2, &[kick_signal as u64])?;
+    common::allow_tgkill_own(&mut r, kick_signal)?;
     // Removing the API and vsock sockets it bound, after checking they are
     // still its own (same device and inode). In a jail only the socket
     // directories are there to unlink in.

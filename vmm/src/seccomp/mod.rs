@@ -46,8 +46,10 @@ pub enum Mode {
 pub enum Role {
     /// A vCPU thread (KVM_RUN and the device exits it handles).
     Vcpu,
-    /// A virtio device worker thread.
+    /// A virtio device worker thread (block, net, rng, fs).
     Device,
+    /// The vsock device's worker thread (Unix sockets too).
+    Vsock,
     /// The thread that starts device workers.
     Launcher,
     /// The control API threads.
@@ -60,9 +62,10 @@ pub enum Role {
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Vcpu,
         Role::Device,
+        Role::Vsock,
         Role::Launcher,
         Role::Api,
         Role::Signals,
@@ -75,6 +78,7 @@ impl Role {
         match self {
             Role::Vcpu => vcpu::rules(),
             Role::Device => device::rules(),
+            Role::Vsock => device::vsock_rules(),
             Role::Launcher => device::launcher_rules(),
             Role::Api => api::rules(kick),
             Role::Signals => signals::rules(),
@@ -100,11 +104,27 @@ pub enum SeccompError {
     Launcher(#[source] std::io::Error),
 }
 
-/// A role's compiled programs: the errno filter (installed first, so the
-/// second install is still allowed), then the allow-list.
+/// A role's compiled programs: the errno filters (installed first, so the
+/// later installs are still allowed), then the allow-list.
 struct Programs {
     errno: BpfProgram,
+    enosys: BpfProgram,
     allow: BpfProgram,
+}
+
+static LOG_FDS: OnceLock<Vec<std::os::fd::RawFd>> = OnceLock::new();
+
+/// Names the descriptors of the capped console and log files, which every
+/// role may pread, pwrite and ftruncate (see `logging::CappedFile`). Call
+/// once, before compiling the filters.
+pub fn set_log_fds(fds: &[std::os::fd::RawFd]) {
+    if LOG_FDS.set(fds.to_vec()).is_err() {
+        tracing::warn!("seccomp: the log descriptors were already set");
+    }
+}
+
+fn log_fds() -> &'static [std::os::fd::RawFd] {
+    LOG_FDS.get().map_or(&[], Vec::as_slice)
 }
 
 /// Every role's filter, compiled.
@@ -132,10 +152,22 @@ pub fn compile(role: Role, mismatch: SeccompAction) -> Result<BpfProgram, Seccom
 }
 
 fn compile_errno(role: Role) -> Result<BpfProgram, SeccompError> {
+    compile_errno_with(role, common::errno_rules(), libc::EACCES)
+}
+
+fn compile_enosys(role: Role) -> Result<BpfProgram, SeccompError> {
+    compile_errno_with(role, common::enosys_rules(), libc::ENOSYS)
+}
+
+fn compile_errno_with(
+    role: Role,
+    rules: RuleSet,
+    errno: libc::c_int,
+) -> Result<BpfProgram, SeccompError> {
     let filter = SeccompFilter::new(
-        common::errno_rules().into_map(),
+        rules.into_map(),
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EACCES as u32),
+        SeccompAction::Errno(errno as u32),
         arch(),
     )
     .map_err(|e| SeccompError::Compile(role, e))?;
@@ -147,6 +179,7 @@ fn compile_errno(role: Role) -> Result<BpfProgram, SeccompError> {
 /// Installs `role`'s programs on the calling thread.
 fn install(role: Role, p: &Programs) -> Result<(), SeccompError> {
     seccompiler::apply_filter(&p.errno).map_err(|e| SeccompError::Install(role, e))?;
+    seccompiler::apply_filter(&p.enosys).map_err(|e| SeccompError::Install(role, e))?;
     seccompiler::apply_filter(&p.allow).map_err(|e| SeccompError::Install(role, e))
 }
 
@@ -162,6 +195,7 @@ impl Filters {
         for role in Role::ALL {
             let p = Programs {
                 errno: compile_errno(role)?,
+                enosys: compile_enosys(role)?,
                 allow: compile(role, mismatch.clone())?,
             };
             programs.insert(role, p);
@@ -224,6 +258,7 @@ pub fn enter(role: Role) -> Result<(), SeccompError> {
 pub fn install_now(role: Role, mismatch: SeccompAction) -> Result<(), SeccompError> {
     let programs = Programs {
         errno: compile_errno(role)?,
+        enosys: compile_enosys(role)?,
         allow: compile(role, mismatch)?,
     };
     install(role, &programs)

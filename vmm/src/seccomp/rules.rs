@@ -89,6 +89,21 @@ impl RuleSet {
         Ok(self)
     }
 
+    /// Allows `syscall` when every `(arg, op, value)` condition holds.
+    pub fn allow_if(
+        &mut self,
+        syscall: libc::c_long,
+        conds: &[(u8, SeccompCmpOp, u64)],
+    ) -> Result<&mut Self, SeccompError> {
+        let conds = conds
+            .iter()
+            .map(|(arg, op, v)| cond(*arg, op.clone(), *v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rule = SeccompRule::new(conds).map_err(SeccompError::Rule)?;
+        self.add_rule(syscall, rule);
+        Ok(self)
+    }
+
     /// Adds everything `other` allows.
     pub fn merge(&mut self, other: &RuleSet) -> &mut Self {
         for (&nr, allowed) in &other.rules {

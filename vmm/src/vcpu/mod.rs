@@ -273,7 +273,7 @@ fn handle_exit(ctx: &VcpuContext, index: u8, exit: VcpuExit<'_>) -> Step {
                     "vCPU {index}: guest reported a crash (KVM_SYSTEM_EVENT_CRASH)"
                 )))
             }
-            other => tracing::warn!("vCPU {index}: ignoring system event {other}"),
+            other => crate::guest_warn!("vCPU {index}: ignoring system event {other}"),
         },
         VcpuExit::Hlt => {
             // The in-kernel LAPIC handles HLT; seeing it here means the vCPU

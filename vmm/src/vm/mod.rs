@@ -3,7 +3,7 @@
 
 pub mod devices;
 
-use std::io::LineWriter;
+use std::io::{IsTerminal, LineWriter};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -73,6 +73,10 @@ pub struct Vm {
 
 fn console_writer(console: Console) -> ConsoleWriter {
     match console {
+        // A hostile guest must not drive the terminal of whoever watches.
+        Console::Stdout if std::io::stdout().is_terminal() => {
+            Box::new(crate::logging::TerminalSafe(std::io::stdout()))
+        }
         Console::Stdout => Box::new(std::io::stdout()),
         // Line-buffered: one write(2) per line, not per byte the guest prints.
         Console::File(file) => Box::new(LineWriter::new(file)),

@@ -103,29 +103,24 @@ impl Drop for Scratch {
 /// `1: jmp 1b`: a guest that spins without exiting to the VMM.
 pub const SPIN: [u8; 2] = [0xeb, 0xfe];
 
-/// Sends one control API request line to the socket at `api`, retrying the
-/// connect until `deadline`, and returns the parsed response.
+/// Sends one control API request line to the socket at `api` with the
+/// `vessel-vmm-api` client, retrying while the socket is not there yet
+/// (until `deadline`), and returns the parsed response.
 pub fn api_request(
     api: &std::path::Path,
     line: &str,
     deadline: std::time::Instant,
 ) -> serde_json::Value {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = loop {
-        match std::os::unix::net::UnixStream::connect(api) {
-            Ok(s) => break s,
+    let client = vessel_vmm_api::ApiClient::new(api, std::time::Duration::from_secs(10));
+    let reply = loop {
+        match client.call_raw(line) {
+            Ok(reply) => break reply,
             Err(e) => {
                 assert!(std::time::Instant::now() < deadline, "API: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
     };
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    (&stream).write_all(format!("{line}\n").as_bytes()).unwrap();
-    let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply).unwrap();
     serde_json::from_str(&reply).unwrap()
 }
 

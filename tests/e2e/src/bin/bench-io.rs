@@ -290,7 +290,9 @@ where
 
 /// The VMM's `counters` answer (or why there is none).
 fn vmm_counters(api: &std::path::Path) -> String {
-    vessel_e2e::vmm_api::request(api, "counters", Duration::from_secs(5))
+    vessel_vmm_api::ApiClient::new(api, Duration::from_secs(5))
+        .call(vessel_vmm_api::Request::Counters)
+        .map(|v| v.to_string())
         .unwrap_or_else(|e| format!("(control API: {e})"))
 }
 

@@ -31,7 +31,7 @@ impl SerialDevice {
     /// Flushes buffered console output (at VM exit).
     pub fn flush(&mut self) {
         if let Err(e) = self.serial.writer_mut().flush() {
-            tracing::warn!("cannot flush the serial console: {e}");
+            crate::guest_warn!("cannot flush the serial console: {e}");
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::os::fd::RawFd;
 use std::thread::JoinHandle;
 
-use tracing::{error, warn};
+use tracing::error;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -25,7 +25,20 @@ impl WorkerHandle {
     where
         F: FnOnce() + Send + 'static,
     {
-        let thread = crate::seccomp::spawn_worker(name, body)?;
+        Self::spawn_as(name, crate::seccomp::Role::Device, stop, body)
+    }
+
+    /// [`WorkerHandle::spawn`] under the filter of another device `role`.
+    pub(crate) fn spawn_as<F>(
+        name: &str,
+        role: crate::seccomp::Role,
+        stop: EventFd,
+        body: F,
+    ) -> std::io::Result<Self>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let thread = crate::seccomp::spawn_worker(name, role, body)?;
         Ok(Self { stop, thread })
     }
 
@@ -75,7 +88,7 @@ impl DeviceWorker {
     pub fn stop(&mut self) -> bool {
         let ok = self.handle.take().is_none_or(WorkerHandle::stop);
         if !ok {
-            warn!(device = self.name, "virtio: worker did not stop cleanly");
+            crate::guest_warn!(device = self.name, "virtio: worker did not stop cleanly");
         }
         ok
     }
@@ -102,9 +115,9 @@ pub fn watch_inputs(epoll: &Epoll, fds: &[(u64, RawFd)]) -> std::io::Result<()> 
 /// Reports that the guest broke device `name`'s queues (`e` says how) and
 /// asks the driver for a reset; the worker must then leave the queues alone.
 pub fn report_broken(name: &str, interrupt: &dyn Interrupt, e: &str) {
-    warn!("{name}: guest broke the device, it needs a reset: {e}");
+    crate::guest_warn!("{name}: guest broke the device, it needs a reset: {e}");
     if let Err(e) = interrupt.set_needs_reset() {
-        warn!("{name}: cannot signal the guest: {e}");
+        crate::guest_warn!("{name}: cannot signal the guest: {e}");
     }
 }
 

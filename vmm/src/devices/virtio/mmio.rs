@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use tracing::{debug, warn};
+use tracing::debug;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
@@ -364,7 +364,7 @@ impl MmioTransport {
         match self.queue_evts.get(v as usize) {
             Some(evt) => {
                 if let Err(e) = evt.write(1) {
-                    warn!(queue = v, "virtio-mmio: cannot signal queue: {e}");
+                    crate::guest_warn!(queue = v, "virtio-mmio: cannot signal queue: {e}");
                 }
             }
             None => debug!(queue = v, "virtio-mmio: notify for unknown queue"),
@@ -431,14 +431,15 @@ impl MmioTransport {
         let offered = self.offered_features();
         let wanted = self.driver_features;
         if wanted & !offered != 0 {
-            warn!(
+            crate::guest_warn!(
                 offered,
-                wanted, "virtio-mmio: driver accepted features the device did not offer"
+                wanted,
+                "virtio-mmio: driver accepted features the device did not offer"
             );
             return false;
         }
         if wanted & (1u64 << VIRTIO_F_VERSION_1) == 0 {
-            warn!("virtio-mmio: driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)");
+            crate::guest_warn!("virtio-mmio: driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)");
             return false;
         }
         self.device.ack_features(wanted);
@@ -452,7 +453,7 @@ impl MmioTransport {
             match regs.build(&self.mem, event_idx) {
                 Ok(q) => queues.push(q),
                 Err(e) => {
-                    warn!(queue = i, "virtio-mmio: invalid queue at DRIVER_OK: {e}");
+                    crate::guest_warn!(queue = i, "virtio-mmio: invalid queue at DRIVER_OK: {e}");
                     self.fail_activation();
                     return;
                 }
@@ -463,7 +464,7 @@ impl MmioTransport {
             match evt.try_clone() {
                 Ok(e) => evts.push(e),
                 Err(e) => {
-                    warn!("virtio-mmio: cannot clone queue eventfd: {e}");
+                    crate::guest_warn!("virtio-mmio: cannot clone queue eventfd: {e}");
                     self.fail_activation();
                     return;
                 }
@@ -478,7 +479,7 @@ impl MmioTransport {
         }) {
             Ok(()) => self.activated = true,
             Err(e) => {
-                warn!(
+                crate::guest_warn!(
                     device_type = self.device.device_type(),
                     "virtio-mmio: device activation failed: {e}"
                 );
@@ -489,7 +490,7 @@ impl MmioTransport {
 
     fn fail_activation(&self) {
         if let Err(e) = self.interrupt.set_needs_reset() {
-            warn!("virtio-mmio: cannot raise config interrupt: {e}");
+            crate::guest_warn!("virtio-mmio: cannot raise config interrupt: {e}");
         }
     }
 
@@ -497,7 +498,7 @@ impl MmioTransport {
     fn reset(&mut self) {
         if self.activated && !self.device.reset() {
             // The device cannot start over; report it as failed for good.
-            warn!(
+            crate::guest_warn!(
                 device_type = self.device.device_type(),
                 "virtio-mmio: device cannot be reset"
             );

@@ -8,7 +8,7 @@
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use tracing::{error, warn};
+use tracing::error;
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{Epoll, EpollEvent};
@@ -166,7 +166,7 @@ impl<H: QueueHandler> Worker<H> {
             .map_err(|e| format!("used event: {e}"))?;
         if needed {
             if let Err(e) = self.interrupt.trigger(VIRTIO_MMIO_INT_VRING) {
-                warn!("{}: cannot interrupt the guest: {e}", self.name);
+                crate::guest_warn!("{}: cannot interrupt the guest: {e}", self.name);
             }
         }
         Ok(done.more)

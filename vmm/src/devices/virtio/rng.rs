@@ -2,7 +2,7 @@
 //! guest's device-writable buffers from the host's getrandom(2), so the
 //! guest's CRNG is seeded within milliseconds of boot.
 
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::{Queue, Writer};
 
@@ -110,7 +110,7 @@ impl RngHandler {
         let buf = &mut self.buf[..n];
         if let Err(e) = getrandom(buf) {
             // Never hand the guest predictable bytes: give it nothing.
-            warn!("rng: getrandom failed: {e}");
+            crate::guest_warn!("rng: getrandom failed: {e}");
             return 0;
         }
         match std::io::Write::write_all(w, buf) {

@@ -1,4 +1,5 @@
-//! `--disk PATH[,ro][,serial=ID]`: parsing the flag and opening the image.
+//! Opening a disk image from its [`DiskSpec`] (parsed and checked in the
+//! `vessel-vmm-api` crate).
 //!
 //! Every error names the flag and the path, and is found before any KVM
 //! setup, so a bad disk never half-starts a VM.
@@ -13,31 +14,11 @@ use tracing::info;
 
 /// Bytes per sector: virtio-blk's fixed unit for capacity and offsets.
 pub const SECTOR_SIZE: u64 = 512;
-/// Length of the GET_ID answer (VIRTIO_BLK_ID_BYTES).
-pub const ID_BYTES: usize = 20;
+pub use vessel_vmm_api::disk::{DiskSpec, ID_BYTES};
 
 /// Error from a `--disk` flag; the message names the flag and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    /// The value has no path before the options.
-    #[error("--disk {0:?}: no path given (use PATH[,ro][,serial=ID])")]
-    NoPath(String),
-    /// An option after the path is not one we know.
-    #[error("--disk {path}: unknown option {option:?} (known: ro, rw, serial=ID)")]
-    UnknownOption {
-        /// The path.
-        path: String,
-        /// The option as given.
-        option: String,
-    },
-    /// `serial=` is empty, too long or not printable ASCII.
-    #[error("--disk {path}: serial {serial:?} must be 1 to {ID_BYTES} printable ASCII characters")]
-    BadSerial {
-        /// The path.
-        path: String,
-        /// The serial as given.
-        serial: String,
-    },
     /// The image cannot be opened (missing, no permission, read-only fs).
     #[error("--disk {}: cannot open {}: {source}{hint}", path.display(), if *read_only { "read-only" } else { "read-write" })]
     Open {
@@ -67,65 +48,6 @@ pub enum DiskError {
     Locked(PathBuf),
 }
 
-/// A parsed `--disk` value, not yet opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskSpec {
-    /// Image path.
-    pub path: PathBuf,
-    /// Whether the guest may only read.
-    pub read_only: bool,
-    /// GET_ID answer; defaults to the file name.
-    pub serial: Option<String>,
-}
-
-impl DiskSpec {
-    /// Parses `PATH[,ro|,rw][,serial=ID]`. The path is everything before the
-    /// first comma, so paths with commas are not supported.
-    pub fn parse(arg: &str) -> Result<DiskSpec, DiskError> {
-        let mut parts = arg.split(',');
-        let path = parts.next().unwrap_or_default();
-        if path.is_empty() {
-            return Err(DiskError::NoPath(arg.to_string()));
-        }
-        let mut spec = DiskSpec {
-            path: PathBuf::from(path),
-            read_only: false,
-            serial: None,
-        };
-        for option in parts {
-            match option {
-                "ro" => spec.read_only = true,
-                "rw" => spec.read_only = false,
-                _ => match option.strip_prefix("serial=") {
-                    Some(s) if valid_serial(s) => spec.serial = Some(s.to_string()),
-                    Some(s) => {
-                        return Err(DiskError::BadSerial {
-                            path: path.to_string(),
-                            serial: s.to_string(),
-                        })
-                    }
-                    None => {
-                        return Err(DiskError::UnknownOption {
-                            path: path.to_string(),
-                            option: option.to_string(),
-                        })
-                    }
-                },
-            }
-        }
-        Ok(spec)
-    }
-
-    /// Opens and checks the image.
-    pub fn open(&self) -> Result<DiskImage, DiskError> {
-        DiskImage::open(self)
-    }
-}
-
-fn valid_serial(s: &str) -> bool {
-    (1..=ID_BYTES).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// An opened, checked disk image.
 #[derive(Debug)]
 pub struct DiskImage {
@@ -142,7 +64,8 @@ pub struct DiskImage {
 }
 
 impl DiskImage {
-    fn open(spec: &DiskSpec) -> Result<DiskImage, DiskError> {
+    /// Opens and checks the image `spec` names.
+    pub fn open(spec: &DiskSpec) -> Result<DiskImage, DiskError> {
         let path = &spec.path;
         let mut file = OpenOptions::new()
             .read(true)

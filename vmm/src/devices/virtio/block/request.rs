@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
     VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
@@ -102,7 +102,7 @@ pub fn handle(
         }
         Err(e) => {
             match &e {
-                ReqError::Io(_) => warn!("virtio-blk: {e}"),
+                ReqError::Io(_) => crate::guest_warn!("virtio-blk: {e}"),
                 _ => debug!("virtio-blk: {e}"),
             }
             (e.status(), writer.bytes_written())

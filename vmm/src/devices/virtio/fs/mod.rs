@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::info;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -169,7 +169,7 @@ impl VirtioDevice for Fs {
         self.detach_relay();
         if std::mem::take(&mut self.started) && !self.broken.load(Ordering::SeqCst) {
             if let Err(e) = self.backend.stop(NUM_QUEUES) {
-                warn!(tag = %self.tag, "virtio-fs: cannot stop the backend's vrings: {e}");
+                crate::guest_warn!(tag = %self.tag, "virtio-fs: cannot stop the backend's vrings: {e}");
                 self.broken.store(true, Ordering::SeqCst);
             }
         }
@@ -183,7 +183,7 @@ impl Drop for Fs {
     fn drop(&mut self) {
         if let Relay::Running(relay) = std::mem::replace(&mut self.relay, Relay::Failed) {
             if !relay.stop() {
-                warn!(tag = %self.tag, "virtio-fs: the interrupt relay had panicked");
+                crate::guest_warn!(tag = %self.tag, "virtio-fs: the interrupt relay had panicked");
             }
         }
     }

@@ -21,7 +21,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tracing::{error, warn};
+use tracing::error;
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -147,7 +147,7 @@ impl Relay {
             // One interrupt for every vring signalled in this batch.
             if let (true, Some(irq)) = (used, self.interrupt()) {
                 if let Err(e) = irq.trigger(VIRTIO_MMIO_INT_VRING) {
-                    warn!(tag = %self.tag, "virtio-fs: cannot interrupt the guest: {e}");
+                    crate::guest_warn!(tag = %self.tag, "virtio-fs: cannot interrupt the guest: {e}");
                 }
             }
         }
@@ -173,7 +173,7 @@ impl Relay {
         // Not active: the next activation fails and sets needs-reset then.
         if let Some(irq) = self.interrupt() {
             if let Err(e) = irq.set_needs_reset() {
-                warn!(tag = %self.tag, "virtio-fs: cannot signal the guest: {e}");
+                crate::guest_warn!(tag = %self.tag, "virtio-fs: cannot signal the guest: {e}");
             }
         }
         if let Some(lost) = &self.on_lost {

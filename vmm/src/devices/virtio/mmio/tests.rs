@@ -454,3 +454,43 @@ fn constructor_validates_device() {
         assert!(MmioTransport::new(Box::new(dev), mem.clone(), irq).is_err());
     }
 }
+
+/// A guest that renegotiates badly in a loop (two MMIO writes a round)
+/// gets a bounded number of warning lines, not one per attempt.
+#[test]
+fn a_guest_flooding_bad_negotiations_gets_few_log_lines() {
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Lines::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let mut s = setup();
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..10_000 {
+            wr(&mut s.t, REG_STATUS, 0);
+            negotiate(&mut s.t, F_TEST);
+        }
+    });
+    assert_eq!(rd(&mut s.t, REG_STATUS), ACK | DRV);
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines = text.lines().count() as u64;
+    // Other tests share the call site's bucket: never more than one burst
+    // plus the refills of a slow run.
+    assert!(
+        lines <= crate::logging::BURST + 5,
+        "{lines} lines for 10000 bad negotiations:\n{text}"
+    );
+}

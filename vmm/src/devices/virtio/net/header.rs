@@ -152,6 +152,29 @@ impl NetHeader {
         Ok(())
     }
 
+    /// Checks the header's offsets against the frame of `frame_len` bytes
+    /// it comes with, before the tap (and the host kernel's GSO and
+    /// checksum code) sees them: the checksum field lies inside the frame,
+    /// GSO comes with NEEDS_CSUM (§5.1.6.2) and its header length fits.
+    pub fn check_frame(&self, frame_len: usize) -> Result<(), &'static str> {
+        let needs_csum = u32::from(self.flags) & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+        if needs_csum {
+            let end = usize::from(self.csum_start) + usize::from(self.csum_offset) + 2;
+            if end > frame_len {
+                return Err("csum_start + csum_offset past the end of the frame");
+            }
+        }
+        if u32::from(self.gso_type) != VIRTIO_NET_HDR_GSO_NONE {
+            if !needs_csum {
+                return Err("GSO without NEEDS_CSUM");
+            }
+            if usize::from(self.hdr_len) > frame_len {
+                return Err("GSO hdr_len past the end of the frame");
+            }
+        }
+        Ok(())
+    }
+
     /// Fits a header the tap wrote to what the guest acked (§5.1.6.3):
     /// flags and GSO only with GUEST_CSUM / GUEST_TSO*, `num_buffers` set.
     /// None if the frame cannot be given to this guest (the tap sent GSO it
@@ -256,5 +279,30 @@ mod tests {
         assert_eq!((fitted.gso_type, fitted.num_buffers), (1, 4));
         let csum_only = bit(VIRTIO_NET_F_GUEST_CSUM);
         assert_eq!(gso.fit_rx(csum_only, 1), None);
+    }
+
+    #[test]
+    fn tx_offsets_must_lie_in_the_frame() {
+        let hdr = |flags: u8, gso_type: u8, hdr_len: u16, start: u16, off: u16| NetHeader {
+            flags,
+            gso_type,
+            hdr_len,
+            gso_size: 1448,
+            csum_start: start,
+            csum_offset: off,
+            num_buffers: 0,
+        };
+        // TCP over IPv4: checksum at 34 + 16, frame of 54 bytes.
+        assert!(hdr(1, 0, 0, 34, 16).check_frame(54).is_ok());
+        assert!(hdr(1, 0, 0, 34, 16).check_frame(51).is_err());
+        assert!(hdr(1, 0, 0, u16::MAX, u16::MAX).check_frame(65536).is_err());
+        // Without NEEDS_CSUM the offsets mean nothing.
+        assert!(hdr(0, 0, 0, u16::MAX, u16::MAX).check_frame(60).is_ok());
+        assert!(hdr(1, 1, 66, 34, 16).check_frame(1514).is_ok());
+        assert!(hdr(1, 1, 2000, 34, 16).check_frame(1514).is_err());
+        assert!(
+            hdr(0, 1, 66, 34, 16).check_frame(1514).is_err(),
+            "GSO needs NEEDS_CSUM"
+        );
     }
 }

@@ -15,7 +15,7 @@ mod worker;
 
 use std::sync::Arc;
 
-use tracing::{debug, warn};
+use tracing::debug;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::VIRTIO_NET_S_LINK_UP;
 
@@ -76,7 +76,7 @@ impl<B: Backend> Net<B> {
         let ok = self.worker.stop();
         // A driver that comes next may not take offloaded frames.
         if let Err(e) = self.backend.set_offload(0) {
-            warn!("virtio-net: cannot turn the tap's offloads off: {e}");
+            crate::guest_warn!("virtio-net: cannot turn the tap's offloads off: {e}");
         }
         ok
     }
@@ -109,7 +109,7 @@ impl<B: Backend> VirtioDevice for Net<B> {
         let offloads = header::tap_offloads(self.acked_features);
         if let Err(e) = self.backend.set_offload(offloads) {
             // Safe to go on: without them the tap just sends plain frames.
-            warn!("virtio-net: cannot set the tap's offloads {offloads:#x}: {e}");
+            crate::guest_warn!("virtio-net: cannot set the tap's offloads {offloads:#x}: {e}");
         }
         let worker = Worker::new(
             activation.mem,

@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 use virtio_queue::{Queue, QueueOwnedT, QueueT, Writer};
 
 use super::backend::FrameIo;
@@ -99,7 +99,7 @@ impl Rx {
                         return Ok((RxState::Drained, used))
                     }
                     Err(e) => {
-                        warn!("net: reading from the tap failed, RX stops: {e}");
+                        crate::guest_warn!("net: reading from the tap failed, RX stops: {e}");
                         return Ok((RxState::Broken, used));
                     }
                 },

@@ -145,10 +145,11 @@ fn ioctl_val(fd: RawFd, req: libc::Ioctl, arg: libc::c_ulong) -> io::Result<()> 
 impl Tap {
     /// Opens the tap a `--net` value names.
     pub fn open(spec: &NetSpec) -> Result<Tap, TapError> {
-        let arg = spec.arg.as_str();
+        let arg = spec.to_string();
+        let arg = arg.as_str();
         let tap = match &spec.source {
-            TapSource::Name { name, netns: None } => open_by_name(arg, name)?,
-            TapSource::Name {
+            TapSource::Tap { name, netns: None } => open_by_name(arg, name)?,
+            TapSource::Tap {
                 name,
                 netns: Some(ns),
             } => open_in_netns(arg, name, ns)?,

@@ -105,7 +105,7 @@ fn arp_through_a_real_tap_in_a_netns() {
         Ok(ns) => ns,
         Err(e) => return skip(&e),
     };
-    let spec = NetSpec::parse(&format!("tap=vsltest0,netns={}", ns.path())).unwrap();
+    let spec: NetSpec = format!("tap=vsltest0,netns={}", ns.path()).parse().unwrap();
     let tap = match Tap::open(&spec) {
         Ok(t) => t,
         Err(e @ TapError::Permission { .. }) => return skip(&e.to_string()),

@@ -210,6 +210,54 @@ fn tx_takes_offloaded_frames_only_when_negotiated() {
     assert_eq!(c.snapshot().tx_packets, 1);
 }
 
+/// Checksum and GSO offsets that point past the frame never reach the
+/// tap: the frame is dropped and counted, the next one goes through.
+#[test]
+fn tx_drops_offsets_outside_the_frame() {
+    let mem = mem();
+    let (be, mut peer) = pair(true);
+    let c = NetCounters::default();
+    let mut tq = TestQueue::new(&mem, QUEUE_BASE, 16);
+    let mut q = tq.device_queue();
+    let good = NetHeader {
+        flags: 1,
+        gso_type: 1,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    let bad = [
+        NetHeader {
+            csum_start: 3000,
+            ..good
+        },
+        NetHeader {
+            csum_offset: u16::MAX,
+            ..good
+        },
+        NetHeader {
+            hdr_len: u16::MAX,
+            ..good
+        },
+        NetHeader { flags: 0, ..good },
+    ];
+    let mut at = BUF;
+    for h in bad.iter().chain([&good]) {
+        let f = frame(*h, 1000, 2);
+        mem.write_slice(&f, GuestAddress(at)).unwrap();
+        let head = tq.add_chain(&[(at, f.len() as u32, 0)]);
+        tq.publish(head);
+        at += 0x1000;
+    }
+    tx::process(&mem, &mut q, &be, OFFLOAD_FEATURES, &c).unwrap();
+    assert_eq!(peer_recv(&mut peer).map(|f| f.len()), Some(1000 + HDR_LEN));
+    assert_eq!(peer_recv(&mut peer), None);
+    let s = c.snapshot();
+    assert_eq!((s.tx_malformed, s.tx_packets), (4, 1));
+}
+
 #[test]
 fn tx_broken_ring_is_an_error() {
     let mem = mem();

@@ -79,7 +79,9 @@ impl<'m> TxFrame<'m> {
                 payload.push(s);
             }
         }
-        NetHeader::from_bytes(&header).check_tx(acked)?;
+        let checked = NetHeader::from_bytes(&header);
+        checked.check_tx(acked)?;
+        checked.check_frame(total - HDR_LEN)?;
         Ok(TxFrame {
             header,
             payload,
@@ -145,7 +147,7 @@ pub fn process(
                 }
             },
             Err(reason) => {
-                debug!(head, "net: malformed TX chain dropped: {reason}");
+                crate::guest_warn!(head, "net: malformed TX chain dropped: {reason}");
                 add(&counters.tx_malformed, 1);
             }
         }

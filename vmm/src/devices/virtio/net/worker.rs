@@ -10,7 +10,7 @@
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use tracing::{error, warn};
+use tracing::error;
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -275,7 +275,7 @@ fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &dyn Interrupt) -> Re
         .map_err(|e| format!("used event: {e}"))?;
     if needed {
         if let Err(e) = interrupt.trigger(VIRTIO_MMIO_INT_VRING) {
-            warn!("virtio-net: cannot interrupt the guest: {e}");
+            crate::guest_warn!("virtio-net: cannot interrupt the guest: {e}");
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::debug;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::connection::{Connection, State};
@@ -201,17 +201,17 @@ impl Muxer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    warn!("vsock: accept failed, pausing the listener: {e}");
+                    crate::guest_warn!("vsock: accept failed, pausing the listener: {e}");
                     self.pause_listener();
                     return;
                 }
             };
             if self.connection_count() >= self.max_conns {
-                warn!("vsock: connection table full, refusing a host client");
+                crate::guest_warn!("vsock: connection table full, refusing a host client");
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
-                warn!("vsock: cannot make a client socket non-blocking: {e}");
+                crate::guest_warn!("vsock: cannot make a client socket non-blocking: {e}");
                 continue;
             }
             let token = self.alloc_token();
@@ -220,7 +220,7 @@ impl Muxer {
                 stream.as_raw_fd(),
                 EpollEvent::new(EventSet::IN, token),
             ) {
-                warn!("vsock: cannot watch a client socket: {e}");
+                crate::guest_warn!("vsock: cannot watch a client socket: {e}");
                 continue;
             }
             self.pending.insert(
@@ -250,7 +250,7 @@ impl Muxer {
             self.listener.as_raw_fd(),
             EpollEvent::new(EventSet::IN, TOKEN_LISTENER),
         ) {
-            warn!("vsock: cannot watch the listener again: {e}");
+            crate::guest_warn!("vsock: cannot watch the listener again: {e}");
             self.pause_listener();
         }
     }
@@ -300,7 +300,9 @@ impl Muxer {
     /// A host client completed `CONNECT <port>`: ask the guest.
     fn promote(&mut self, token: u64, peer_port: u32) {
         let Some(local_port) = self.alloc_local_port(peer_port) else {
-            warn!("vsock: no free host port for a connection to guest port {peer_port}");
+            crate::guest_warn!(
+                "vsock: no free host port for a connection to guest port {peer_port}"
+            );
             self.drop_pending(token);
             return;
         };
@@ -445,7 +447,7 @@ impl Muxer {
             conn.deadline = Some(Instant::now() + SHUTDOWN_TIMEOUT);
         }
         if let Err(e) = update_interest(&self.epoll, token, conn) {
-            warn!("vsock: cannot update epoll interest: {e}");
+            crate::guest_warn!("vsock: cannot update epoll interest: {e}");
             self.remove_conn(token, true);
             return;
         }

@@ -992,3 +992,53 @@ fn connection_table_is_bounded() {
     assert!(m.next_rx_packet(&mut buf).is_none());
     assert!(!m.has_rx_work());
 }
+
+/// A guest (another vCPU, here a thread) that refills the TX queue as fast
+/// as the device empties it cannot keep the worker from its stop request:
+/// TX is drained one budget at a time between looks at the stop event.
+#[test]
+fn a_flooding_guest_cannot_keep_the_worker_from_stopping() {
+    use std::sync::atomic::AtomicBool;
+    let mut g = Guest::new("flood");
+    let h = g.alloc(HDR_SIZE);
+    // Dropped by the device without an answer (wrong source CID), so only
+    // TX is busy.
+    let mut p = g.hdr(Op::Rw, 1000, 2000);
+    p.src_cid = 4;
+    g.mem.write_slice(&p.to_bytes(), GuestAddress(h)).unwrap();
+    let spare = TestQueue::new(&g.mem, 0x4_0000, 256);
+    let mut tx = std::mem::replace(&mut g.tx, spare);
+    let kick = g.evts[1].try_clone().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flooder = {
+        let (done, sent) = (done.clone(), sent.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                // Every free slot at once, as a guest with a deep queue does.
+                let free = 256 - tx.avail_idx().wrapping_sub(tx.used_idx());
+                for _ in 0..free {
+                    let head = tx.add_chain(&[(h, HDR_SIZE as u32, 0)]);
+                    tx.publish(head);
+                }
+                if free > 0 {
+                    sent.fetch_add(usize::from(free), Ordering::Relaxed);
+                    let _ = kick.write(1);
+                }
+            }
+        })
+    };
+    eventually("the flood to be under way", || {
+        sent.load(Ordering::Relaxed) > 20_000
+    });
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let clean = g.dev.reset();
+        let _ = stopped_tx.send(clean);
+        drop(g);
+    });
+    let result = stopped.recv_timeout(TIMEOUT);
+    done.store(true, Ordering::Relaxed);
+    flooder.join().unwrap();
+    assert_eq!(result, Ok(true), "the worker did not stop under a TX flood");
+}

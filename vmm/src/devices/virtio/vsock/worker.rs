@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{Epoll, EpollEvent};
@@ -17,6 +17,7 @@ use super::muxer::Muxer;
 use super::packet::{RxBuffer, TxPacket, MAX_PKT_DATA};
 use super::VsockBytes;
 use crate::devices::virtio::device_worker::{self, WorkerHandle};
+use crate::devices::virtio::queue_worker::CHAIN_BUDGET;
 use crate::devices::virtio::{GuestMemory, Interrupt};
 
 const TOKEN_RX: u64 = 0;
@@ -36,6 +37,9 @@ pub struct Worker {
     stop: EventFd,
     muxer: Muxer,
     tx_stalled: bool,
+    /// A TX budget ran out with packets left: drain again after a look at
+    /// the stop event, without waiting for a kick.
+    tx_more: bool,
     rx_data: Vec<u8>,
     tx_data: Vec<u8>,
     bytes: Arc<VsockBytes>,
@@ -71,6 +75,7 @@ impl Worker {
             stop,
             muxer,
             tx_stalled: false,
+            tx_more: false,
             rx_data: vec![0; MAX_PKT_DATA],
             tx_data: vec![0; MAX_PKT_DATA],
             bytes: Arc::default(),
@@ -85,7 +90,12 @@ impl Worker {
 
     /// Starts the worker thread.
     pub fn spawn(self) -> std::io::Result<WorkerHandle> {
-        WorkerHandle::spawn("vsock", self.stop.try_clone()?, move || self.run())
+        WorkerHandle::spawn_as(
+            "vsock",
+            crate::seccomp::Role::Vsock,
+            self.stop.try_clone()?,
+            move || self.run(),
+        )
     }
 
     fn run(mut self) {
@@ -102,7 +112,12 @@ impl Worker {
                 wait_for_stop(&stop);
                 return;
             }
-            let timeout = self.muxer.timeout_ms(Instant::now());
+            // With TX work left over, only look at the events, never sleep.
+            let timeout = if self.tx_more {
+                0
+            } else {
+                self.muxer.timeout_ms(Instant::now())
+            };
             let n = match self.muxer.epoll().wait(timeout, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
@@ -132,56 +147,64 @@ impl Worker {
     fn process_queues(&mut self, kick_tx: bool) -> Result<(), String> {
         // A stalled TX queue is retried on every wake-up: any of them may
         // have drained a host socket.
-        if kick_tx || self.tx_stalled {
+        if kick_tx || self.tx_stalled || self.tx_more {
             self.process_tx()?;
         }
         self.process_rx()
     }
 
-    /// Takes packets from the guest until the TX queue is empty or the
-    /// next one must wait for buffer space. Kicks are off while it drains
-    /// (every kick is a VM exit) and back on once the queue is empty.
+    /// Takes up to one budget of packets from the guest, stopping early
+    /// when the queue is empty or the next packet must wait for buffer
+    /// space. Kicks are off while it drains (every kick is a VM exit) and
+    /// back on once the queue is empty; with the budget spent they stay off
+    /// and the run loop comes back after checking its stop event, so a
+    /// guest refilling the queue from another vCPU cannot hold the worker.
     fn process_tx(&mut self) -> Result<(), String> {
         self.tx_stalled = false;
-        loop {
-            self.txq
-                .disable_notification(&self.mem)
-                .map_err(|e| format!("TX notification: {e}"))?;
-            if self.drain_tx()? {
-                self.notify_used(true)?;
-            }
-            // A stalled queue is retried on every wake-up, kicked or not.
-            if self.tx_stalled {
-                return Ok(());
-            }
-            // Empty: re-arm kicks, and look again in case the guest added
-            // a packet before it saw them armed.
-            let again = self
-                .txq
-                .enable_notification(&self.mem)
-                .map_err(|e| format!("TX notification: {e}"))?;
-            if !again {
-                return Ok(());
-            }
+        self.tx_more = false;
+        self.txq
+            .disable_notification(&self.mem)
+            .map_err(|e| format!("TX notification: {e}"))?;
+        let (used, spent) = self.drain_tx()?;
+        if used {
+            self.notify_used(true)?;
         }
+        // A stalled queue is retried on every wake-up, kicked or not.
+        if self.tx_stalled {
+            return Ok(());
+        }
+        if spent {
+            self.tx_more = true;
+            return Ok(());
+        }
+        // Empty: re-arm kicks, and come back at once in case the guest
+        // added a packet before it saw them armed.
+        self.tx_more = self
+            .txq
+            .enable_notification(&self.mem)
+            .map_err(|e| format!("TX notification: {e}"))?;
+        Ok(())
     }
 
-    /// One pass over the TX queue; true if packets were used.
-    fn drain_tx(&mut self) -> Result<bool, String> {
+    /// One pass over the TX queue of at most `CHAIN_BUDGET` packets;
+    /// returns whether packets were used and whether the budget ran out.
+    fn drain_tx(&mut self) -> Result<(bool, bool), String> {
         let mut used = false;
-        loop {
+        for _ in 0..CHAIN_BUDGET {
             let chain = match self.txq.iter(&self.mem) {
                 Ok(mut it) => it.next(),
                 Err(e) => return Err(format!("TX queue: {e}")),
             };
-            let Some(chain) = chain else { break };
+            let Some(chain) = chain else {
+                return Ok((used, false));
+            };
             let head = chain.head_index();
             match TxPacket::parse(&self.mem, chain) {
                 Ok(mut pkt) => {
                     if self.muxer.tx_would_block(&pkt.hdr) {
                         self.txq.go_to_previous_position();
                         self.tx_stalled = true;
-                        break;
+                        return Ok((used, false));
                     }
                     match pkt.read_data(&mut self.tx_data) {
                         Ok(data) => {
@@ -199,7 +222,7 @@ impl Worker {
                 .map_err(|e| format!("TX used ring: {e}"))?;
             used = true;
         }
-        Ok(used)
+        Ok((used, true))
     }
 
     /// Gives the guest packets while it has RX buffers and we have packets.
@@ -272,7 +295,7 @@ impl Worker {
             .map_err(|e| format!("used event: {e}"))?;
         if needed {
             if let Err(e) = self.interrupt.trigger(VIRTIO_MMIO_INT_VRING) {
-                warn!("vsock: cannot interrupt the guest: {e}");
+                crate::guest_warn!("vsock: cannot interrupt the guest: {e}");
             }
         }
         Ok(())
@@ -294,4 +317,71 @@ fn wait_for_stop(stop: &EventFd) {
 fn drain(evt: &EventFd) {
     // Non-blocking: EAGAIN just means someone drained it already.
     let _ = evt.read();
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use std::os::unix::net::UnixListener;
+
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    use super::*;
+    use crate::devices::virtio::test_driver::{TestInterrupt, TestQueue};
+    use crate::devices::virtio::vsock::packet::{Header, Op, HDR_SIZE, HOST_CID, TYPE_STREAM};
+
+    /// However many packets the guest queued, one call drains one budget
+    /// and asks to be called again without a kick; the last call re-arms
+    /// kicks. So the run loop reaches its stop check between budgets.
+    #[test]
+    fn tx_is_drained_one_budget_per_call() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let (rx, mut tx, ev) = (
+            TestQueue::new(&mem, 0x1_0000, 256),
+            TestQueue::new(&mem, 0x2_0000, 256),
+            TestQueue::new(&mem, 0x3_0000, 256),
+        );
+        let dir = std::env::temp_dir().join(format!("vessel-vsock-budget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("v.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).unwrap();
+        let muxer = Muxer::new(3, sock.clone(), listener).unwrap();
+        let evts = [0, 1, 2].map(|_| EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut worker = Worker::new(
+            mem.clone(),
+            Arc::new(TestInterrupt::default()),
+            [rx.device_queue(), tx.device_queue(), ev.device_queue()],
+            evts,
+            muxer,
+        )
+        .unwrap();
+        // Dropped without an answer (wrong source CID): only TX works.
+        let hdr = Header {
+            src_cid: 4,
+            dst_cid: HOST_CID,
+            src_port: 1,
+            dst_port: 2,
+            type_: TYPE_STREAM,
+            op: Op::Rw as u16,
+            ..Header::default()
+        };
+        mem.write_slice(&hdr.to_bytes(), GuestAddress(0x8_0000))
+            .unwrap();
+        let total = 3 * CHAIN_BUDGET + 5;
+        for _ in 0..total {
+            let head = tx.add_chain(&[(0x8_0000, HDR_SIZE as u32, 0)]);
+            tx.publish(head);
+        }
+        for round in 1..=3 {
+            worker.process_tx().unwrap();
+            assert_eq!(usize::from(tx.used_idx()), round * CHAIN_BUDGET);
+            assert!(worker.tx_more, "round {round}: more is left");
+        }
+        worker.process_tx().unwrap();
+        assert_eq!(usize::from(tx.used_idx()), total);
+        assert!(!worker.tx_more, "the queue is empty and kicks are re-armed");
+        drop(worker);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
