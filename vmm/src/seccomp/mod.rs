@@ -52,7 +52,7 @@ pub enum Role {
     Launcher,
     /// The control API threads.
     Api,
-    /// The SIGTERM/SIGINT thread.
+    /// The SIGTERM/SIGINT/SIGUSR1 thread.
     Signals,
     /// The main thread once the vCPUs run.
     Main,
@@ -77,7 +77,7 @@ impl Role {
             Role::Device => device::rules(),
             Role::Launcher => device::launcher_rules(),
             Role::Api => api::rules(kick),
-            Role::Signals => signals::rules(),
+            Role::Signals => signals::rules(kick),
             Role::Main => main_thread::rules(kick),
         }
     }

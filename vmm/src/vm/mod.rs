@@ -20,6 +20,8 @@ use crate::boot::layout::KVM_TSS_ADDRESS;
 use crate::boot::{self, BootError};
 use crate::bus::Bus;
 use crate::config::{Console, VmConfig};
+use crate::control::console_tail::{ConsoleTail, TailWriter};
+use crate::control::timeline::{self, Phase};
 use crate::control::{self, ConfigInfo, VmControl};
 use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::exit::{ExitLatch, ExitReason};
@@ -71,12 +73,13 @@ pub struct Vm {
     control: Arc<VmControl>,
 }
 
-fn console_writer(console: Console) -> ConsoleWriter {
+/// The console's writer; every byte also goes to `tail` (the post-mortem's).
+fn console_writer(console: Console, tail: Arc<ConsoleTail>) -> ConsoleWriter {
     match console {
-        Console::Stdout => Box::new(std::io::stdout()),
+        Console::Stdout => Box::new(TailWriter::new(std::io::stdout(), tail)),
         // Line-buffered: one write(2) per line, not per byte the guest prints.
-        Console::File(file) => Box::new(LineWriter::new(file)),
-        Console::None => Box::new(std::io::sink()),
+        Console::File(file) => Box::new(TailWriter::new(LineWriter::new(file), tail)),
+        Console::None => Box::new(TailWriter::new(std::io::sink(), tail)),
     }
 }
 
@@ -184,9 +187,11 @@ impl Vm {
         };
         vm.create_pit2(pit)
             .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
+        timeline::mark(Phase::VmCreated);
 
         let mem = create_guest_memory(cfg.memory_bytes, cfg.hugepages)?;
         register_memory(&vm, &mem)?;
+        timeline::mark(Phase::MemoryReady);
         tracing::debug!("KVM VM and memory ready at {:?}", started.elapsed());
 
         let exit = Arc::new(ExitLatch::new());
@@ -194,7 +199,9 @@ impl Vm {
         let mut mmio = Bus::new();
         let serial_console = !matches!(cfg.console, Console::None);
         let console = std::mem::replace(&mut cfg.console, Console::None);
-        let serial = devices::attach_serial(&vm, &mut pio, console_writer(console))?;
+        let console_tail = Arc::new(ConsoleTail::default());
+        let serial =
+            devices::attach_serial(&vm, &mut pio, console_writer(console, console_tail.clone()))?;
         let keyboard = devices::attach_i8042(&vm, &mut pio, exit.clone())?;
         let mut virtio = Vec::new();
         let mut vsock_bytes = None;
@@ -218,7 +225,9 @@ impl Vm {
                 exit.clone(),
             )
             .with_net_counters(net_counters)
-            .with_keyboard(keyboard),
+            .with_keyboard(keyboard)
+            .with_mmio(mmio.clone())
+            .with_console_tail(console_tail),
         );
 
         tracing::debug!("devices ready at {:?}", started.elapsed());
@@ -241,6 +250,7 @@ impl Vm {
             initramfs,
             cfg.cpus,
         )?;
+        timeline::mark(Phase::GuestLoaded);
         tracing::debug!(
             "kernel entry {:#x} ({:?}), ends at {:#x}; initramfs {:?}",
             kernel.boot.entry,
@@ -313,12 +323,15 @@ impl Vm {
             "VM stopped ({reason}); vCPU threads stopped in {:?}",
             stopping.elapsed()
         );
+        // A boot that never got its vsock connection still logs how far it came.
+        timeline::global().log_once();
         // try_lock: a straggler may hold the console lock; then skip the flush.
         match self.serial.try_lock() {
             Ok(mut serial) => serial.flush(),
             Err(TryLockError::Poisoned(p)) => p.into_inner().flush(),
             Err(TryLockError::WouldBlock) => tracing::warn!("console busy; not flushed"),
         }
+        self.control.release_devices();
         drop(self.devices);
         reason
     }
