@@ -1,7 +1,7 @@
 //! The post-mortem of the `vessel-vmm` binary with tiny hand-made guests on
 //! the host's /dev/kvm (no Linux guest needed; skipped without /dev/kvm):
 //! through the control API (running, halted, paused and not-yet-started
-//! vCPUs) and on SIGUSR1, into the VMM's log.
+//! vCPUs) and on SIGUSR1, into the VMM's log; and the boot timeline.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -26,6 +26,10 @@ struct Vmm {
 
 impl Vmm {
     fn start(dir: &Scratch, name: &str, code: &[u8], cpus: &str) -> Vmm {
+        Vmm::start_logging(dir, name, code, cpus, "warn")
+    }
+
+    fn start_logging(dir: &Scratch, name: &str, code: &[u8], cpus: &str, log: &str) -> Vmm {
         let kernel = dir.guest(&format!("{name}.elf"), code, true);
         let api = dir.path(&format!("{name}.sock"));
         let child = Command::new(env!("CARGO_BIN_EXE_vessel-vmm"))
@@ -34,7 +38,7 @@ impl Vmm {
             .args(["--memory", "64", "--console", "none", "--cpus", cpus])
             .arg("--api")
             .arg(&api)
-            .env("VESSEL_VMM_LOG", "warn")
+            .env("VESSEL_VMM_LOG", log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -205,4 +209,48 @@ fn postmortem_shows_a_halted_vcpu_and_an_ap_waiting_for_its_sipi() {
     assert_eq!(v1["last_exit"], Value::Null);
     let (code, _) = vmm.stop_with(libc::SIGTERM);
     assert_eq!(code, 4);
+}
+
+#[test]
+fn info_reports_the_boot_timeline_and_the_log_has_it_once() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = Scratch::new("pm-timeline");
+    let mut code = serial_hi();
+    code.extend_from_slice(&HALT);
+    let vmm = Vmm::start_logging(&dir, "timeline", &code, "1", "info");
+    wait_for_guest_entry(&vmm.api);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let t = loop {
+        let t = vmm.ask("info")["timeline"].clone();
+        if t["first_console_byte"].is_number() {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no console byte: {t}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let at = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {t}"));
+    assert_eq!(at("process_start"), 0.0);
+    let order = [
+        "kvm_vm_created",
+        "guest_memory_ready",
+        "kernel_and_initramfs_loaded",
+        "first_vcpu_run",
+        "first_console_byte",
+    ];
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) <= at(pair[1]), "{pair:?} out of order: {t}");
+    }
+    assert!(at("kvm_vm_created") > 0.0);
+    // No vsock device here: never reached.
+    assert_eq!(t["first_vsock_connection"], Value::Null);
+    let (code, log) = vmm.stop_with(libc::SIGTERM);
+    assert_eq!(code, 4);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("boot timeline"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("first_console_byte"), "{}", lines[0]);
 }

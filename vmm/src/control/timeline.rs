@@ -23,7 +23,8 @@ pub enum Phase {
     FirstVcpuRun,
     /// The guest's first byte on the serial console.
     FirstConsoleByte,
-    /// The host's first connection through the hybrid vsock socket.
+    /// The host's first connection through the hybrid vsock socket that
+    /// the guest accepted (its RESPONSE: something listened on the port).
     FirstVsockConnection,
 }
 
