@@ -62,6 +62,8 @@ pub struct ConfigInfo {
     pub cpus: u8,
     /// Guest memory in MiB.
     pub memory_mib: u64,
+    /// The pages behind guest RAM (hugetlb, transparent huge, or 4 KiB and why).
+    pub memory_backing: String,
     /// Kernel image path.
     pub kernel: PathBuf,
     /// Initramfs path, if any.
@@ -424,6 +426,7 @@ mod tests {
         let config = ConfigInfo {
             cpus: 2,
             memory_mib: 256,
+            memory_backing: "4 KiB pages: test".into(),
             kernel: "/k".into(),
             initramfs: None,
             cmdline: "console=ttyS0".into(),

@@ -25,7 +25,7 @@ use crate::control::timeline::{self, Phase};
 use crate::control::{self, ConfigInfo, VmControl};
 use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::exit::{ExitLatch, ExitReason};
-use crate::memory::{create_guest_memory, GuestMemory, MemoryError};
+use crate::memory::{guest_memory, Backing, GuestMemory, MemoryError};
 use crate::vcpu::{kick, Vcpu, VcpuContext, VcpuError};
 use devices::DeviceError;
 
@@ -142,10 +142,15 @@ fn stop_threads(mut threads: Vec<JoinHandle<()>>) {
 }
 
 /// The configuration as the control API reports it.
-fn control_config(cfg: &VmConfig, cmdline: &linux_loader::cmdline::Cmdline) -> ConfigInfo {
+fn control_config(
+    cfg: &VmConfig,
+    cmdline: &linux_loader::cmdline::Cmdline,
+    backing: &Backing,
+) -> ConfigInfo {
     ConfigInfo {
         cpus: cfg.cpus,
         memory_mib: cfg.memory_bytes >> 20,
+        memory_backing: backing.to_string(),
         kernel: cfg.kernel.path.clone(),
         initramfs: cfg.initramfs.as_ref().map(|i| i.path.clone()),
         cmdline: cmdline
@@ -189,7 +194,7 @@ impl Vm {
             .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
         timeline::mark(Phase::VmCreated);
 
-        let mem = create_guest_memory(cfg.memory_bytes, cfg.hugepages)?;
+        let (mem, backing) = guest_memory(cfg.memory_bytes, cfg.hugepages)?;
         register_memory(&vm, &mem)?;
         timeline::mark(Phase::MemoryReady);
         tracing::debug!("KVM VM and memory ready at {:?}", started.elapsed());
@@ -219,7 +224,7 @@ impl Vm {
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
         let control = Arc::new(
             VmControl::new(
-                control_config(&cfg, &cmdline),
+                control_config(&cfg, &cmdline, &backing),
                 control::describe_devices(&mmio, &virtio),
                 vsock_bytes,
                 exit.clone(),
