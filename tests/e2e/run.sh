@@ -43,7 +43,7 @@ mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 # test host's own, from what tests/kvm-host/run leaves in its run dir:
 #   host-freeze  the run exited 125 and left RUN_DIR/stalled (no heartbeat);
 #   host-panic   the test host's console.log has its kernel's panic/oops text;
-#   host-lockup  the test host's console.log has a known L1 signature (soft
+#   host-lockup  the test host's console.log has its watchdogs' report (soft
 #                lockup, RCU stall, hung task): the host starved, not the test.
 # Never in native mode (there is no test host of ours to blame), never for
 # 124 (the run's own time budget: a failure), never for a 125 without such
@@ -84,10 +84,11 @@ run_test() {
     if [ "$attempt" -eq 1 ]; then echo "e2e: running $label"; else echo "e2e: running $label (attempt $attempt)"; fi
     rc=0
     tests/kvm-host/run "$@" --test-threads=1 --nocapture 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    [ "$rc" -ne 0 ] || return 0
+    # A failed run's dir is kept, so the post-mortems saved in it stay.
     while IFS= read -r pm; do
       postmortems+=("$label: $pm")
     done < <(sed -n 's/^.*e2e: post-mortem saved to //p' "$log")
-    [ "$rc" -ne 0 ] || return 0
     classify "$rc" "$log"
     local spent=$((${retries_by_class[host-freeze]} + ${retries_by_class[host-panic]} + ${retries_by_class[host-lockup]}))
     if [ -z "$class" ]; then
