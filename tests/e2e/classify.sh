@@ -12,6 +12,21 @@ host_lockup_re='watchdog: BUG: soft lockup|rcu: INFO: rcu_(sched|preempt) (self-
 # seccomp kill, a Rust panic in a vessel crate.
 vessel_re='vessel-vmm: (guest crashed|vmm error)|Bad system call|SIGSYS|panicked at (vmm|guest-agent|host-runtime)/src'
 
+# stuck_vcpu LOG: prints which saved post-mortem (named in LOG) has a vCPU
+# thread that did not come back from KVM_RUN although it was kicked: the
+# test host's KVM no longer returns to its caller, the known L1 signature
+# (the kick itself works: vmm/tests/postmortem.rs, and pause, use it).
+stuck_vcpu() {
+  local pm
+  while IFS= read -r pm; do
+    if [ -f "$pm" ] && grep -q 'stuck in KVM_RUN' "$pm"; then
+      echo "post-mortem $pm: a vCPU did not answer (stuck in KVM_RUN)"
+      return 0
+    fi
+  done < <(sed -n 's/^.*e2e: post-mortem saved to //p' "$1")
+  return 1
+}
+
 # classify RC LOG: sets `class` (empty: not the test host's) and `evidence`
 # from the runner's output LOG and the run dir it names.
 classify() {
@@ -40,6 +55,9 @@ classify() {
   elif line=$(grep -a -m1 -E "$host_lockup_re" "$run_dir/console.log" 2>/dev/null); then
     class=host-lockup
     evidence="test host kernel: '${line:0:200}' ($run_dir/console.log)"
+  elif line=$(stuck_vcpu "$log"); then
+    class=host-stuck-vcpu
+    evidence="$line"
   else
     evidence="status $rc, no test-host evidence in $run_dir (stalled, console.log)"
     return

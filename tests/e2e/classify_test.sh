@@ -54,6 +54,15 @@ expect 101 "" "a failed test, quiet test host"
 runner_output nested "e2e: vessel-vmm: guest crashed: triple fault"
 echo "[ 5.0] Kernel panic - not syncing: Fatal exception" >"$rd/console.log"
 expect 125 host-panic "a dead test host outweighs what the guest did before"
+: >"$rd/console.log"
+pm=$rd/postmortem/vm.txt
+mkdir -p "$rd/postmortem"
+echo '{"vcpus":[{"index":0,"answered":false,"error":"did not answer within 1000 ms (stuck in KVM_RUN)"}]}' >"$pm"
+runner_output nested "agent not reachable
+e2e: post-mortem saved to $pm"
+expect 101 host-stuck-vcpu "a post-mortem with a vCPU stuck in KVM_RUN"
+echo '{"vcpus":[{"index":0,"answered":false,"error":"did not answer within 1000 ms (stuck in the VMM)"}]}' >"$pm"
+expect 101 "" "a post-mortem with a vCPU stuck in the VMM (vessel's)"
 rm -rf "$rd"
 expect 125 "" "no run dir"
 

@@ -44,7 +44,9 @@ mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 #   host-freeze  the run exited 125 and left RUN_DIR/stalled (no heartbeat);
 #   host-panic   the test host's console.log has its kernel's panic/oops text;
 #   host-lockup  the test host's console.log has its watchdogs' report (soft
-#                lockup, RCU stall, hung task): the host starved, not the test.
+#                lockup, RCU stall, hung task): the host starved, not the test;
+#   host-stuck-vcpu  a post-mortem the test saved shows a vCPU thread that
+#                did not come back from KVM_RUN when kicked (the L1 signature).
 # Never in native mode (there is no test host of ours to blame), never for
 # 124 (the run's own time budget: a failure), never for a 125 without such
 # evidence, and not when the test's output carries a vessel-side signature
@@ -61,7 +63,7 @@ runs=0
 failed=()
 retried=()
 postmortems=()
-declare -A retries_by_class=([host-freeze]=0 [host-panic]=0 [host-lockup]=0)
+declare -A retries_by_class=([host-freeze]=0 [host-panic]=0 [host-lockup]=0 [host-stuck-vcpu]=0)
 logs=$(mktemp -d "${TMPDIR:-/tmp}/vessel-e2e-logs.XXXXXX")
 trap 'rm -rf -- "$logs"' EXIT
 
@@ -90,7 +92,8 @@ run_test() {
       postmortems+=("$label: $pm")
     done < <(sed -n 's/^.*e2e: post-mortem saved to //p' "$log")
     classify "$rc" "$log"
-    local spent=$((${retries_by_class[host-freeze]} + ${retries_by_class[host-panic]} + ${retries_by_class[host-lockup]}))
+    local spent=0 c
+    for c in "${!retries_by_class[@]}"; do spent=$((spent + ${retries_by_class[$c]})); done
     if [ -z "$class" ]; then
       echo "e2e: $label FAILED (status $rc; not retried: $evidence)" >&2
       return 0
@@ -122,7 +125,8 @@ for b in "${bins[@]}"; do
   done
 done
 
-total_retries=$((${retries_by_class[host-freeze]} + ${retries_by_class[host-panic]} + ${retries_by_class[host-lockup]}))
+total_retries=0
+for c in "${!retries_by_class[@]}"; do total_retries=$((total_retries + ${retries_by_class[$c]})); done
 echo "e2e: ${#bins[@]} binaries in $runs test hosts, $((SECONDS - start)) s"
 for r in "${retried[@]}"; do
   echo "e2e: RETRIED: $r" >&2
@@ -133,5 +137,5 @@ done
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "e2e: FAILED: ${failed[*]}" >&2
 fi
-echo "e2e: retries by class: host-freeze=${retries_by_class[host-freeze]} host-panic=${retries_by_class[host-panic]} host-lockup=${retries_by_class[host-lockup]} (total $total_retries)"
+echo "e2e: retries by class: host-freeze=${retries_by_class[host-freeze]} host-panic=${retries_by_class[host-panic]} host-lockup=${retries_by_class[host-lockup]} host-stuck-vcpu=${retries_by_class[host-stuck-vcpu]} (total $total_retries)"
 [ "${#failed[@]}" -eq 0 ] || exit 1
