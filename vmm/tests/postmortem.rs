@@ -191,7 +191,10 @@ fn postmortem_shows_a_halted_vcpu_and_an_ap_waiting_for_its_sipi() {
     code.extend_from_slice(&HALT);
     let vmm = Vmm::start(&dir, "halt", &code, "2");
     wait_for_guest_entry(&vmm.api);
-    let pm = vmm.postmortem_until("halted", |pm| pm["vcpus"][0]["halted"] == true);
+    // vCPU 1's thread may still be starting (reported as not_started).
+    let pm = vmm.postmortem_until("halted, with both threads running", |pm| {
+        pm["vcpus"][0]["halted"] == true && pm["vcpus"][1]["answered"] == true
+    });
     let v0 = &pm["vcpus"][0];
     assert_eq!(v0["mp_state"], "halted", "{pm:#}");
     assert_eq!(v0["run_state"], "in_guest", "halts inside KVM");
