@@ -269,6 +269,9 @@ async fn postmortem_of_a_running_linux_guest_through_the_api_and_sigusr1() {
         info["timeline"]["first_vsock_connection"].is_number(),
         "{info}"
     );
+    // Reported, not asserted: how much of the RAM the guest touched the
+    // host could back with huge pages depends on its free memory.
+    let huge_kib = guest_ram_pmd_kib(pid);
 
     let started = Instant::now();
     let pm = ask(&api, "postmortem");
@@ -339,8 +342,35 @@ async fn postmortem_of_a_running_linux_guest_through_the_api_and_sigusr1() {
     assert_eq!(exit, VmExit::Code(0), "{}", console_tail(&vm));
     assert_cleaned_up(&vm);
     eprintln!(
-        "api: post-mortem of a 2-vCPU Linux guest answered in {} ms ({} bytes); memory: {backing}",
+        "api: post-mortem of a 2-vCPU Linux guest answered in {} ms ({} bytes); memory: {backing}, \
+         {huge_kib} KiB of it mapped with 2 MiB pages; timeline (ms): {}",
         took.as_millis(),
-        pm.to_string().len()
+        pm.to_string().len(),
+        info["timeline"]
     );
+}
+
+/// KiB of the guest RAM memfd that process `pid` maps with 2 MiB pages
+/// (`ShmemPmdMapped` in its smaps; hugetlb pages are not counted there);
+/// 0 if unreadable.
+fn guest_ram_pmd_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut ours = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            ours = line.contains("vessel-guest-ram");
+        } else if ours {
+            if let Some(v) = line.strip_prefix("ShmemPmdMapped:") {
+                kib += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+    }
+    kib
 }
