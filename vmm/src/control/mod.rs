@@ -31,7 +31,7 @@ use crate::vcpu::kick;
 use console_tail::ConsoleTail;
 use counters::ExitCounters;
 use pause::PauseControl;
-use timeline::Phase;
+use timeline::{ms, Phase};
 use vcpu_probe::VcpuProbes;
 
 /// How long pause and resume wait for every vCPU thread.
@@ -292,8 +292,9 @@ impl VmControl {
         let vcpus: Vec<Value> = reports
             .into_iter()
             .map(|r| {
+                let counts = per_vcpu.get(r.index).copied();
                 let mut v = json!(r);
-                if let Some(counts) = per_vcpu.get(r_index(&v)) {
+                if let Some(counts) = counts {
                     v["exits"] = json!(counts);
                 }
                 v
@@ -338,13 +339,6 @@ impl VmControl {
             .get()
             .map(|t| t.saturating_duration_since(process_start()))
     }
-}
-
-use timeline::ms;
-
-/// The `index` of a serialised vCPU report.
-fn r_index(v: &Value) -> usize {
-    v["index"].as_u64().map_or(usize::MAX, |i| i as usize)
 }
 
 impl protocol::Controller for VmControl {
