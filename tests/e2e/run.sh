@@ -34,53 +34,77 @@ mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 # kernel panicked ("corrupted stack end detected inside scheduler" in a
 # vCPU thread of its KVM) or it froze after 4 to 11 guest boots in session
 # 2's CI run, in session 3's boot benchmarks and, in session 4, during the
-# 6th boot of a host (the 4-vCPU guest after five 1-vCPU ones); the same
-# 4-vCPU guest, 6th in its host, once triple-faulted in a CI rehearsal while
-# it passed in every fresh host (8 of 8). So each e2e test gets a fresh host
-# (~20-30 s of boot each) and boots at most 5 guests in it; the agent's
-# cgroups tests boot none and share one host. The runner reports a host
-# failure as 125 (a crash, or a freeze seen through its heartbeat within
-# VESSEL_KVM_HOST_STALL seconds) and an attempt that ran out of its budget
-# as 124; then that test runs again in a fresh host. At most
-# VESSEL_E2E_HOST_FAILURES (5) such retries in all, none started after
-# VESSEL_E2E_BUDGET seconds, which leaves CI's 90 minutes room.
+# 6th boot of a host. So each e2e test gets a fresh host (~20-30 s of boot
+# each) and boots at most 5 guests in it; the agent's cgroups tests boot
+# none and share one host.
 #
-# A failing test runs once more in a fresh host, at most
-# VESSEL_E2E_TEST_RETRIES (2) times per suite: guests in the nested host
-# also fail without the host failing (session 3: a 4-vCPU guest
-# triple-faulted; session 4: a 4th guest in a host printed nothing for 90 s
-# after its kernel started), and these have not reproduced in fresh hosts.
-# The failure's output stays in the log, a warning says so, and the summary
-# lists the test as FLAKY; a test that fails twice fails the suite.
+# Retries only on evidence (docs/operations.md, "Retries"). A failed test
+# runs again in a fresh host only when the failure is classified as the
+# test host's own, from what tests/kvm-host/run leaves in its run dir:
+#   host-freeze  the run exited 125 and left RUN_DIR/stalled (no heartbeat);
+#   host-panic   the test host's console.log has its kernel's panic/oops text;
+#   host-lockup  the test host's console.log has its watchdogs' report (soft
+#                lockup, RCU stall, hung task): the host starved, not the test;
+#   host-stuck-vcpu  a post-mortem the test saved shows a vCPU thread that
+#                did not come back from KVM_RUN when kicked (the L1 signature).
+# Never in native mode (there is no test host of ours to blame), never for
+# 124 (the run's own time budget: a failure), never for a 125 without such
+# evidence, and not when the test's output carries a vessel-side signature
+# (the VMM reporting a guest crash or its own error, a seccomp kill, a panic
+# in vessel's code): host-lockup is then treated as a failure. At most
+# VESSEL_E2E_HOST_FAILURES (5) retries in all, none started after
+# VESSEL_E2E_BUDGET seconds. Every retry is printed with its evidence, and
+# the last line counts them per class (.ci/run shows it at its end).
 export VESSEL_KVM_HOST_TIMEOUT=${VESSEL_KVM_HOST_TIMEOUT:-900}
-host_failures_allowed=${VESSEL_E2E_HOST_FAILURES:-5}
+retries_allowed=${VESSEL_E2E_HOST_FAILURES:-5}
 budget=${VESSEL_E2E_BUDGET:-2400}
 start=$SECONDS
-host_failures=0
 runs=0
 failed=()
-flaky=()
-retries=0
-retries_allowed=${VESSEL_E2E_TEST_RETRIES:-2}
+retried=()
+postmortems=()
+declare -A retries_by_class=([host-freeze]=0 [host-panic]=0 [host-lockup]=0 [host-stuck-vcpu]=0)
+logs=$(mktemp -d "${TMPDIR:-/tmp}/vessel-e2e-logs.XXXXXX")
+trap 'rm -rf -- "$logs"' EXIT
 
-# run_in_host LABEL BIN ARGS...: runs BIN in fresh test hosts until it
-# finishes without a host failure; sets rc.
-run_in_host() {
-  local label=$1
+# classify RC LOG (sets class and evidence), in its own file so that
+# classify_test.sh checks it; run here first, it takes milliseconds.
+# shellcheck source=tests/e2e/classify.sh
+source tests/e2e/classify.sh
+tests/e2e/classify_test.sh >/dev/null || { echo "e2e: tests/e2e/classify_test.sh failed" >&2; exit 1; }
+
+# run_test LABEL BIN ARGS...: runs BIN in fresh test hosts until it passes,
+# fails without test-host evidence, or the retries or the budget are spent;
+# sets rc.
+run_test() {
+  local label=$1 attempt=0 log
   shift
   while :; do
-    echo "e2e: running $label"
+    attempt=$((attempt + 1))
+    log="$logs/$runs.log"
+    runs=$((runs + 1))
+    if [ "$attempt" -eq 1 ]; then echo "e2e: running $label"; else echo "e2e: running $label (attempt $attempt)"; fi
     rc=0
-    tests/kvm-host/run "$@" --test-threads=1 --nocapture || rc=$?
-    if [ "$rc" -ne 125 ] && [ "$rc" -ne 124 ]; then
-      return
+    tests/kvm-host/run "$@" --test-threads=1 --nocapture 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    [ "$rc" -ne 0 ] || return 0
+    # A failed run's dir is kept, so the post-mortems saved in it stay.
+    while IFS= read -r pm; do
+      postmortems+=("$label: $pm")
+    done < <(sed -n 's/^.*e2e: post-mortem saved to //p' "$log")
+    classify "$rc" "$log"
+    local spent=0 c
+    for c in "${!retries_by_class[@]}"; do spent=$((spent + ${retries_by_class[$c]})); done
+    if [ -z "$class" ]; then
+      echo "e2e: $label FAILED (status $rc; not retried: $evidence)" >&2
+      return 0
     fi
-    host_failures=$((host_failures + 1))
-    if [ "$host_failures" -gt "$host_failures_allowed" ] || [ $((SECONDS - start)) -ge "$budget" ]; then
-      echo "e2e: the test host failed $host_failures time(s) (last status $rc, during $label); the retries or the ${budget}s budget are spent: giving up" >&2
-      exit "$rc"
+    if [ "$spent" -ge "$retries_allowed" ] || [ $((SECONDS - start)) -ge "$budget" ]; then
+      echo "e2e: $label failed on the test host ($class: $evidence), but the $retries_allowed retries or the ${budget}s budget are spent: giving up" >&2
+      return 0
     fi
-    echo "e2e: WARNING: the test host itself failed during $label (status $rc: 125 crashed or froze, 124 out of time; its console log is kept, path above); running $label again in a fresh host ($host_failures of $host_failures_allowed retries used)" >&2
+    retries_by_class[$class]=$((${retries_by_class[$class]} + 1))
+    retried+=("$label, status $rc, $class: $evidence")
+    echo "e2e: WARNING: $label: the test host failed ($class: $evidence); running it again in a fresh host ($((spent + 1)) of $retries_allowed retries)" >&2
   done
 }
 
@@ -96,26 +120,22 @@ for b in "${bins[@]}"; do
     label="$name${t:+ $t}"
     args=("$b")
     [ -z "$t" ] || args+=(--exact "$t")
-    run_in_host "$label" "${args[@]}"
-    runs=$((runs + 1))
-    if [ "$rc" -ne 0 ] && [ "$retries" -lt "$retries_allowed" ]; then
-      # Once, in a fresh host, and never silently: see the comment above.
-      retries=$((retries + 1))
-      echo "e2e: WARNING: $label FAILED (status $rc, output above); running it once more in a fresh host ($retries of $retries_allowed such retries). It is reported as flaky even if it passes." >&2
-      first_rc=$rc
-      run_in_host "$label (retry)" "${args[@]}"
-      runs=$((runs + 1))
-      [ "$rc" -ne 0 ] || flaky+=("$label (failed with status $first_rc, passed on retry)")
-    fi
+    run_test "$label" "${args[@]}"
     [ "$rc" -eq 0 ] || failed+=("$label (status $rc)")
   done
 done
 
-echo "e2e: ${#bins[@]} binaries in $runs test hosts, $host_failures test host failure(s) retried, $((SECONDS - start)) s"
-if [ "${#flaky[@]}" -gt 0 ]; then
-  echo "e2e: WARNING: FLAKY (failed once, passed in a fresh host): ${flaky[*]}" >&2
-fi
+total_retries=0
+for c in "${!retries_by_class[@]}"; do total_retries=$((total_retries + ${retries_by_class[$c]})); done
+echo "e2e: ${#bins[@]} binaries in $runs test hosts, $((SECONDS - start)) s"
+for r in "${retried[@]}"; do
+  echo "e2e: RETRIED: $r" >&2
+done
+for p in "${postmortems[@]}"; do
+  echo "e2e: post-mortem: $p" >&2
+done
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "e2e: FAILED: ${failed[*]}" >&2
-  exit 1
 fi
+echo "e2e: retries by class: host-freeze=${retries_by_class[host-freeze]} host-panic=${retries_by_class[host-panic]} host-lockup=${retries_by_class[host-lockup]} host-stuck-vcpu=${retries_by_class[host-stuck-vcpu]} (total $total_retries)"
+[ "${#failed[@]}" -eq 0 ] || exit 1

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Builds the vessel-vmm fuzz targets and runs each for a bounded time on a
-# temporary copy of its committed seed corpus (so runs never grow the repo).
+# Builds the vessel-vmm fuzz targets and runs each for a bounded time on its
+# corpus kept between runs in the cache dir ($VESSEL_CACHE_DIR/fuzz-corpus/
+# <target>), which the committed seeds are copied into first: the corpus
+# grows from run to run, and the repo never does. A corpus over
+# MAX_CORPUS_FILES inputs is first minimized (libFuzzer -merge=1).
 # Fails if any target finds a crash, printing where the reproducer is.
 #
 #   VESSEL_FUZZ_SECONDS  seconds per target (default 60)
@@ -14,7 +17,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 seconds="${VESSEL_FUZZ_SECONDS:-60}"
 cache="${VESSEL_CACHE_DIR:-$HOME/.cache/vessel}"
-targets=(mmio_transport vsock_handshake virtio_descriptors net_rxtx)
+targets=(mmio_transport vsock_handshake virtio_descriptors net_rxtx vsock_muxer mmio_devices)
+max_corpus_files=5000
 
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$cache/fuzz-target"
@@ -36,10 +40,21 @@ trap 'rm -rf "$work"; rmdir "$here"/artifacts/* "$here/artifacts" 2>/dev/null ||
 failed=0
 summary=()
 for t in "${targets[@]}"; do
-    corpus="$work/corpus/$t"
+    corpus="$cache/fuzz-corpus/$t"
     artifacts="$work/artifacts/$t/"
     mkdir -p "$corpus" "$artifacts"
+    # New seeds join; inputs found by earlier runs stay.
     cp -r "$here/corpus/$t/." "$corpus/"
+    if [ "$(find "$corpus" -type f | wc -l)" -gt "$max_corpus_files" ]; then
+        echo "fuzz: minimizing the $t corpus (over $max_corpus_files inputs)"
+        merged="$work/merged-$t"
+        mkdir -p "$merged"
+        if cargo fuzz run "$t" "$merged" "$corpus" -- -merge=1 -rss_limit_mb=2048 >"$work/$t.merge.log" 2>&1; then
+            rm -rf "$corpus" && mv "$merged" "$corpus"
+        else
+            tail -n 20 "$work/$t.merge.log"
+        fi
+    fi
     log="$work/$t.log"
     echo "fuzz: running $t for ${seconds}s"
     # -artifact_prefix keeps crash inputs out of the repo as well.

@@ -1,7 +1,10 @@
 //! Address-space dispatch: maps PIO and MMIO ranges to emulated devices.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
 
 /// A device that answers guest reads and writes within the range it is mapped at.
 ///
@@ -12,6 +15,11 @@ pub trait BusDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Handles a guest write of `data` at `offset`.
     fn write(&mut self, offset: u64, data: &[u8]);
+    /// The device's state for a post-mortem; None (the default) for
+    /// devices with nothing to report.
+    fn report(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A device shared between the vCPU threads that may touch it.
@@ -124,6 +132,40 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// Every device's [`BusDevice::report`], as `{"base": .., ...}` in
+    /// address order. A device whose lock stays taken for `wait` (a vCPU
+    /// stuck in one of its accesses) is reported as busy rather than waited
+    /// for: a post-mortem must not hang on what it is diagnosing.
+    pub fn reports(&self, wait: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        for (&base, entry) in &self.ranges {
+            let report = loop {
+                match entry.device.try_lock() {
+                    Ok(dev) => break dev.report(),
+                    Err(TryLockError::Poisoned(p)) => break p.into_inner().report(),
+                    Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(TryLockError::WouldBlock) => {
+                        break Some(json!({
+                            "error": format!("busy: its lock was held for {} ms", wait.as_millis())
+                        }))
+                    }
+                }
+            };
+            if let Some(mut r) = report {
+                if let Some(obj) = r.as_object_mut() {
+                    obj.insert("base".into(), json!(format!("{base:#x}")));
+                }
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +233,40 @@ mod tests {
         let mut data = [0u8; 2];
         assert!(bus.read(0x3fd, &mut data));
         assert_eq!(data, [5, 5]);
+    }
+
+    /// Reports the last write it saw.
+    struct Reporter(u8);
+
+    impl BusDevice for Reporter {
+        fn read(&mut self, _: u64, _: &mut [u8]) {}
+        fn write(&mut self, _: u64, data: &[u8]) {
+            self.0 = data[0];
+        }
+        fn report(&self) -> Option<serde_json::Value> {
+            Some(json!({ "last": self.0 }))
+        }
+    }
+
+    #[test]
+    fn reports_skip_silent_devices_and_never_wait_on_a_held_lock() {
+        let mut bus = Bus::new();
+        bus.insert(probe().1, 0x10, 1).unwrap();
+        let a = Arc::new(Mutex::new(Reporter(0)));
+        let b = Arc::new(Mutex::new(Reporter(0)));
+        bus.insert(a.clone(), 0x2000, 0x1000).unwrap();
+        bus.insert(b.clone(), 0x1000, 0x1000).unwrap();
+        assert!(bus.write(0x2000, &[7]));
+        let r = bus.reports(Duration::from_millis(10));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0], json!({ "base": "0x1000", "last": 0 }));
+        assert_eq!(r[1], json!({ "base": "0x2000", "last": 7 }));
+        let _held = a.lock().unwrap();
+        let started = Instant::now();
+        let r = bus.reports(Duration::from_millis(20));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(r[1]["base"], "0x2000");
+        assert!(r[1]["error"].as_str().unwrap().starts_with("busy"), "{r:?}");
     }
 
     #[test]

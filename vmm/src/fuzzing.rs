@@ -17,6 +17,11 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 pub use crate::devices::virtio::vsock::handshake::{HandshakeError, HandshakeParser, MAX_LINE};
+pub use mmio_devices::{DeviceKind, DevicesHarness};
+pub use vsock_muxer::MuxerHarness;
+
+mod mmio_devices;
+mod vsock_muxer;
 
 /// Guest memory size of the queue fuzz targets.
 pub const MEM_SIZE: usize = 0x1_0000;

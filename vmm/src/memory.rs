@@ -1,6 +1,8 @@
 //! Guest RAM: how a memory size maps onto guest physical ranges around the
-//! MMIO gap, and the shareable memfd (optionally on hugepages) behind it.
+//! MMIO gap, and the shareable memfd behind it, on huge pages where the
+//! host allows (see `backing`).
 
+pub mod backing;
 pub mod hugepages;
 mod memfd;
 
@@ -10,6 +12,7 @@ use vm_memory::mmap::MmapRegionError;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::boot::layout::{EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START};
+pub use backing::{Backing, ShmemThp};
 
 /// Guest memory of the VM (no dirty-page bitmap: no live migration).
 pub type GuestMemory = GuestMemoryMmap<()>;
@@ -82,22 +85,50 @@ pub fn low_ram_end(size: u64) -> u64 {
     size.min(MMIO_GAP_START)
 }
 
+/// Allocates the guest RAM on the pages the host allows (hugetlb with
+/// `hugepages`, else transparent huge pages if the host's shmem THP mode
+/// permits, else 4 KiB pages) and logs which, once: a warning for 4 KiB
+/// pages, which slow every guest page's first touch. Returns the memory
+/// and the backing in use.
+pub fn guest_memory(size: u64, hugepages: bool) -> Result<(GuestMemory, Backing), MemoryError> {
+    let wanted = Backing::choose(hugepages, ShmemThp::read());
+    let (mem, used) = create_guest_memory_on(size, &wanted)?;
+    match &used {
+        Backing::SmallPages(_) => tracing::warn!("guest RAM on {used}"),
+        _ => tracing::info!("guest RAM on {used}"),
+    }
+    Ok((mem, used))
+}
+
+/// [`create_guest_memory_on`] with the backing chosen for this host, without logging.
+pub fn create_guest_memory(size: u64, hugepages: bool) -> Result<GuestMemory, MemoryError> {
+    let wanted = Backing::choose(hugepages, ShmemThp::read());
+    create_guest_memory_on(size, &wanted).map(|(mem, _)| mem)
+}
+
 /// Allocates the guest RAM: one memfd (sealed against resizing), each RAM
 /// range a MAP_SHARED mapping of it at the file offset equal to the range's
 /// place in the file, so the regions carry a `FileOffset` a vhost-user
 /// backend can map too. Zeroed and lazily backed: nothing is touched here.
+/// Returns the backing actually used (transparent huge pages fall back to
+/// 4 KiB pages, with the reason, if the kernel refuses the advice).
 ///
-/// With `hugepages` the memfd is on 2 MiB hugetlb pages; the pool is
+/// On [`Backing::Hugetlb`] the memfd is on 2 MiB hugetlb pages; the pool is
 /// checked first for a clear error, and the mappings are made without
 /// MAP_NORESERVE so the kernel reserves every page now (failing here, not
 /// with a SIGBUS when the guest first touches a page the pool lacks).
-pub fn create_guest_memory(size: u64, hugepages: bool) -> Result<GuestMemory, MemoryError> {
+pub fn create_guest_memory_on(
+    size: u64,
+    backing: &Backing,
+) -> Result<(GuestMemory, Backing), MemoryError> {
     if size <= HIMEM_START {
         return Err(MemoryError::TooSmall(size));
     }
+    let hugepages = *backing == Backing::Hugetlb;
     if hugepages {
         hugepages::check(size, hugepages::Pool::read())?;
     }
+    let mut used = backing.clone();
     let file = Arc::new(memfd::create(size, hugepages)?);
     let flags = if hugepages {
         libc::MAP_SHARED
@@ -119,12 +150,31 @@ pub fn create_guest_memory(size: u64, hugepages: bool) -> Result<GuestMemory, Me
             flags,
         )
         .map_err(map_err)?;
+        if let Backing::TransparentHuge(_) = used {
+            if let Err(e) = advise_huge(region.as_ptr(), region.size()) {
+                used = Backing::SmallPages(format!("madvise(MADV_HUGEPAGE) failed: {e}"));
+            }
+        }
         let region = GuestRegionMmap::new(region, addr)
             .ok_or(vm_memory::mmap::FromRangesError::InvalidGuestRegion)?;
         regions.push(region);
         file_start += len;
     }
-    Ok(GuestMemory::from_regions(regions).map_err(vm_memory::mmap::FromRangesError::from)?)
+    let mem = GuestMemory::from_regions(regions).map_err(vm_memory::mmap::FromRangesError::from)?;
+    Ok((mem, used))
+}
+
+/// Asks for transparent huge pages on a shared mapping of the memfd. The
+/// kernel places shmem mappings at 2 MiB-aligned addresses when its shmem
+/// THP mode allows huge pages, so each 2 MiB of guest RAM can be one page.
+fn advise_huge(addr: *mut u8, len: usize) -> std::io::Result<()> {
+    // SAFETY: madvise only changes how the kernel backs the mapping, which
+    // we own for `len` bytes from `addr`; no memory is read or written.
+    let rc = unsafe { libc::madvise(addr.cast(), len, libc::MADV_HUGEPAGE) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The memory map the guest sees: RAM below the EBDA, RAM from 1 MiB to the
@@ -208,6 +258,45 @@ mod tests {
             create_guest_memory(4096, false),
             Err(MemoryError::TooSmall(4096))
         ));
+    }
+
+    /// The VmFlags of the mapping that starts at `addr` in /proc/self/smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let header_start = |line: &str| {
+            let range = line.split_whitespace().next()?;
+            usize::from_str_radix(range.split_once('-')?.0, 16).ok()
+        };
+        let mut ours = false;
+        for line in smaps.lines() {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if ours {
+                    return flags.trim().to_string();
+                }
+            } else if let Some(start) = header_start(line) {
+                ours = start == addr;
+            }
+        }
+        panic!("no mapping at {addr:#x}");
+    }
+
+    #[test]
+    fn transparent_huge_backing_advises_the_mapping_and_stays_shared() {
+        let thp = Backing::TransparentHuge(ShmemThp::Advise);
+        let (mem, used) = create_guest_memory_on(8 << 20, &thp).unwrap();
+        assert_eq!(used, thp);
+        let region = mem.iter().next().unwrap();
+        assert!(region.file_offset().is_some(), "still a shareable memfd");
+        let flags = vm_flags(region.as_ptr() as usize);
+        // "hg": MADV_HUGEPAGE; "sh": shared.
+        assert!(flags.split(' ').any(|f| f == "hg"), "{flags}");
+        assert!(flags.split(' ').any(|f| f == "sh"), "{flags}");
+
+        let small = Backing::SmallPages("test".into());
+        let (mem, used) = create_guest_memory_on(8 << 20, &small).unwrap();
+        assert_eq!(used, small);
+        let flags = vm_flags(mem.iter().next().unwrap().as_ptr() as usize);
+        assert!(!flags.split(' ').any(|f| f == "hg"), "{flags}");
     }
 
     #[test]

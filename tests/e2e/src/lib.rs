@@ -50,7 +50,8 @@ pub fn vm_config(name: &str, cpus: u32, memory_mib: u32) -> VmConfig {
         hugepages: false,
         extra_cmdline: None,
         state_dir: fresh_state_dir(name),
-        api_socket: false,
+        // So a failing test can ask for the VMM's post-mortem.
+        api_socket: true,
         nets: Vec::new(),
         shares: Vec::new(),
         // Unjailed, as these tests always ran; least_privilege jails it.
@@ -73,8 +74,14 @@ pub fn running_vmms() -> Vec<u32> {
         .collect()
 }
 
-/// The console log of a VM, for failure messages.
+/// The console log of a VM, for failure messages. A VM that still runs is
+/// also asked for its post-mortem, which is saved beside the test's logs
+/// (the message names the file).
 pub fn console_tail(vm: &VmProcess) -> String {
+    let postmortem = match postmortem::save(vm) {
+        Ok(path) => format!("post-mortem saved: {}", path.display()),
+        Err(why) => format!("no post-mortem: {why}"),
+    };
     let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
     let console = read(vm.config().console_path());
     let vmm_log = read(vm.config().vmm_log_path()) + &read(vm.config().vmm_stderr_path());
@@ -87,13 +94,14 @@ pub fn console_tail(vm: &VmProcess) -> String {
         .rev()
         .collect::<Vec<_>>()
         .join("\n");
-    format!("--- vmm log ---\n{vmm_log}\n--- console (last 40 lines) ---\n{tail}")
+    format!("--- vmm log ---\n{vmm_log}\n--- console (last 40 lines) ---\n{tail}\n--- {postmortem}")
 }
 
 pub mod busybox;
 pub mod diag;
 pub mod netns;
 pub mod pod;
+pub mod postmortem;
 pub mod qemu;
 pub mod rss;
 pub mod stats;

@@ -3,7 +3,8 @@
 //! `counters` counts; `shutdown` and SIGTERM make the guest shut down in
 //! order (ctrl-alt-del → SIGINT to the agent → reset, exit code 0), and a
 //! guest that cannot answer (paused) is stopped hard after the grace (exit
-//! code 4), leaving no socket behind.
+//! code 4), leaving no socket behind; `postmortem` and SIGUSR1 describe a
+//! running Linux guest.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -236,4 +237,141 @@ async fn pause_resume_counters_and_sigterm_hard_stop_when_paused() {
         "api: SIGTERM on a paused guest → hard stop after {} ms (grace {GRACE_MS} ms), exit code 4, no sockets left",
         took.as_millis()
     );
+}
+
+/// Parses a hexadecimal register value of a post-mortem ("0x...").
+fn reg(vcpu: &Value, name: &str) -> u64 {
+    let s = vcpu["regs"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name}: {vcpu}"));
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postmortem_of_a_running_linux_guest_through_the_api_and_sigusr1() {
+    let mut config = vm_config("postmortem", 2, 256);
+    config.api_socket = true;
+    let (api, log_path) = (config.api_path(), config.vmm_log_path());
+    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
+    let pid = vm.pid().expect("tracked pid");
+    if let Err(e) = vm.connect_agent(BOOT_TIMEOUT).await {
+        panic!("agent not reachable: {e}\n{}", console_tail(&vm));
+    }
+
+    // Guest RAM follows the test host's shmem THP mode (guest-run sets advise).
+    let info = ask(&api, Request::Info);
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .unwrap_or_default();
+    let backing = info["config"]["memory_backing"].as_str().unwrap_or("");
+    if thp.contains("[advise]") {
+        assert!(backing.starts_with("transparent huge pages"), "{info}");
+    }
+    assert!(
+        info["timeline"]["first_vsock_connection"].is_number(),
+        "{info}"
+    );
+    // Reported, not asserted: how much of the RAM the guest touched the
+    // host could back with huge pages depends on its free memory.
+    let huge_kib = guest_ram_pmd_kib(pid);
+
+    let started = Instant::now();
+    let pm = ask(&api, Request::Postmortem);
+    let took = started.elapsed();
+    let vcpus = pm["vcpus"].as_array().expect("vcpus");
+    assert_eq!(vcpus.len(), 2, "{pm}");
+    for v in vcpus {
+        assert_eq!(v["answered"], true, "{pm}");
+        // A running Linux guest: paging on, long mode active.
+        assert_ne!(reg(v, "cr0") & 0x8000_0000, 0, "CR0.PG: {v}");
+        assert_ne!(reg(v, "efer") & 0x400, 0, "EFER.LMA: {v}");
+        assert!(v["mp_state"].is_string(), "{v}");
+        assert!(v["exits"]["total"].as_u64().unwrap_or(0) > 0, "{v}");
+    }
+    let devices = pm["devices"].as_array().expect("devices");
+    let vsock = devices
+        .iter()
+        .find(|d| d["type"] == "virtio-vsock")
+        .unwrap_or_else(|| panic!("no vsock device: {pm}"));
+    assert_eq!(vsock["activated"], true, "{vsock}");
+    let bits: Vec<&str> = vsock["status_bits"]
+        .as_array()
+        .map(|b| b.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(bits.contains(&"driver_ok"), "{vsock}");
+    assert!(vsock["queues"][0]["avail_idx"].is_number(), "{vsock}");
+    assert!(
+        pm["console"]["bytes_total"].as_u64().unwrap_or(0) > 0,
+        "{pm}"
+    );
+    assert!(
+        pm["console"]["tail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("vessel"),
+        "{pm}"
+    );
+
+    // The e2e helper's saved copy, as a failing test would leave it.
+    let saved = vessel_e2e::postmortem::save(&vm).expect("post-mortem saved");
+    let text = std::fs::read_to_string(&saved).expect("saved post-mortem");
+    assert!(text.contains("\"vcpus\""), "{text}");
+    assert!(text.contains("kernel log"), "{text}");
+    std::fs::remove_file(&saved).expect("remove the saved copy");
+
+    // SIGUSR1: the same dump into the VMM's log, and the guest carries on.
+    // SAFETY: plain syscall on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("post-mortem (SIGUSR1): ")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no post-mortem in {}",
+            log_path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ask(&api, Request::Info)["state"], "running");
+
+    assert_eq!(ask(&api, Request::Shutdown)["state"], "shutting_down");
+    let exit = match vm.wait_exit(SHUTDOWN_TIMEOUT).await {
+        Ok(exit) => exit,
+        Err(e) => panic!("{e}\n{}", console_tail(&vm)),
+    };
+    assert_eq!(exit, VmExit::Code(0), "{}", console_tail(&vm));
+    assert_cleaned_up(&vm);
+    eprintln!(
+        "api: post-mortem of a 2-vCPU Linux guest answered in {} ms ({} bytes); memory: {backing}, \
+         {huge_kib} KiB of it mapped with 2 MiB pages; timeline (ms): {}",
+        took.as_millis(),
+        pm.to_string().len(),
+        info["timeline"]
+    );
+}
+
+/// KiB of the guest RAM memfd that process `pid` maps with 2 MiB pages
+/// (`ShmemPmdMapped` in its smaps; hugetlb pages are not counted there);
+/// 0 if unreadable.
+fn guest_ram_pmd_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut ours = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            ours = line.contains("vessel-guest-ram");
+        } else if ours {
+            if let Some(v) = line.strip_prefix("ShmemPmdMapped:") {
+                kib += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+    }
+    kib
 }

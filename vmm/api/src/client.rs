@@ -29,6 +29,8 @@ pub enum Request {
     Stop,
     /// VM exits by reason and device byte counts.
     Counters,
+    /// Every vCPU's state, the devices' queues and the console's tail.
+    Postmortem,
 }
 
 impl Request {

@@ -32,6 +32,34 @@ pub enum ExitKind {
 const KINDS: usize = ExitKind::Other as usize + 1;
 
 impl ExitKind {
+    /// Every kind, in the order of their numbers.
+    pub const ALL: [ExitKind; KINDS] = [
+        ExitKind::IoIn,
+        ExitKind::IoOut,
+        ExitKind::MmioRead,
+        ExitKind::MmioWrite,
+        ExitKind::Intr,
+        ExitKind::Hlt,
+        ExitKind::Shutdown,
+        ExitKind::SystemEvent,
+        ExitKind::Other,
+    ];
+
+    /// The kind's name, as the counters' field names.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitKind::IoIn => "io_in",
+            ExitKind::IoOut => "io_out",
+            ExitKind::MmioRead => "mmio_read",
+            ExitKind::MmioWrite => "mmio_write",
+            ExitKind::Intr => "intr",
+            ExitKind::Hlt => "hlt",
+            ExitKind::Shutdown => "shutdown",
+            ExitKind::SystemEvent => "system_event",
+            ExitKind::Other => "other",
+        }
+    }
+
     /// The kind of a KVM exit.
     pub fn of(exit: &VcpuExit<'_>) -> ExitKind {
         match exit {
@@ -128,6 +156,18 @@ impl ExitCounters {
         self.0.get(index)
     }
 
+    /// Each vCPU's own totals, in vCPU order.
+    pub fn per_vcpu(&self) -> Vec<ExitTotals> {
+        self.0
+            .iter()
+            .map(|c| {
+                let mut t = ExitTotals::default();
+                t.add(c);
+                t
+            })
+            .collect()
+    }
+
     /// The sum over all vCPUs.
     pub fn totals(&self) -> ExitTotals {
         let mut t = ExitTotals::default();
@@ -156,6 +196,20 @@ mod tests {
         assert_eq!(t.mmio_write, 1);
         assert_eq!(t.other, 1);
         assert_eq!(t.total, 5);
+    }
+
+    #[test]
+    fn kinds_are_numbered_in_order_and_named_like_the_totals() {
+        for (i, k) in ExitKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        let c = ExitCounters::new(1);
+        c.vcpu(0).unwrap().count(ExitKind::SystemEvent);
+        let v = serde_json::to_value(c.per_vcpu()[0]).unwrap();
+        for k in ExitKind::ALL {
+            assert!(v.get(k.name()).is_some(), "{}", k.name());
+        }
+        assert_eq!(v[ExitKind::SystemEvent.name()], 1);
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! Control of a running VM from the host: the control API (`--api`), pause
 //! and resume, the graceful shutdown request (ctrl-alt-del), VM-exit
-//! counters, and the stop signals. See `docs/vmm-api.md`.
+//! counters, the post-mortem dump, the boot timeline, and the signals.
+//! See `docs/vmm-api.md`.
 
+pub mod console_tail;
 pub mod counters;
 pub mod pause;
 pub mod protocol;
 pub mod server;
 pub mod signals;
+pub mod timeline;
+pub mod vcpu_probe;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -24,23 +28,31 @@ use crate::devices::virtio::net::counters::NetCounters;
 use crate::devices::virtio::vsock::VsockBytes;
 use crate::exit::{ExitLatch, ExitReason};
 use crate::vcpu::kick;
+use console_tail::ConsoleTail;
 use counters::ExitCounters;
 use pause::PauseControl;
+use timeline::{ms, Phase};
+use vcpu_probe::VcpuProbes;
 
 /// How long pause and resume wait for every vCPU thread.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Offset of the DeviceID register in a virtio-mmio window.
 const VIRTIO_MMIO_DEVICE_ID: u64 = 0x008;
 
-static PROCESS_START: OnceLock<Instant> = OnceLock::new();
+/// How long a post-mortem waits for each vCPU thread's snapshot.
+pub const POSTMORTEM_VCPU_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a post-mortem waits for a device a vCPU is using.
+const POSTMORTEM_DEVICE_WAIT: Duration = Duration::from_millis(200);
 
 /// Records when the process started; call first thing in `main`.
 pub fn mark_process_start() {
-    PROCESS_START.get_or_init(Instant::now);
+    timeline::mark(Phase::ProcessStart);
 }
 
 fn process_start() -> Instant {
-    *PROCESS_START.get_or_init(Instant::now)
+    let t = timeline::global();
+    t.mark(Phase::ProcessStart);
+    t.at(Phase::ProcessStart).unwrap_or_else(Instant::now)
 }
 
 /// The VM's configuration as `info` reports it.
@@ -50,6 +62,8 @@ pub struct ConfigInfo {
     pub cpus: u8,
     /// Guest memory in MiB.
     pub memory_mib: u64,
+    /// The pages behind guest RAM (hugetlb, transparent huge, or 4 KiB and why).
+    pub memory_backing: String,
     /// Kernel image path.
     pub kernel: PathBuf,
     /// Initramfs path, if any.
@@ -75,7 +89,8 @@ pub struct DeviceInfo {
     pub irq: Option<u32>,
 }
 
-fn virtio_name(id: u32) -> String {
+/// A virtio device type's name (`virtio-vsock`, ...).
+pub fn virtio_name(id: u32) -> String {
     match id {
         1 => "virtio-net".into(),
         2 => "virtio-blk".into(),
@@ -146,6 +161,8 @@ pub struct VmControl {
     pub pause: PauseControl,
     /// Per-vCPU exit counters.
     pub exits: ExitCounters,
+    /// Per-vCPU run state and register snapshots for the post-mortem.
+    pub probes: VcpuProbes,
     exit: Arc<ExitLatch>,
     config: ConfigInfo,
     devices: Vec<DeviceInfo>,
@@ -154,6 +171,11 @@ pub struct VmControl {
     keyboard: Option<SharedCtrlAltDel>,
     shutdown_requested: AtomicBool,
     first_entry: OnceLock<Instant>,
+    // Released by the main thread before it drops the devices, which must
+    // happen there (the vsock device unlinks its socket on drop, which
+    // other threads' seccomp filters forbid); a dump holds the lock.
+    mmio: Mutex<Option<Bus>>,
+    console: Option<Arc<ConsoleTail>>,
 }
 
 impl VmControl {
@@ -168,6 +190,7 @@ impl VmControl {
         VmControl {
             pause: PauseControl::new(cpus, kick_thread),
             exits: ExitCounters::new(cpus),
+            probes: VcpuProbes::new(cpus),
             exit,
             config,
             devices,
@@ -176,7 +199,32 @@ impl VmControl {
             keyboard: None,
             shutdown_requested: AtomicBool::new(false),
             first_entry: OnceLock::new(),
+            mmio: Mutex::new(None),
+            console: None,
         }
+    }
+
+    /// Adds the MMIO bus, whose virtio transports the post-mortem reports.
+    pub fn with_mmio(self, mmio: Bus) -> Self {
+        *self.mmio.lock().unwrap_or_else(PoisonError::into_inner) = Some(mmio);
+        self
+    }
+
+    /// Drops the control's references to the devices (waiting for a dump
+    /// in progress); call on the main thread before dropping the devices.
+    pub fn release_devices(&self) {
+        let bus = self
+            .mmio
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(bus);
+    }
+
+    /// Adds the console's tail, which the post-mortem includes.
+    pub fn with_console_tail(mut self, tail: Arc<ConsoleTail>) -> Self {
+        self.console = Some(tail);
+        self
     }
 
     /// Adds the NICs' counters, as `(tap name, counters)` in guest order.
@@ -216,6 +264,73 @@ impl VmControl {
     /// Records the first vCPU entry into the guest (later calls do nothing).
     pub fn note_first_entry(&self) {
         self.first_entry.get_or_init(Instant::now);
+        timeline::mark(Phase::FirstVcpuRun);
+    }
+
+    fn state(&self) -> &'static str {
+        if self.exit.is_set() {
+            "stopping"
+        } else if self.pause.is_paused() {
+            "paused"
+        } else if self.shutdown_requested.load(Ordering::SeqCst) {
+            "shutting_down"
+        } else {
+            "running"
+        }
+    }
+
+    /// The post-mortem: every vCPU's state (registers from its own thread,
+    /// or "did not answer" after [`POSTMORTEM_VCPU_TIMEOUT`]), the virtio
+    /// transports, the exit counters, the boot timeline and the console's
+    /// tail. Never hangs on a stuck vCPU or device.
+    pub fn postmortem(&self) -> Value {
+        let reports = self.probes.collect(POSTMORTEM_VCPU_TIMEOUT, || {
+            self.pause.kick_all();
+            self.pause.wake_parked();
+        });
+        let per_vcpu = self.exits.per_vcpu();
+        let vcpus: Vec<Value> = reports
+            .into_iter()
+            .map(|r| {
+                let counts = per_vcpu.get(r.index).copied();
+                let mut v = json!(r);
+                if let Some(counts) = counts {
+                    v["exits"] = json!(counts);
+                }
+                v
+            })
+            .collect();
+        let devices = self
+            .mmio
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|bus| bus.reports(POSTMORTEM_DEVICE_WAIT))
+            .unwrap_or_default();
+        let console = self.console.as_ref().map(|t| {
+            let (bytes, total) = t.snapshot();
+            json!({
+                "bytes_total": total,
+                "tail": console_tail::escape(&bytes),
+            })
+        });
+        json!({
+            "uptime_ms": ms(process_start().elapsed()),
+            "state": self.state(),
+            "vcpus": vcpus,
+            "exits": self.exits.totals(),
+            "devices": devices,
+            "device_counters": protocol::Controller::counters(self)["devices"],
+            "timeline": timeline::global().to_json(),
+            "console": console,
+        })
+    }
+
+    /// Writes a post-mortem to the VMM's log (one line, at warn level so
+    /// the default filter keeps it); `why` says what asked for it.
+    pub fn log_postmortem(&self, why: &str) {
+        let dump = self.postmortem();
+        tracing::warn!(target: "vessel_vmm::postmortem", "post-mortem ({why}): {dump}");
     }
 
     /// Process start to first vCPU entry, once the guest has run.
@@ -226,29 +341,21 @@ impl VmControl {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    // Microsecond resolution is plenty and keeps the numbers short.
-    (d.as_micros() as f64) / 1000.0
-}
-
 impl protocol::Controller for VmControl {
     fn info(&self) -> Value {
-        let state = if self.exit.is_set() {
-            "stopping"
-        } else if self.pause.is_paused() {
-            "paused"
-        } else if self.shutdown_requested.load(Ordering::SeqCst) {
-            "shutting_down"
-        } else {
-            "running"
-        };
         json!({
             "config": self.config,
             "devices": self.devices,
-            "state": state,
+            "state": self.state(),
             "boot_time_ms": self.boot_time().map(ms),
             "uptime_ms": ms(process_start().elapsed()),
+            "timeline": timeline::global().to_json(),
         })
+    }
+
+    fn postmortem(&self) -> Value {
+        tracing::info!("control API: post-mortem requested");
+        VmControl::postmortem(self)
     }
 
     fn pause(&self) -> Result<Value, String> {
@@ -313,6 +420,7 @@ mod tests {
         let config = ConfigInfo {
             cpus: 2,
             memory_mib: 256,
+            memory_backing: "4 KiB pages: test".into(),
             kernel: "/k".into(),
             initramfs: None,
             cmdline: "console=ttyS0".into(),
@@ -403,6 +511,58 @@ mod tests {
         c.stop();
         assert_eq!(c.shutdown().unwrap_err(), "the VM is stopping");
         assert_eq!(kbd.lock().unwrap().typed, 0);
+    }
+
+    #[test]
+    fn postmortem_shape_without_running_vcpus() {
+        use crate::devices::virtio::mmio::MmioTransport;
+        use crate::devices::virtio::rng::Rng;
+        use vmm_sys_util::eventfd::EventFd;
+
+        let mem = crate::memory::create_guest_memory(4 << 20, false).unwrap();
+        let transport =
+            MmioTransport::new(Box::new(Rng::new()), mem, EventFd::new(0).unwrap()).unwrap();
+        let mut bus = Bus::new();
+        bus.insert(
+            Arc::new(std::sync::Mutex::new(transport)),
+            0xd000_0000,
+            0x1000,
+        )
+        .unwrap();
+        let tail = Arc::new(ConsoleTail::default());
+        tail.push(b"Linux version 6.1\n\x1b[0m");
+        let c = control().with_mmio(bus).with_console_tail(tail);
+        c.exits.vcpu(0).unwrap().count(counters::ExitKind::Hlt);
+        c.probes
+            .status(1)
+            .unwrap()
+            .set_state(vcpu_probe::RunState::Exited);
+        let started = Instant::now();
+        let v = protocol::Controller::postmortem(&c);
+        // Threads that never started or exited are not waited for.
+        assert!(started.elapsed() < POSTMORTEM_VCPU_TIMEOUT);
+        assert_eq!(v["state"], "running");
+        let vcpus = v["vcpus"].as_array().unwrap();
+        assert_eq!(vcpus.len(), 2);
+        assert_eq!(vcpus[0]["run_state"], "not_started");
+        assert_eq!(vcpus[0]["answered"], false);
+        assert_eq!(vcpus[1]["error"], "its thread has exited");
+        assert_eq!(v["exits"]["hlt"], 1);
+        assert_eq!(vcpus[0]["exits"]["hlt"], 1);
+        assert_eq!(vcpus[1]["exits"]["total"], 0);
+        let dev = &v["devices"][0];
+        assert_eq!(dev["type"], "virtio-rng");
+        assert_eq!(dev["base"], "0xd0000000");
+        assert_eq!(dev["status"], "0x0");
+        assert_eq!(dev["activated"], false);
+        assert_eq!(dev["queues"][0]["ready"], false);
+        assert_eq!(v["device_counters"]["vsock"]["host_to_guest_bytes"], 5);
+        assert_eq!(v["console"]["bytes_total"], 22);
+        assert_eq!(v["console"]["tail"], "Linux version 6.1\n\\x1b[0m");
+        assert!(v["timeline"].get("process_start").is_some());
+        // Released devices are no longer reported.
+        c.release_devices();
+        assert_eq!(c.postmortem()["devices"], json!([]));
     }
 
     #[test]

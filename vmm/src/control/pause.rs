@@ -108,12 +108,15 @@ impl PauseControl {
         self.lock().paused
     }
 
-    /// Parks the calling vCPU thread until a resume or a stop.
-    pub fn park(&self) {
+    /// Parks the calling vCPU thread until a resume or a stop. `serve` runs
+    /// before each wait, under the lock: it answers the post-mortem's
+    /// snapshot requests ([`PauseControl::wake_parked`] wakes it for them).
+    pub fn park(&self, mut serve: impl FnMut()) {
         let mut inner = self.lock();
         inner.parked += 1;
         self.cond.notify_all();
         while inner.paused && !inner.stopping {
+            serve();
             inner = self
                 .cond
                 .wait(inner)
@@ -151,6 +154,22 @@ impl PauseControl {
         self.requested.store(false, Ordering::Release);
         self.cond.notify_all();
         self.wait_for(inner, timeout, "running", |i| i.parked == 0)
+    }
+
+    /// Kicks every running vCPU thread out of KVM_RUN once (they go on
+    /// running unless something else asks them to stop or park).
+    pub fn kick_all(&self) {
+        let inner = self.lock();
+        for &tid in &inner.threads {
+            (self.kick)(tid);
+        }
+    }
+
+    /// Wakes parked threads so that they run their `serve` step; they stay
+    /// parked. Taking the lock orders this after a thread's last check.
+    pub fn wake_parked(&self) {
+        let _inner = self.lock();
+        self.cond.notify_all();
     }
 
     /// Releases parked threads for good: the VM is stopping.
@@ -225,7 +244,7 @@ mod tests {
                     let _reg = ctl.register();
                     while !stop.load(Ordering::SeqCst) {
                         if ctl.is_requested() {
-                            ctl.park();
+                            ctl.park(|| {});
                         }
                         std::thread::sleep(Duration::from_micros(200));
                     }
@@ -288,6 +307,40 @@ mod tests {
         }
         assert_eq!(ctl.pause(T), Err(PauseError::Stopping));
         assert_eq!(ctl.resume(T), Err(PauseError::Stopping));
+    }
+
+    #[test]
+    fn parked_threads_serve_when_woken_and_stay_parked() {
+        let ctl = Arc::new(PauseControl::new(1, no_kick));
+        let served = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (ctl, served, stop) = (ctl.clone(), served.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let _reg = ctl.register();
+                while !stop.load(Ordering::SeqCst) {
+                    if ctl.is_requested() {
+                        ctl.park(|| {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        });
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        };
+        ctl.pause(T).unwrap();
+        let before = served.load(Ordering::SeqCst);
+        assert!(before >= 1, "serves once on parking");
+        ctl.wake_parked();
+        let deadline = Instant::now() + T;
+        while served.load(Ordering::SeqCst) == before {
+            assert!(Instant::now() < deadline, "not woken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(ctl.lock().parked, 1, "still parked");
+        ctl.resume(T).unwrap();
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
     }
 
     #[test]

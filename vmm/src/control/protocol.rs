@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// The operations, in the order the error message lists them.
-const OPS: &str = "info, pause, resume, shutdown, stop, counters";
+const OPS: &str = "info, pause, resume, shutdown, stop, counters, postmortem";
 
 /// A parsed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,9 @@ pub enum Request {
     Stop,
     /// VM exits by reason and device byte counts.
     Counters,
+    /// The post-mortem: vCPU registers and states, virtio transports,
+    /// exit counters, timeline, console tail.
+    Postmortem,
 }
 
 /// What the VM offers the API; the server dispatches requests to it.
@@ -38,6 +41,8 @@ pub trait Controller: Send + Sync {
     fn resume(&self) -> Result<Value, String>;
     /// The `counters` result.
     fn counters(&self) -> Value;
+    /// The `postmortem` result.
+    fn postmortem(&self) -> Value;
     /// Asks the guest to shut down; the result or why it failed.
     fn shutdown(&self) -> Result<Value, String>;
     /// Stops the VM (called after the response went out).
@@ -66,6 +71,7 @@ pub fn parse(line: &[u8]) -> Result<Request, String> {
         "shutdown" => Ok(Request::Shutdown),
         "stop" => Ok(Request::Stop),
         "counters" => Ok(Request::Counters),
+        "postmortem" => Ok(Request::Postmortem),
         _ => Err(format!("unknown op {op:?} (one of: {OPS})")),
     }
 }
@@ -87,6 +93,7 @@ pub fn handle(line: &[u8], ctl: &dyn Controller) -> (String, bool) {
         Request::Pause => ctl.pause(),
         Request::Resume => ctl.resume(),
         Request::Counters => Ok(ctl.counters()),
+        Request::Postmortem => Ok(ctl.postmortem()),
         Request::Shutdown => ctl.shutdown(),
         Request::Stop => Ok(json!({ "state": "stopping" })),
     };
@@ -134,6 +141,9 @@ mod tests {
         fn counters(&self) -> Value {
             json!({ "exits": { "total": 7 } })
         }
+        fn postmortem(&self) -> Value {
+            json!({ "vcpus": [] })
+        }
         fn shutdown(&self) -> Result<Value, String> {
             Ok(json!({ "state": "shutting_down" }))
         }
@@ -167,6 +177,7 @@ mod tests {
             (r#"{"op":"shutdown"}"#, Request::Shutdown),
             (r#"{"op":"stop"}"#, Request::Stop),
             (r#"{"op":"counters"}"#, Request::Counters),
+            (r#"{"op":"postmortem"}"#, Request::Postmortem),
         ] {
             assert_eq!(parse(line.as_bytes()), Ok(want), "{line}");
         }
@@ -182,7 +193,7 @@ mod tests {
         assert_eq!(error_of(r#"{"op":7}"#), "\"op\" must be a string");
         assert_eq!(
             error_of(r#"{"op":"reboot"}"#),
-            "unknown op \"reboot\" (one of: info, pause, resume, shutdown, stop, counters)"
+            "unknown op \"reboot\" (one of: info, pause, resume, shutdown, stop, counters, postmortem)"
         );
         assert_eq!(
             error_of(r#"{"op":"info","verbose":true}"#),
@@ -208,6 +219,7 @@ mod tests {
         let (resp, _) = handle(br#"{"op":"info"}"#, &fake);
         assert_eq!(resp, r#"{"state":"paused"}"#);
         assert_eq!(answer(r#"{"op":"counters"}"#).0["exits"]["total"], 7);
+        assert!(answer(r#"{"op":"postmortem"}"#).0["vcpus"].is_array());
         assert_eq!(error_of(r#"{"op":"resume"}"#), "the VM is stopping");
     }
 

@@ -1,6 +1,7 @@
-//! SIGTERM and SIGINT: blocked in every thread (the mask is inherited, so
-//! [`block`] runs before any thread starts) and taken by one watcher thread
-//! with `sigwait`. No handler runs asynchronously, so nothing races the vCPU
+//! SIGTERM, SIGINT and SIGUSR1: blocked in every thread (the mask is
+//! inherited, so [`block`] runs before any thread starts) and taken by one
+//! watcher thread with `sigwait`. SIGUSR1 writes a post-mortem (vCPU
+//! states, devices, console tail) to the VMM's log and changes nothing. No handler runs asynchronously, so nothing races the vCPU
 //! kick signal (SIGRTMIN), which stays unblocked.
 //!
 //! A stop signal first asks the guest to shut down (ctrl-alt-del, as the
@@ -29,12 +30,13 @@ fn name(sig: libc::c_int) -> &'static str {
     match sig {
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT",
+        libc::SIGUSR1 => "SIGUSR1",
         _ => "a signal",
     }
 }
 
-/// Blocks SIGTERM and SIGINT in the calling thread (and every thread it
-/// starts later).
+/// Blocks SIGTERM, SIGINT and SIGUSR1 in the calling thread (and every
+/// thread it starts later).
 pub fn block() -> io::Result<StopSignals> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -43,6 +45,7 @@ pub fn block() -> io::Result<StopSignals> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
     }
     // SAFETY: `set` is initialised; the old mask is not wanted.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
@@ -145,6 +148,11 @@ impl StopSignals {
                                 exit.set(ExitReason::Signal(sig));
                             }
                         }
+                        Ok(Some(libc::SIGUSR1)) => {
+                            // Blocks this thread for at most the dump's
+                            // bounded waits (about a second).
+                            control.log_postmortem("SIGUSR1");
+                        }
                         Ok(Some(signo)) => {
                             let sig = name(signo);
                             if pending.take().is_some() {
@@ -174,6 +182,7 @@ mod tests {
     fn names() {
         assert_eq!(name(libc::SIGTERM), "SIGTERM");
         assert_eq!(name(libc::SIGINT), "SIGINT");
+        assert_eq!(name(libc::SIGUSR1), "SIGUSR1");
         assert_eq!(name(libc::SIGHUP), "a signal");
     }
 

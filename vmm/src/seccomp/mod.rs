@@ -54,7 +54,7 @@ pub enum Role {
     Launcher,
     /// The control API threads.
     Api,
-    /// The SIGTERM/SIGINT thread.
+    /// The SIGTERM/SIGINT/SIGUSR1 thread.
     Signals,
     /// The main thread once the vCPUs run.
     Main,
@@ -81,7 +81,7 @@ impl Role {
             Role::Vsock => device::vsock_rules(),
             Role::Launcher => device::launcher_rules(),
             Role::Api => api::rules(kick),
-            Role::Signals => signals::rules(),
+            Role::Signals => signals::rules(kick),
             Role::Main => main_thread::rules(kick),
         }
     }

@@ -25,6 +25,9 @@ fn vcpu_ioctls_are_the_kernel_numbers() {
             0xae80,
             0x8090_ae81,
             0x8138_ae83,
+            0x8400_ae8e,
+            0x8004_ae98,
+            0x8040_ae9f,
             0x5421,
             0x4004_54d0,
             0x4004_54d8

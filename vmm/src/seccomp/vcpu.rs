@@ -11,16 +11,28 @@ const KVMIO: u32 = 0xAE;
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_bindings::kvm_regs);
 ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
+ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_bindings::kvm_lapic_state);
+ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
+ioctl_ior_nr!(
+    KVM_GET_VCPU_EVENTS,
+    KVMIO,
+    0x9f,
+    kvm_bindings::kvm_vcpu_events
+);
 ioctl_iow_nr!(TUNSETOFFLOAD, 'T' as u32, 208, libc::c_uint);
 ioctl_iow_nr!(TUNSETVNETHDRSZ, 'T' as u32, 216, libc::c_int);
 
 /// The ioctls a vCPU thread makes once the guest runs.
-pub fn ioctls() -> [u64; 6] {
+pub fn ioctls() -> [u64; 9] {
     [
         KVM_RUN(),
-        // Read only to describe a guest crash in the exit reason.
+        // Read only to describe a guest crash in the exit reason, and for
+        // the post-mortem's snapshot (with the three after them).
         KVM_GET_REGS(),
         KVM_GET_SREGS(),
+        KVM_GET_LAPIC(),
+        KVM_GET_MP_STATE(),
+        KVM_GET_VCPU_EVENTS(),
         // Device activation: set_nonblocking on descriptors it hands over.
         libc::FIONBIO,
         // virtio-net activation configures the tap for the features the

@@ -18,6 +18,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use crate::boot::BootEntry;
 use crate::bus::Bus;
 use crate::control::counters::{ExitKind, VcpuCounters};
+use crate::control::vcpu_probe::{RunState, VcpuSnapshot, VcpuStatus};
 use crate::control::VmControl;
 use crate::exit::{ExitLatch, ExitReason};
 
@@ -158,6 +159,11 @@ impl Vcpu {
             .vcpu(usize::from(index))
             .unwrap_or(&no_counters);
         let pause = &ctx.control.pause;
+        let probes = &ctx.control.probes;
+        let no_status = VcpuStatus::default();
+        let status = probes.status(usize::from(index)).unwrap_or(&no_status);
+        // The last post-mortem request this thread answered.
+        let mut seen = 0;
         let _kickable = pause.register();
         if index == 0 {
             ctx.control.note_first_entry();
@@ -169,12 +175,25 @@ impl Vcpu {
                 break None;
             }
             if pause.is_requested() {
-                pause.park();
+                status.set_state(RunState::Parked);
+                pause.park(|| {
+                    probes.serve(usize::from(index), &mut seen, || VcpuSnapshot::capture(&fd))
+                });
                 continue;
             }
-            let step = match fd.run() {
+            // KVM reads a vCPU's registers only on its own thread, between runs.
+            probes.serve(usize::from(index), &mut seen, || VcpuSnapshot::capture(&fd));
+            status.set_state(RunState::InGuest);
+            let result = fd.run();
+            status.set_state(RunState::InVmm);
+            let step = match result {
                 Ok(exit) => {
-                    counters.count(ExitKind::of(&exit));
+                    let kind = ExitKind::of(&exit);
+                    counters.count(kind);
+                    // Kicks (pause, post-mortem, stop) are not the guest's doing.
+                    if kind != ExitKind::Intr {
+                        status.set_last_exit(kind);
+                    }
                     handle_exit(&ctx, index, exit)
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -210,6 +229,7 @@ impl Vcpu {
                 Step::Stop(reason) => break Some(reason),
             }
         };
+        status.set_state(RunState::Exited);
         if let Some(reason) = reason {
             tracing::debug!("vCPU {index} stops: {reason}");
             ctx.exit.set(reason);

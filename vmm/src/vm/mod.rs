@@ -20,10 +20,12 @@ use crate::boot::layout::KVM_TSS_ADDRESS;
 use crate::boot::{self, BootError};
 use crate::bus::Bus;
 use crate::config::{Console, VmConfig};
+use crate::control::console_tail::{ConsoleTail, TailWriter};
+use crate::control::timeline::{self, Phase};
 use crate::control::{self, ConfigInfo, VmControl};
 use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::exit::{ExitLatch, ExitReason};
-use crate::memory::{create_guest_memory, GuestMemory, MemoryError};
+use crate::memory::{guest_memory, Backing, GuestMemory, MemoryError};
 use crate::vcpu::{kick, Vcpu, VcpuContext, VcpuError};
 use devices::DeviceError;
 
@@ -71,16 +73,18 @@ pub struct Vm {
     control: Arc<VmControl>,
 }
 
-fn console_writer(console: Console) -> ConsoleWriter {
+/// The console's writer; every byte also goes to `tail` (the post-mortem's).
+fn console_writer(console: Console, tail: Arc<ConsoleTail>) -> ConsoleWriter {
     match console {
         // A hostile guest must not drive the terminal of whoever watches.
-        Console::Stdout if std::io::stdout().is_terminal() => {
-            Box::new(crate::logging::TerminalSafe(std::io::stdout()))
-        }
-        Console::Stdout => Box::new(std::io::stdout()),
+        Console::Stdout if std::io::stdout().is_terminal() => Box::new(TailWriter::new(
+            crate::logging::TerminalSafe(std::io::stdout()),
+            tail,
+        )),
+        Console::Stdout => Box::new(TailWriter::new(std::io::stdout(), tail)),
         // Line-buffered: one write(2) per line, not per byte the guest prints.
-        Console::File(file) => Box::new(LineWriter::new(file)),
-        Console::None => Box::new(std::io::sink()),
+        Console::File(file) => Box::new(TailWriter::new(LineWriter::new(file), tail)),
+        Console::None => Box::new(TailWriter::new(std::io::sink(), tail)),
     }
 }
 
@@ -143,10 +147,15 @@ fn stop_threads(mut threads: Vec<JoinHandle<()>>) {
 }
 
 /// The configuration as the control API reports it.
-fn control_config(cfg: &VmConfig, cmdline: &linux_loader::cmdline::Cmdline) -> ConfigInfo {
+fn control_config(
+    cfg: &VmConfig,
+    cmdline: &linux_loader::cmdline::Cmdline,
+    backing: &Backing,
+) -> ConfigInfo {
     ConfigInfo {
         cpus: cfg.cpus,
         memory_mib: cfg.memory_bytes >> 20,
+        memory_backing: backing.to_string(),
         kernel: cfg.kernel.path.clone(),
         initramfs: cfg.initramfs.as_ref().map(|i| i.path.clone()),
         cmdline: cmdline
@@ -188,9 +197,11 @@ impl Vm {
         };
         vm.create_pit2(pit)
             .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
+        timeline::mark(Phase::VmCreated);
 
-        let mem = create_guest_memory(cfg.memory_bytes, cfg.hugepages)?;
+        let (mem, backing) = guest_memory(cfg.memory_bytes, cfg.hugepages)?;
         register_memory(&vm, &mem)?;
+        timeline::mark(Phase::MemoryReady);
         tracing::debug!("KVM VM and memory ready at {:?}", started.elapsed());
 
         let exit = Arc::new(ExitLatch::new());
@@ -198,7 +209,9 @@ impl Vm {
         let mut mmio = Bus::new();
         let serial_console = !matches!(cfg.console, Console::None);
         let console = std::mem::replace(&mut cfg.console, Console::None);
-        let serial = devices::attach_serial(&vm, &mut pio, console_writer(console))?;
+        let console_tail = Arc::new(ConsoleTail::default());
+        let serial =
+            devices::attach_serial(&vm, &mut pio, console_writer(console, console_tail.clone()))?;
         let keyboard = devices::attach_i8042(&vm, &mut pio, exit.clone())?;
         let mut virtio = Vec::new();
         let mut vsock_bytes = None;
@@ -216,13 +229,15 @@ impl Vm {
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
         let control = Arc::new(
             VmControl::new(
-                control_config(&cfg, &cmdline),
+                control_config(&cfg, &cmdline, &backing),
                 control::describe_devices(&mmio, &virtio),
                 vsock_bytes,
                 exit.clone(),
             )
             .with_net_counters(net_counters)
-            .with_keyboard(keyboard),
+            .with_keyboard(keyboard)
+            .with_mmio(mmio.clone())
+            .with_console_tail(console_tail),
         );
 
         tracing::debug!("devices ready at {:?}", started.elapsed());
@@ -245,6 +260,7 @@ impl Vm {
             initramfs,
             cfg.cpus,
         )?;
+        timeline::mark(Phase::GuestLoaded);
         tracing::debug!(
             "kernel entry {:#x} ({:?}), ends at {:#x}; initramfs {:?}",
             kernel.boot.entry,
@@ -317,12 +333,15 @@ impl Vm {
             "VM stopped ({reason}); vCPU threads stopped in {:?}",
             stopping.elapsed()
         );
+        // A boot that never got its vsock connection still logs how far it came.
+        timeline::global().log_once();
         // try_lock: a straggler may hold the console lock; then skip the flush.
         match self.serial.try_lock() {
             Ok(mut serial) => serial.flush(),
             Err(TryLockError::Poisoned(p)) => p.into_inner().flush(),
             Err(TryLockError::WouldBlock) => tracing::warn!("console busy; not flushed"),
         }
+        self.control.release_devices();
         drop(self.devices);
         reason
     }

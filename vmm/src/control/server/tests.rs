@@ -22,6 +22,9 @@ impl Controller for Fake {
     fn counters(&self) -> Value {
         json!({})
     }
+    fn postmortem(&self) -> Value {
+        json!({})
+    }
     fn shutdown(&self) -> Result<Value, String> {
         Ok(json!({ "state": "shutting_down" }))
     }

@@ -567,7 +567,13 @@ impl BusDevice for MmioTransport {
             "virtio-mmio: ignored write of bad offset or width"
         );
     }
+
+    fn report(&self) -> Option<serde_json::Value> {
+        Some(self.postmortem())
+    }
 }
+
+mod report;
 
 #[cfg(test)]
 mod tests;

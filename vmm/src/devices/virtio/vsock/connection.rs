@@ -197,6 +197,7 @@ impl Connection {
         }
         self.state = State::Established;
         self.deadline = None;
+        crate::control::timeline::mark(crate::control::timeline::Phase::FirstVsockConnection);
         self.reply = format!("OK {}\n", self.local_port).into_bytes();
         self.flush();
     }

@@ -7,7 +7,7 @@
 
 mod connection;
 pub(crate) mod handshake;
-mod muxer;
+pub(crate) mod muxer;
 pub use muxer::MAX_CONNECTIONS;
 pub(crate) mod packet;
 pub(crate) mod uds;

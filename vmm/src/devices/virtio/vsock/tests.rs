@@ -420,6 +420,9 @@ fn host_connect_then_data_both_ways() {
     g.send(resp, &[]);
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     assert_eq!(read_line(&mut s), format!("OK {}\n", req.src_port));
+    // The boot timeline's last phase: the guest accepted a host connection.
+    use crate::control::timeline::{global, Phase};
+    assert!(global().at(Phase::FirstVsockConnection).is_some());
     let (rw, data) = g.recv_op(Op::Rw);
     assert_eq!((rw.src_port, rw.dst_port), (req.src_port, 1024));
     assert_eq!(data, b"early");

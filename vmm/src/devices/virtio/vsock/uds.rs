@@ -54,7 +54,7 @@ pub(crate) fn unlink_if_ours(path: &Path, id: (u64, u64)) {
 }
 
 /// `<uds_path>_<port>`: where a guest connection to host port `port` goes.
-pub(super) fn port_path(uds_path: &Path, port: u32) -> PathBuf {
+pub(crate) fn port_path(uds_path: &Path, port: u32) -> PathBuf {
     let mut s = uds_path.as_os_str().to_os_string();
     s.push(format!("_{port}"));
     PathBuf::from(s)

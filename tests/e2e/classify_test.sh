@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Checks tests/e2e/classify.sh on made-up runner output and run dirs: which
+# failures may be retried (the test host's own) and which may not. Run by
+# tests/e2e/run.sh before the suite; prints one line per case.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/e2e/classify.sh
+source "$here/classify.sh"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/vessel-classify.XXXXXX")
+trap 'rm -rf -- "$tmp"' EXIT
+rd=$tmp/run
+mkdir -p "$rd"
+log=$tmp/log
+failures=0
+
+# runner_output MODE TEXT: a runner log in MODE with TEXT as the test's output.
+runner_output() {
+  printf 'kvm-host: mode %s: reason\nkvm-host: nested VM: kernel k, 2 vCPUs, 4G, rw: a b, run dir %s\n%s\n' \
+    "$1" "$rd" "$2" >"$log"
+}
+# expect RC CLASS WHAT: classify must give CLASS (empty: no retry).
+expect() {
+  classify "$1" "$log"
+  if [ "$class" = "$2" ]; then
+    echo "ok: $3 -> '${class:-no retry}' ($evidence)"
+  else
+    echo "FAIL: $3: got '$class', want '$2' ($evidence)"
+    failures=$((failures + 1))
+  fi
+}
+
+: >"$rd/console.log"
+runner_output native ""
+expect 125 "" "native mode, even with status 125"
+echo 130 >"$rd/stalled"
+expect 125 "" "native mode, even with a stall file"
+runner_output nested ""
+expect 124 "" "the run's own budget (124)"
+expect 125 host-freeze "125 with RUN_DIR/stalled"
+rm "$rd/stalled"
+expect 125 "" "125 without evidence"
+echo "[ 12.3] Kernel panic - not syncing: corrupted stack end detected inside scheduler" >"$rd/console.log"
+expect 125 host-panic "125 with the test host's panic text"
+echo "[ 99.1] watchdog: BUG: soft lockup - CPU#1 stuck for 23s! [qemu-system-x86]" >"$rd/console.log"
+expect 101 host-lockup "a failed test with a soft lockup in the test host"
+runner_output nested "--- vmm log ---
+vessel-vmm: guest crashed: vCPU 0: triple fault (KVM_EXIT_SHUTDOWN); rip=0x1"
+expect 101 "" "the same with the VMM reporting a guest crash"
+runner_output nested "thread 'main' panicked at vmm/src/vcpu/mod.rs:10:5:"
+expect 101 "" "the same with a panic in vessel's code"
+: >"$rd/console.log"
+runner_output nested "assertion failed"
+expect 101 "" "a failed test, quiet test host"
+runner_output nested "e2e: vessel-vmm: guest crashed: triple fault"
+echo "[ 5.0] Kernel panic - not syncing: Fatal exception" >"$rd/console.log"
+expect 125 host-panic "a dead test host outweighs what the guest did before"
+: >"$rd/console.log"
+pm=$rd/postmortem/vm.txt
+mkdir -p "$rd/postmortem"
+echo '{"vcpus":[{"index":0,"answered":false,"error":"did not answer within 1000 ms (stuck in KVM_RUN)"}]}' >"$pm"
+runner_output nested "agent not reachable
+e2e: post-mortem saved to $pm"
+expect 101 host-stuck-vcpu "a post-mortem with a vCPU stuck in KVM_RUN"
+echo '{"vcpus":[{"index":0,"answered":false,"error":"did not answer within 1000 ms (stuck in the VMM)"}]}' >"$pm"
+expect 101 "" "a post-mortem with a vCPU stuck in the VMM (vessel's)"
+rm -rf "$rd"
+expect 125 "" "no run dir"
+
+[ "$failures" -eq 0 ] || { echo "classify_test: $failures failure(s)" >&2; exit 1; }
+echo "classify_test: all cases passed"
