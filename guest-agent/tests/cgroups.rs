@@ -8,6 +8,8 @@
 //! the development and CI machines bind those to cgroup v1, so there they
 //! skip with a note, and the e2e stage runs this binary again inside
 //! `tests/kvm-host` (a full v2 hierarchy), where a missing controller fails.
+//! The device program needs no controller (a BPF program on any cgroup v2
+//! directory), so its test runs in both places and never skips.
 
 mod common;
 
@@ -35,7 +37,7 @@ use vessel_agent::proto::{
 
 use common::{add_mount, build_busybox_rootfs, minimal_spec, spawn_agent, BUSYBOX};
 
-const APPLETS: &[&str] = &["sh", "sleep", "cat", "head", "dd", "echo", "true"];
+const APPLETS: &[&str] = &["sh", "sleep", "cat", "head", "dd", "echo", "true", "mknod"];
 /// Deadline for conditions that take a moment (generous: the nested test host is slow).
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -698,4 +700,72 @@ async fn memory_use_shows_in_stats() {
         .map_or(0, |m| m.usage_bytes);
     assert!(pod >= 64 << 20, "pod usage {pod}");
     agent.delete("alloc").await;
+}
+
+#[tokio::test]
+async fn the_device_program_allows_only_the_specs_and_the_default_devices() {
+    let agent = agent_or_skip!();
+    // Root with CAP_MKNOD on a /dev without nodev: only the device program
+    // stands between the container and a disk (8:0) or serial port (4:64).
+    let script = "mknod /dev/disk b 8 0; echo disk=$?; \
+        mknod /dev/serial c 4 64; echo serial=$?; \
+        mknod /dev/null2 c 1 3 && echo x > /dev/null2 && echo null2=ok; \
+        head -c 3 /dev/zero > /dev/null && echo null=ok; \
+        head -c 8 /dev/urandom > /tmp/r && echo urandom=ok; \
+        mknod /dev/tun c 10 200; echo tun-mknod=$?; \
+        cat /dev/tun; echo tun-open=$?";
+    let mut s = spec(&["sh", "-c", script]);
+    let caps = json!(["CAP_MKNOD", "CAP_DAC_OVERRIDE"]);
+    s["process"]["capabilities"] =
+        json!({ "bounding": caps, "effective": caps, "permitted": caps });
+    // containerd's deny-all, then one spec rule: mknod (only) of 10:200.
+    s["linux"]["resources"] = json!({ "devices": [
+        { "allow": false, "access": "rwm" },
+        { "allow": true, "type": "c", "major": 10, "minor": 200, "access": "m" }
+    ]});
+    agent.run("devices", &s).await;
+    let exit = agent.wait("devices").await;
+    let out = fs::read_to_string(agent.out("devices")).unwrap_or_default();
+    let err = fs::read_to_string(agent.err("devices")).unwrap_or_default();
+    assert_eq!(exit.exit_code, 0, "{out}{err}");
+    for line in [
+        "disk=1",
+        "serial=1",
+        "null2=ok",
+        "null=ok",
+        "urandom=ok",
+        "tun-mknod=0",
+        "tun-open=1",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line} missing:\n{out}{err}"
+        );
+    }
+    for denied in [
+        "mknod: /dev/disk: Operation not permitted",
+        "mknod: /dev/serial: Operation not permitted",
+        "can't open '/dev/tun': Operation not permitted",
+    ] {
+        assert!(err.contains(denied), "no {denied:?}:\n{err}");
+    }
+    agent.delete("devices").await;
+}
+
+#[tokio::test]
+async fn bad_device_rules_name_their_field_and_leave_no_cgroup() {
+    let agent = agent_or_skip!();
+    let mut s = spec(&["true"]);
+    s["linux"]["resources"] = json!({ "devices": [
+        { "allow": true, "type": "b", "major": 8, "minor": 0, "access": "rwx" }
+    ]});
+    let status = agent.create("baddev", &s).await.expect_err("bad access");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("linux.resources.devices[0].access"),
+        "{status:?}"
+    );
+    assert!(!agent.container_cgroup("baddev").exists());
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::error::CgroupError;
 use super::notify::FileWatch;
 use super::resources::{self, Plan};
-use super::{files, Controller, Hierarchy};
+use super::{devices, files, Controller, Hierarchy};
 use crate::events::{EventBus, EventKind};
 
 /// How long stopping a container may take to empty and remove its cgroup.
@@ -81,6 +81,7 @@ impl ContainerCgroup {
             None => Plan::default(),
         };
         hierarchy.check(&plan)?;
+        let devices = devices::policy(resources.and_then(|r| r.devices().as_deref()))?;
         let path = hierarchy.pod().join(id);
         // A leftover of an earlier container with this id (the id was free, so it is
         // not in use): remove it if it is empty, else creating fails below.
@@ -96,10 +97,14 @@ impl ContainerCgroup {
         });
         let pending = PendingCgroup(Some(cgroup));
         pending.cgroup().apply(&plan)?;
+        // Before any process is in it: the init stage's own mknods already pass through it.
+        devices::install(&pending.cgroup().path, &devices)?;
+        tracing::debug!(container_id = %id, rules = devices.rules.len(), default_allow = devices.default_allow, "device program attached");
         Ok(pending)
     }
 
-    /// Applies new `resources` to the running container.
+    /// Applies new `resources` to the running container (`devices` excepted:
+    /// the device program is set at create, and the CRI never updates it).
     pub fn update(
         &self,
         hierarchy: &Hierarchy,
