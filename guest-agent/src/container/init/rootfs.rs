@@ -39,15 +39,9 @@ pub fn setup(rootfs: &Path, spec: &Spec) -> Result<(), SetupError> {
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(|e| sys("make / private", e))?;
     let root = bind_rootfs(rootfs)?;
-    let mut has_dev = false;
-    for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        has_dev |= m.destination() == Path::new("/dev");
-        mount_one(&root, m).map_err(|err| SetupError {
-            kind: err.kind,
-            message: format!("mounts[{i}] ({:?}): {}", m.destination(), err.message),
-        })?;
-    }
-    if !has_dev {
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    if !mounts.iter().any(|m| m.destination() == Path::new("/dev")) {
+        // First, so the spec's /dev/shm or /dev/pts land on it, not under it.
         let words: Vec<String> = DEFAULT_DEV_OPTIONS
             .iter()
             .map(|w| (*w).to_owned())
@@ -62,6 +56,12 @@ pub fn setup(rootfs: &Path, spec: &Spec) -> Result<(), SetupError> {
         .map_err(|err| SetupError {
             kind: err.kind,
             message: format!("the default /dev: {}", err.message),
+        })?;
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        mount_one(&root, m).map_err(|err| SetupError {
+            kind: err.kind,
+            message: format!("mounts[{i}] ({:?}): {}", m.destination(), err.message),
         })?;
     }
     super::dev::create_devices(&root)?;
