@@ -769,3 +769,51 @@ async fn bad_device_rules_name_their_field_and_leave_no_cgroup() {
     );
     assert!(!agent.container_cgroup("baddev").exists());
 }
+
+#[tokio::test]
+async fn an_update_replaces_the_device_program() {
+    let agent = agent_or_skip!();
+    // mknod of 10:200 before and after the update; /flag in the rootfs says when.
+    let script = "mknod /dev/a c 10 200; echo before=$?; \
+        until cat /flag >/dev/null 2>&1; do sleep 0.05; done; \
+        mknod /dev/b c 10 200; echo after=$?; \
+        mknod /dev/c c 1 3; echo null=$?";
+    let mut s = spec(&["sh", "-c", script]);
+    let caps = json!(["CAP_MKNOD"]);
+    s["process"]["capabilities"] =
+        json!({ "bounding": caps, "effective": caps, "permitted": caps });
+    s["linux"]["resources"] = json!({ "devices": [{ "allow": false, "access": "rwm" }] });
+    agent.run("devupdate", &s).await;
+    let out = || fs::read_to_string(agent.out("devupdate")).unwrap_or_default();
+    let deadline = Instant::now() + PATIENCE;
+    while !out().contains("before=") {
+        assert!(Instant::now() < deadline, "never ran: {}", agent.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A bad rule changes nothing.
+    let bad = json!({ "devices": [{ "allow": true, "type": "c", "major": -5 }] });
+    let status = agent
+        .update("devupdate", &bad)
+        .await
+        .expect_err("bad major");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("linux.resources.devices[0].major"),
+        "{status:?}"
+    );
+    let allow = json!({ "devices": [
+        { "allow": false, "access": "rwm" },
+        { "allow": true, "type": "c", "major": 10, "minor": 200, "access": "m" }
+    ]});
+    if let Err(status) = agent.update("devupdate", &allow).await {
+        panic!("update: {status:?}\n{}", agent.log());
+    }
+    fs::write(agent.dir.path().join("rootfs/flag"), "go").expect("flag");
+    let exit = agent.wait("devupdate").await;
+    let err = fs::read_to_string(agent.err("devupdate")).unwrap_or_default();
+    assert_eq!(exit.exit_code, 0, "{err}");
+    assert_eq!(out(), "before=1\nafter=0\nnull=0\n", "{err}");
+    agent.delete("devupdate").await;
+}

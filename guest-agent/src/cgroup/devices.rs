@@ -276,6 +276,7 @@ struct AttachAttr {
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 /// Programs of ancestors (a host's own) keep running too; all must allow.
@@ -345,29 +346,65 @@ fn load(program: &[Insn]) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// Loads the program for `policy` and attaches it to the cgroup at `dir`.
-/// The cgroup holds the program from then on; it goes with the cgroup.
-pub fn install(dir: &Path, policy: &Policy) -> Result<(), CgroupError> {
-    let unavailable = |why: String| {
-        CgroupError::Unavailable(format!(
-            "linux.resources.devices: cannot install the device program on {}: {why} \
-             (the guest kernel needs CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF)",
-            dir.display()
-        ))
-    };
-    let prog = load(&program(policy)).map_err(|e| unavailable(format!("load: {e}")))?;
+/// A device program attached to a container's cgroup. The cgroup holds it
+/// (and drops it when removed); this fd is what replacing it needs.
+#[derive(Debug)]
+pub struct Attached {
+    prog: OwnedFd,
+}
+
+/// `BPF_PROG_ATTACH` or `BPF_PROG_DETACH` of `prog` on the cgroup at `dir`.
+fn attach_op(cmd: libc::c_long, dir: &Path, prog: &OwnedFd) -> Result<(), CgroupError> {
     let cgroup = std::fs::File::open(dir).map_err(|e| CgroupError::io("open", dir, e))?;
     let attr = AttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_MULTI,
+        attach_flags: if cmd == BPF_PROG_ATTACH {
+            BPF_F_ALLOW_MULTI
+        } else {
+            0
+        },
         replace_bpf_fd: 0,
     };
-    if bpf(BPF_PROG_ATTACH, &attr) < 0 {
-        return Err(unavailable(format!("attach: {}", Errno::last())));
+    if bpf(cmd, &attr) < 0 {
+        let what = if cmd == BPF_PROG_ATTACH {
+            "attach"
+        } else {
+            "detach"
+        };
+        return Err(unavailable(dir, format!("{what}: {}", Errno::last())));
     }
     Ok(())
+}
+
+fn unavailable(dir: &Path, why: String) -> CgroupError {
+    CgroupError::Unavailable(format!(
+        "linux.resources.devices: cannot install the device program on {}: {why} \
+         (the guest kernel needs CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF)",
+        dir.display()
+    ))
+}
+
+/// Loads the program for `policy` and attaches it to the cgroup at `dir`.
+pub fn install(dir: &Path, policy: &Policy) -> Result<Attached, CgroupError> {
+    let prog = load(&program(policy)).map_err(|e| unavailable(dir, format!("load: {e}")))?;
+    attach_op(BPF_PROG_ATTACH, dir, &prog)?;
+    Ok(Attached { prog })
+}
+
+/// Replaces `old` on the cgroup at `dir` by a program for `policy`: the new
+/// one is attached first (while both are, a device must pass both), then the
+/// old one detached; if that fails, the new one goes again and `old` stays.
+pub fn replace(dir: &Path, old: &Attached, policy: &Policy) -> Result<Attached, CgroupError> {
+    let new = install(dir, policy)?;
+    if let Err(err) = attach_op(BPF_PROG_DETACH, dir, &old.prog) {
+        if let Err(undo) = attach_op(BPF_PROG_DETACH, dir, &new.prog) {
+            tracing::warn!(error = %undo, "cannot detach the new device program after a failed replace");
+        }
+        return Err(err);
+    }
+    Ok(new)
 }
 
 #[cfg(test)]
