@@ -713,8 +713,19 @@ async fn the_device_program_allows_only_the_specs_and_the_default_devices() {
         head -c 3 /dev/zero > /dev/null && echo null=ok; \
         head -c 8 /dev/urandom > /tmp/r && echo urandom=ok; \
         mknod /dev/tun c 10 200; echo tun-mknod=$?; \
-        cat /dev/tun; echo tun-open=$?";
+        cat /dev/tun; echo tun-open=$?; cat /proc/mounts";
     let mut s = spec(&["sh", "-c", script]);
+    // vesseld's read-only sysfs and cgroup2, made with fsopen/fsmount like every mount.
+    add_mount(
+        &mut s,
+        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"] }),
+    );
+    add_mount(
+        &mut s,
+        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }),
+    );
     let caps = json!(["CAP_MKNOD", "CAP_DAC_OVERRIDE"]);
     s["process"]["capabilities"] =
         json!({ "bounding": caps, "effective": caps, "permitted": caps });
@@ -741,6 +752,13 @@ async fn the_device_program_allows_only_the_specs_and_the_default_devices() {
             out.lines().any(|l| l == line),
             "{line} missing:\n{out}{err}"
         );
+    }
+    for mount in [
+        "sysfs /sys sysfs ro,nosuid,nodev,noexec",
+        "cgroup /sys/fs/cgroup cgroup2 ro,nosuid,nodev,noexec,relatime",
+        "tmpfs /dev tmpfs rw,nosuid,noexec",
+    ] {
+        assert!(out.contains(mount), "{mount:?} not mounted:\n{out}");
     }
     for denied in [
         "mknod: /dev/disk: Operation not permitted",
