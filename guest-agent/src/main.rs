@@ -115,6 +115,10 @@ fn run(args: Args, pid1: bool) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
+    // Not dumpable: no process of a container (which shares the guest with the
+    // agent) may ptrace it or open its /proc/<pid>/mem, fd or environ, whatever
+    // capabilities it holds in its own namespaces.
+    nix::sys::prctl::set_dumpable(false).context("cannot clear PR_SET_DUMPABLE")?;
     if !pid1 {
         // Container inits are reparented to the agent when their parent exits; as PID 1
         // that is automatic, as an ordinary process it needs the subreaper flag.

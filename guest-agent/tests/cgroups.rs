@@ -8,6 +8,8 @@
 //! the development and CI machines bind those to cgroup v1, so there they
 //! skip with a note, and the e2e stage runs this binary again inside
 //! `tests/kvm-host` (a full v2 hierarchy), where a missing controller fails.
+//! The device program needs no controller (a BPF program on any cgroup v2
+//! directory), so its test runs in both places and never skips.
 
 mod common;
 
@@ -35,7 +37,7 @@ use vessel_agent::proto::{
 
 use common::{add_mount, build_busybox_rootfs, minimal_spec, spawn_agent, BUSYBOX};
 
-const APPLETS: &[&str] = &["sh", "sleep", "cat", "head", "dd", "echo", "true"];
+const APPLETS: &[&str] = &["sh", "sleep", "cat", "head", "dd", "echo", "true", "mknod"];
 /// Deadline for conditions that take a moment (generous: the nested test host is slow).
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -698,4 +700,138 @@ async fn memory_use_shows_in_stats() {
         .map_or(0, |m| m.usage_bytes);
     assert!(pod >= 64 << 20, "pod usage {pod}");
     agent.delete("alloc").await;
+}
+
+#[tokio::test]
+async fn the_device_program_allows_only_the_specs_and_the_default_devices() {
+    let agent = agent_or_skip!();
+    // Root with CAP_MKNOD on a /dev without nodev: only the device program
+    // stands between the container and a disk (8:0) or serial port (4:64).
+    let script = "mknod /dev/disk b 8 0; echo disk=$?; \
+        mknod /dev/serial c 4 64; echo serial=$?; \
+        mknod /dev/null2 c 1 3 && echo x > /dev/null2 && echo null2=ok; \
+        head -c 3 /dev/zero > /dev/null && echo null=ok; \
+        head -c 8 /dev/urandom > /tmp/r && echo urandom=ok; \
+        mknod /dev/tun c 10 200; echo tun-mknod=$?; \
+        cat /dev/tun; echo tun-open=$?; cat /proc/mounts";
+    let mut s = spec(&["sh", "-c", script]);
+    // vesseld's read-only sysfs and cgroup2, made with fsopen/fsmount like every mount.
+    add_mount(
+        &mut s,
+        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"] }),
+    );
+    add_mount(
+        &mut s,
+        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }),
+    );
+    let caps = json!(["CAP_MKNOD", "CAP_DAC_OVERRIDE"]);
+    s["process"]["capabilities"] =
+        json!({ "bounding": caps, "effective": caps, "permitted": caps });
+    // containerd's deny-all, then one spec rule: mknod (only) of 10:200.
+    s["linux"]["resources"] = json!({ "devices": [
+        { "allow": false, "access": "rwm" },
+        { "allow": true, "type": "c", "major": 10, "minor": 200, "access": "m" }
+    ]});
+    agent.run("devices", &s).await;
+    let exit = agent.wait("devices").await;
+    let out = fs::read_to_string(agent.out("devices")).unwrap_or_default();
+    let err = fs::read_to_string(agent.err("devices")).unwrap_or_default();
+    assert_eq!(exit.exit_code, 0, "{out}{err}");
+    for line in [
+        "disk=1",
+        "serial=1",
+        "null2=ok",
+        "null=ok",
+        "urandom=ok",
+        "tun-mknod=0",
+        "tun-open=1",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line} missing:\n{out}{err}"
+        );
+    }
+    for mount in [
+        "sysfs /sys sysfs ro,nosuid,nodev,noexec",
+        "cgroup /sys/fs/cgroup cgroup2 ro,nosuid,nodev,noexec,relatime",
+        "tmpfs /dev tmpfs rw,nosuid,noexec",
+    ] {
+        assert!(out.contains(mount), "{mount:?} not mounted:\n{out}");
+    }
+    for denied in [
+        "mknod: /dev/disk: Operation not permitted",
+        "mknod: /dev/serial: Operation not permitted",
+        "can't open '/dev/tun': Operation not permitted",
+    ] {
+        assert!(err.contains(denied), "no {denied:?}:\n{err}");
+    }
+    agent.delete("devices").await;
+}
+
+#[tokio::test]
+async fn bad_device_rules_name_their_field_and_leave_no_cgroup() {
+    let agent = agent_or_skip!();
+    let mut s = spec(&["true"]);
+    s["linux"]["resources"] = json!({ "devices": [
+        { "allow": true, "type": "b", "major": 8, "minor": 0, "access": "rwx" }
+    ]});
+    let status = agent.create("baddev", &s).await.expect_err("bad access");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("linux.resources.devices[0].access"),
+        "{status:?}"
+    );
+    assert!(!agent.container_cgroup("baddev").exists());
+}
+
+#[tokio::test]
+async fn an_update_replaces_the_device_program() {
+    let agent = agent_or_skip!();
+    // mknod of 10:200 before and after the update; /flag in the rootfs says when.
+    let script = "mknod /dev/a c 10 200; echo before=$?; \
+        until cat /flag >/dev/null 2>&1; do sleep 0.05; done; \
+        mknod /dev/b c 10 200; echo after=$?; \
+        mknod /dev/c c 1 3; echo null=$?";
+    let mut s = spec(&["sh", "-c", script]);
+    let caps = json!(["CAP_MKNOD"]);
+    s["process"]["capabilities"] =
+        json!({ "bounding": caps, "effective": caps, "permitted": caps });
+    s["linux"]["resources"] = json!({ "devices": [{ "allow": false, "access": "rwm" }] });
+    agent.run("devupdate", &s).await;
+    let out = || fs::read_to_string(agent.out("devupdate")).unwrap_or_default();
+    let deadline = Instant::now() + PATIENCE;
+    while !out().contains("before=") {
+        assert!(Instant::now() < deadline, "never ran: {}", agent.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A bad rule changes nothing.
+    let bad = json!({ "devices": [{ "allow": true, "type": "c", "major": -5 }] });
+    let status = agent
+        .update("devupdate", &bad)
+        .await
+        .expect_err("bad major");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("linux.resources.devices[0].major"),
+        "{status:?}"
+    );
+    let allow = json!({ "devices": [
+        { "allow": false, "access": "rwm" },
+        { "allow": true, "type": "c", "major": 10, "minor": 200, "access": "m" }
+    ]});
+    if let Err(status) = agent.update("devupdate", &allow).await {
+        panic!("update: {status:?}\n{}", agent.log());
+    }
+    fs::write(agent.dir.path().join("rootfs/flag"), "go").expect("flag");
+    let exit = agent.wait("devupdate").await;
+    let err = fs::read_to_string(agent.err("devupdate")).unwrap_or_default();
+    assert_eq!(exit.exit_code, 0, "{err}");
+    assert_eq!(out(), "before=1\nafter=0\nnull=0\n", "{err}");
+    agent.delete("devupdate").await;
 }

@@ -416,7 +416,7 @@ async fn containers_join_the_pods_uts_ipc_and_network_namespaces() {
     let agent = agent_or_skip!();
     build_busybox_rootfs(
         &agent.dir.path().join("rootfs"),
-        &["sh", "readlink", "hostname", "echo"],
+        &["sh", "readlink", "hostname", "echo", "cat"],
     );
     let mut req = full_request();
     req.hostname = "pod-b-host".into();
@@ -464,7 +464,7 @@ async fn a_shared_pid_namespace_is_held_by_the_pause_process() {
     let agent = agent_or_skip!();
     build_busybox_rootfs(
         &agent.dir.path().join("rootfs"),
-        &["sh", "readlink", "hostname", "echo"],
+        &["sh", "readlink", "hostname", "echo", "cat"],
     );
     let mut req = full_request();
     req.hostname = "pod-b-host".into();
@@ -483,4 +483,14 @@ async fn a_shared_pid_namespace_is_held_by_the_pause_process() {
     // The pause process is PID 1 there, so the containers are not.
     assert_ne!(a[5], "1");
     assert_ne!(b[5], "1");
+    // Reachable from the containers, the pause process holds no capability.
+    let status = run(&agent, "c", "cat /proc/1/status").await;
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = status.lines().find(|l| l.starts_with(set));
+        assert_eq!(
+            line.and_then(|l| l.split_whitespace().nth(1)),
+            Some("0000000000000000"),
+            "{set} of the pause process:\n{status}"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::error::CgroupError;
 use super::notify::FileWatch;
 use super::resources::{self, Plan};
-use super::{files, Controller, Hierarchy};
+use super::{devices, files, Controller, Hierarchy};
 use crate::events::{EventBus, EventKind};
 
 /// How long stopping a container may take to empty and remove its cgroup.
@@ -63,6 +63,8 @@ pub struct ContainerCgroup {
     removed: AtomicBool,
     /// Set once removed; ends the OOM watcher.
     closed: watch::Sender<bool>,
+    /// The device program on it (set right after creation).
+    devices: Mutex<Option<devices::Attached>>,
 }
 
 fn is_not_found(err: &CgroupError) -> bool {
@@ -81,6 +83,7 @@ impl ContainerCgroup {
             None => Plan::default(),
         };
         hierarchy.check(&plan)?;
+        let devices = devices::policy(resources.and_then(|r| r.devices().as_deref()))?;
         let path = hierarchy.pod().join(id);
         // A leftover of an earlier container with this id (the id was free, so it is
         // not in use): remove it if it is empty, else creating fails below.
@@ -93,13 +96,19 @@ impl ContainerCgroup {
             oom_published: AtomicU64::new(0),
             removed: AtomicBool::new(false),
             closed: watch::channel(false).0,
+            devices: Mutex::new(None),
         });
         let pending = PendingCgroup(Some(cgroup));
         pending.cgroup().apply(&plan)?;
+        // Before any process is in it: the init stage's own mknods already pass through it.
+        let attached = devices::install(&pending.cgroup().path, &devices)?;
+        *pending.cgroup().lock_devices() = Some(attached);
+        tracing::debug!(container_id = %id, rules = devices.rules.len(), default_allow = devices.default_allow, "device program attached");
         Ok(pending)
     }
 
-    /// Applies new `resources` to the running container.
+    /// Applies new `resources` to the running container; `devices`, if
+    /// present, replaces the device program (checked before anything changes).
     pub fn update(
         &self,
         hierarchy: &Hierarchy,
@@ -107,7 +116,28 @@ impl ContainerCgroup {
     ) -> Result<(), CgroupError> {
         let plan = resources::plan(resources)?;
         hierarchy.check(&plan)?;
-        self.apply(&plan)
+        let policy = match resources.devices() {
+            Some(rules) => Some(devices::policy(Some(rules))?),
+            None => None,
+        };
+        self.apply(&plan)?;
+        if let Some(policy) = policy {
+            let mut attached = self.lock_devices();
+            let new = match attached.as_ref() {
+                Some(old) => devices::replace(&self.path, old, &policy)?,
+                None => devices::install(&self.path, &policy)?,
+            };
+            *attached = Some(new);
+            tracing::debug!(container_id = %self.id, rules = policy.rules.len(), "device program replaced");
+        }
+        Ok(())
+    }
+
+    /// The device program slot; a poisoned lock still holds a valid fd.
+    fn lock_devices(&self) -> std::sync::MutexGuard<'_, Option<devices::Attached>> {
+        self.devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn apply(&self, plan: &Plan) -> Result<(), CgroupError> {

@@ -5,9 +5,12 @@
 //! stats), and each container gets `vessel/pod/<container_id>`. The agent
 //! itself stays in the root cgroup, outside the pod, so the pod's limits and
 //! OOM kills never hit it. The controllers cpu, cpuset, memory, pids and
-//! hugetlb are enabled down to the pod when the hierarchy offers them.
+//! hugetlb are enabled down to the pod when the hierarchy offers them. Each
+//! container's cgroup also gets a device program ([`devices`]) that allows
+//! only the spec's device rules and the default devices.
 
 mod container;
+pub mod devices;
 mod error;
 pub mod files;
 mod notify;
@@ -197,6 +200,7 @@ pub fn for_container(
     let created = match hierarchy {
         Some(h) => ContainerCgroup::create(h, id, resources).map(Some),
         None => {
+            tracing::warn!(container_id = %id, "no cgroup v2 hierarchy: the container gets no device program");
             let plan = match resources {
                 Some(r) => resources::plan(r),
                 None => Ok(resources::Plan::default()),

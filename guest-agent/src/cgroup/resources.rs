@@ -341,7 +341,7 @@ pub fn plan(resources: &LinuxResources) -> Result<Plan, CgroupError> {
         }
         plan.push(controller, key, value.clone(), &format!("unified[{key:?}]"));
     }
-    // devices (an eBPF program on v2), blockIO, network and rdma are not applied.
+    // devices are the device program's (see `devices`); blockIO, network and rdma are not applied.
     Ok(plan)
 }
 

@@ -17,6 +17,17 @@ pub fn main() -> ! {
         eprintln!("{PAUSE_ARG}: run by vessel-agent only, as PID 1 of a pid namespace");
         std::process::exit(125);
     }
+    // It sits in the pod's pid namespace, which containers share, while its
+    // mount namespace is the agent's: not ptrace-able, and holding no
+    // capability, so it is worth nothing to a container that reaches it.
+    if let Err(errno) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("{PAUSE_ARG}: PR_SET_DUMPABLE: {errno}");
+        std::process::exit(125);
+    }
+    if let Err(err) = drop_capabilities() {
+        eprintln!("{PAUSE_ARG}: cannot drop capabilities: {err}");
+        std::process::exit(125);
+    }
     let mut set = SigSet::empty();
     for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         set.add(sig);
@@ -33,6 +44,22 @@ pub fn main() -> ! {
             Err(_) => {}
         }
     }
+}
+
+/// Empties the bounding, ambient, inheritable, effective and permitted sets.
+fn drop_capabilities() -> Result<(), caps::errors::CapsError> {
+    for cap in caps::runtime::thread_all_supported() {
+        caps::drop(None, caps::CapSet::Bounding, cap)?;
+    }
+    for set in [
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        caps::clear(None, set)?;
+    }
+    Ok(())
 }
 
 /// Waits for every exited child; SIGCHLDs coalesce.

@@ -10,8 +10,10 @@
 
 mod dev;
 mod join;
+mod mountfd;
 mod namespaces;
 mod process;
+mod resolve;
 mod rootfs;
 mod seccomp;
 mod terminal;
@@ -89,6 +91,13 @@ fn sys(step: impl std::fmt::Display, errno: nix::errno::Errno) -> SetupError {
 
 /// Entry point of the init stage; never returns.
 pub fn main() -> ! {
+    // Not dumpable until the exec (which resets it): no process of the container,
+    // whose pid namespace and cgroup this one joins, may ptrace it or open its
+    // /proc/<pid>/fd, mem or exe (runc's CVE-2016-9962 / CVE-2019-5736 class).
+    if let Err(errno) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("{INIT_ARG}: PR_SET_DUMPABLE: {errno}");
+        std::process::exit(125);
+    }
     let Some((config_fd, sync, start)) = take_fds() else {
         eprintln!("{INIT_ARG}: run by vessel-agent only ({FDS_ENV} missing or bad)");
         std::process::exit(125);
