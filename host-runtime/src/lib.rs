@@ -2,6 +2,7 @@
 
 pub mod cni;
 pub mod config;
+pub mod container;
 pub mod net;
 pub mod pod;
 pub mod virtiofsd;
