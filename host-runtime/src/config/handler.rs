@@ -82,6 +82,22 @@ impl RuntimeHandler {
     }
 }
 
+/// A handler is named by a RuntimeClass's `handler`, a DNS label.
+pub(super) fn check_name(name: &str) -> Result<(), String> {
+    let label = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if label {
+        Ok(())
+    } else {
+        Err("a handler name must be a DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'".into())
+    }
+}
+
 /// The handlers of a configuration without `[runtime_handlers]`.
 pub(super) fn default_handlers() -> BTreeMap<String, RuntimeHandler> {
     BTreeMap::from([(DEFAULT_HANDLER.to_string(), RuntimeHandler::default())])

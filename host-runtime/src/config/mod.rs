@@ -409,6 +409,8 @@ impl Config {
             );
         }
         for (name, handler) in &self.runtime_handlers {
+            handler::check_name(name)
+                .or_else(|why| bad(&format!("runtime_handlers.{name:?}"), why))?;
             handler
                 .validate()
                 .or_else(|(field, why)| bad(&format!("runtime_handlers.{name}.{field}"), why))?;

@@ -16,18 +16,29 @@ pub const ENV_OVERRIDES: [(&str, &str); 4] = [
     ("VESSEL_VIRTIOFSD", "virtiofsd"),
 ];
 
-/// The command line flags that override the file (`None`: not given).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The command line flags that override the file (`None`: not given). A
+/// `clap::Args` group: the daemon's parser flattens it in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct FlagOverrides {
-    /// `--socket`.
+    /// The CRI socket (overrides `socket` of the config file).
+    #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// `--state-dir`.
+    /// Persistent state directory (overrides `state_dir`).
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// `--run-dir`.
+    /// Runtime directory (overrides `run_dir`).
+    #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// `--cni-conf-dir`.
+    /// CNI configuration directory (overrides `cni.conf_dir`).
+    #[arg(long, value_name = "DIR")]
     pub cni_conf_dir: Option<PathBuf>,
-    /// `--cni-bin-dir` (colon-separated like `CNI_PATH`; see [`split_path_list`]).
+    /// CNI plugin directories, colon-separated like `CNI_PATH`, or repeated
+    /// (overrides `cni.bin_dirs`).
+    #[arg(
+        long = "cni-bin-dir",
+        value_name = "DIR[:DIR...]",
+        value_delimiter = ':'
+    )]
     pub cni_bin_dirs: Option<Vec<PathBuf>>,
 }
 

@@ -211,3 +211,45 @@ fn a_missing_file_is_the_defaults_and_a_bad_one_is_named() {
     let err = Config::load_or_default(&path).unwrap_err();
     assert!(err.to_string().contains("config.toml:1:"), "{err}");
 }
+
+#[test]
+fn the_flags_parse_with_clap() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: FlagOverrides,
+    }
+    let cli = Cli::try_parse_from([
+        "vesseld",
+        "--socket",
+        "/s.sock",
+        "--cni-bin-dir",
+        "/a:/b",
+        "--cni-bin-dir",
+        "/c",
+    ])
+    .unwrap();
+    assert_eq!(cli.flags.socket.as_deref(), Some(Path::new("/s.sock")));
+    assert_eq!(cli.flags.state_dir, None);
+    assert_eq!(
+        cli.flags.cni_bin_dirs.unwrap(),
+        [Path::new("/a"), Path::new("/b"), Path::new("/c")]
+    );
+    let none = Cli::try_parse_from(["vesseld"]).unwrap();
+    assert_eq!(none.flags, FlagOverrides::default());
+}
+
+#[test]
+fn handler_names_are_dns_labels() {
+    for bad in ["Vessel", "a_b", "-x", ""] {
+        let text = format!("[runtime_handlers.\"{bad}\"]\n");
+        match parse(&text) {
+            Err(ConfigError::Invalid { key, .. }) => {
+                assert!(key.starts_with("runtime_handlers"), "{key}")
+            }
+            other => panic!("{bad:?}: unexpected {other:?}"),
+        }
+    }
+    assert!(parse("[runtime_handlers.vessel-big]\n").is_ok());
+}
