@@ -9,6 +9,7 @@
 //! them); skips without them, fails in CI.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -75,6 +76,7 @@ fn nat_chains() -> BTreeSet<String> {
 
 /// Undoes everything the test may have made, whatever happened.
 struct Cleanup {
+    server: Option<std::process::Child>,
     bridge: String,
     netns: Vec<Netns>,
     nat_chains_before: BTreeSet<String>,
@@ -83,6 +85,10 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
         // Deleting the namespaces removes the pods' veths with them.
         for ns in self.netns.drain(..) {
             let _ = ns.delete();
@@ -183,6 +189,7 @@ fn real_plugins_add_check_del_and_leave_nothing() {
         .map(|s| format!("vessel-cnitest-{pid}-{s}"))
         .collect();
     let mut cleanup = Cleanup {
+        server: None,
         bridge: bridge.clone(),
         netns: Vec::new(),
         nat_chains_before: nat_chains(),
@@ -268,6 +275,42 @@ fn real_plugins_add_check_del_and_leave_nothing() {
     assert_ne!(ip_a, ip_b);
     // CHECK passes through the whole chain on a healthy attachment.
     rt.block_on(cni.check(&pod_b)).expect("CHECK b");
+
+    // portmap got the pod's port mapping: the node's port 38213 (here on
+    // the bridge's address) reaches a server on port 80 in pod a.
+    let mut server = Command::new("ip")
+        .args([
+            "netns", "exec", &names[0], "busybox", "nc", "-l", "-p", "80",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("server in pod a");
+    server
+        .stdin
+        .take()
+        .expect("server stdin")
+        .write_all(b"hostport-ok\n")
+        .expect("server greeting");
+    cleanup.server = Some(server);
+    let gateway = ips_a[0].gateway.expect("a gateway").to_string();
+    let mut reply = String::new();
+    for _ in 0..50 {
+        let (_, out) = run("busybox", &["nc", "-w", "2", &gateway, "38213"]);
+        if out.contains("hostport-ok") {
+            reply = out;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        reply.contains("hostport-ok"),
+        "no answer through hostPort 38213"
+    );
+    if let Some(mut server) = cleanup.server.take() {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
     let (ok, ping) = run(
         "ip",
         &[
