@@ -138,13 +138,15 @@ fn single_plugin_as_list(conf: Value) -> Result<Value, String> {
     if obj.contains_key("plugins") {
         return Err("has a \"plugins\" list: name the file *.conflist".into());
     }
-    let name = obj.get("name").cloned().unwrap_or(Value::Null);
-    let version = obj.get("cniVersion").cloned().unwrap_or(Value::Null);
-    Ok(serde_json::json!({
-        "name": name,
-        "cniVersion": version,
-        "plugins": [conf],
-    }))
+    // Missing keys stay missing, so the error names them.
+    let mut list = Map::new();
+    for key in ["name", "cniVersion"] {
+        if let Some(value) = obj.get(key) {
+            list.insert(key.to_string(), value.clone());
+        }
+    }
+    list.insert("plugins".into(), Value::Array(vec![conf]));
+    Ok(Value::Object(list))
 }
 
 /// The top of a network list; plugin objects stay JSON.
@@ -348,6 +350,14 @@ mod tests {
             }
         }
         write(dir.path(), "10.conflist", LIST);
+        write(
+            dir.path(),
+            "07.conf",
+            r#"{"cniVersion":"1.0.0","type":"ptp"}"#,
+        );
+        let err = load_network(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("missing field `name`"), "{err}");
+        std::fs::remove_file(dir.path().join("07.conf")).unwrap();
         write(dir.path(), "05.conf", LIST);
         let err = load_network(dir.path()).unwrap_err();
         assert!(err.to_string().contains("*.conflist"), "{err}");

@@ -110,6 +110,14 @@ impl PodNetwork {
     }
 }
 
+/// What one plugin call is about: its `CNI_*` variables but the command.
+struct Target<'a> {
+    netns: &'a Path,
+    container_id: &'a str,
+    ifname: &'a str,
+    args: &'a str,
+}
+
 /// A network's plugin chain with where to find the plugins and the cache.
 #[derive(Debug, Clone)]
 pub struct Cni {
@@ -224,10 +232,12 @@ impl Cni {
             self.invoke(
                 &plugin.plugin_type,
                 Command::Check,
-                &entry.netns,
-                &pod.sandbox_id,
-                &pod.ifname,
-                &entry.cni_args,
+                &Target {
+                    netns: &entry.netns,
+                    container_id: &pod.sandbox_id,
+                    ifname: &pod.ifname,
+                    args: &entry.cni_args,
+                },
                 stdin,
             )
             .await?;
@@ -275,10 +285,12 @@ impl Cni {
                 .invoke(
                     &plugin.plugin_type,
                     Command::Add,
-                    &pod.netns,
-                    &pod.sandbox_id,
-                    &pod.ifname,
-                    args,
+                    &Target {
+                        netns: &pod.netns,
+                        container_id: &pod.sandbox_id,
+                        ifname: &pod.ifname,
+                        args,
+                    },
                     stdin,
                 )
                 .await?;
@@ -318,10 +330,12 @@ impl Cni {
                     .invoke(
                         &plugin.plugin_type,
                         Command::Del,
-                        netns,
-                        &pod.sandbox_id,
-                        &pod.ifname,
-                        args,
+                        &Target {
+                            netns,
+                            container_id: &pod.sandbox_id,
+                            ifname: &pod.ifname,
+                            args,
+                        },
                         stdin,
                     )
                     .await
@@ -353,15 +367,11 @@ impl Cni {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn invoke(
         &self,
         plugin: &str,
         command: Command,
-        netns: &Path,
-        container_id: &str,
-        ifname: &str,
-        args: &str,
+        target: &Target<'_>,
         stdin: Vec<u8>,
     ) -> Result<Vec<u8>, CniError> {
         let binary = exec::find_plugin(plugin, &self.bin_dirs)?;
@@ -370,17 +380,17 @@ impl Cni {
                 field: "CNI bin dirs",
                 why: e.to_string(),
             })?;
-        tracing::debug!(pod = container_id, plugin, %command, "running CNI plugin");
+        tracing::debug!(pod = target.container_id, plugin, %command, "running CNI plugin");
         exec::run(
             Invocation {
                 plugin,
                 binary: &binary,
                 command,
                 env: vec![
-                    ("CNI_CONTAINERID", container_id.into()),
-                    ("CNI_NETNS", netns.as_os_str().to_owned()),
-                    ("CNI_IFNAME", ifname.into()),
-                    ("CNI_ARGS", args.into()),
+                    ("CNI_CONTAINERID", target.container_id.into()),
+                    ("CNI_NETNS", target.netns.as_os_str().to_owned()),
+                    ("CNI_IFNAME", target.ifname.into()),
+                    ("CNI_ARGS", target.args.into()),
                     ("CNI_PATH", cni_path),
                 ],
                 stdin,
