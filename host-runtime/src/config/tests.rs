@@ -253,3 +253,50 @@ fn handler_names_are_dns_labels() {
     }
     assert!(parse("[runtime_handlers.vessel-big]\n").is_ok());
 }
+
+/// Every key of the default configuration has a row in the reference.
+#[test]
+fn the_reference_documents_every_key() {
+    fn keys(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (k, v) in table {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    keys(&key, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut config = Config::default();
+    config.streaming.tls = Some(TlsConfig {
+        cert_file: "/c".into(),
+        key_file: "/k".into(),
+    });
+    let value = toml::Value::try_from(&config).unwrap();
+    let mut all = Vec::new();
+    keys("", &value, &mut all);
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .unwrap();
+    let section = docs
+        .split("## vesseld config.toml")
+        .nth(1)
+        .expect("the section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    assert!(all.len() > 20, "{all:?}");
+    for key in all {
+        let key = key.replace("runtime_handlers.vessel.", "runtime_handlers.NAME.");
+        assert!(
+            section.contains(&format!("`{key}`")),
+            "docs/configuration.md does not document `{key}`"
+        );
+    }
+}
