@@ -9,6 +9,7 @@ apt_pkgs=(
   qemu-system-x86                                 # nested test host + peer VMM
   busybox-static                                  # test images
   iproute2 util-linux                             # taps, netns, unshare, nsenter
+  containernetworking-plugins iptables            # CNI tests: bridge, host-local, portmap
   python3 python3-pip
 )
 missing=()

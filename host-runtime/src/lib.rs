@@ -1,6 +1,9 @@
 //! vesseld's library: the parts of the host runtime, one module per concept.
 
 pub mod cgroup;
+pub mod cni;
+pub mod config;
+pub mod container;
 pub mod net;
 pub mod pod;
 pub mod process;

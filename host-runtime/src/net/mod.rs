@@ -4,6 +4,7 @@
 mod addressing;
 pub mod netns;
 pub mod tap;
+pub mod tc;
 
 use std::path::PathBuf;
 

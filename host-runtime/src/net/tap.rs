@@ -54,6 +54,17 @@ pub fn validate_name(name: &str) -> Result<(), NetError> {
 /// Creates the persistent tap `name` in the namespace at `netns`, gives it
 /// `addr/prefix` and brings it and the namespace's loopback up.
 pub fn create(netns: &Path, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
+    create_with(netns, name, Some((addr, prefix)))
+}
+
+/// Creates the persistent tap `name` in the namespace at `netns` without an
+/// address (for a tap joined to a CNI interface with [`super::tc`]) and
+/// brings it and the namespace's loopback up.
+pub fn create_unaddressed(netns: &Path, name: &str) -> Result<(), NetError> {
+    create_with(netns, name, None)
+}
+
+fn create_with(netns: &Path, name: &str, addr: Option<(Ipv4Addr, u8)>) -> Result<(), NetError> {
     validate_name(name)?;
     run_in(netns, || make_persistent_tap(name))?;
     let configured = with_netlink(netns, |handle| async move {
@@ -64,15 +75,17 @@ pub fn create(netns: &Path, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()
         let tap = index_of(&handle, name)
             .await?
             .ok_or_else(|| no_link(name, netns))?;
-        handle
-            .address()
-            .add(tap, IpAddr::V4(addr), prefix)
-            .execute()
-            .await
-            .map_err(|source| NetError::Netlink {
-                what: format!("adding {addr}/{prefix} to {name}"),
-                source,
-            })?;
+        if let Some((addr, prefix)) = addr {
+            handle
+                .address()
+                .add(tap, IpAddr::V4(addr), prefix)
+                .execute()
+                .await
+                .map_err(|source| NetError::Netlink {
+                    what: format!("adding {addr}/{prefix} to {name}"),
+                    source,
+                })?;
+        }
         set_up(&handle, tap, name).await
     });
     if let Err(e) = configured {
@@ -82,7 +95,12 @@ pub fn create(netns: &Path, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()
         }
         return Err(e);
     }
-    tracing::info!(tap = name, netns = %netns.display(), %addr, prefix, "created tap");
+    match addr {
+        Some((addr, prefix)) => {
+            tracing::info!(tap = name, netns = %netns.display(), %addr, prefix, "created tap")
+        }
+        None => tracing::info!(tap = name, netns = %netns.display(), "created tap"),
+    }
     Ok(())
 }
 
@@ -149,7 +167,7 @@ fn make_persistent_tap(name: &str) -> Result<(), NetError> {
 
 /// Runs `f` with an rtnetlink handle whose socket lives in `netns` (a socket
 /// stays in the namespace it was made in), on a small runtime of its own.
-fn with_netlink<T, F, Fut>(netns: &Path, f: F) -> Result<T, NetError>
+pub(super) fn with_netlink<T, F, Fut>(netns: &Path, f: F) -> Result<T, NetError>
 where
     T: Send,
     F: FnOnce(Handle) -> Fut + Send,
@@ -185,7 +203,7 @@ async fn get_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Ne
     }
 }
 
-async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+pub(super) async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {
     Ok(get_link(handle, name).await?.map(|link| link.header.index))
 }
 
@@ -201,7 +219,7 @@ async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<(), NetError>
         })
 }
 
-fn no_link(name: &str, netns: &Path) -> NetError {
+pub(super) fn no_link(name: &str, netns: &Path) -> NetError {
     NetError::NoLink {
         name: name.to_string(),
         netns: netns.to_path_buf(),

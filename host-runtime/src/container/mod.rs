@@ -1,0 +1,1 @@
+pub mod cri_log;
