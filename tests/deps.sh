@@ -10,6 +10,7 @@ apt_pkgs=(
   busybox-static                                  # test images
   iproute2 util-linux                             # taps, netns, unshare, nsenter
   python3 python3-pip
+  protobuf-compiler                               # k8s-cri compiles the CRI protos with protoc
 )
 missing=()
 for p in "${apt_pkgs[@]}"; do

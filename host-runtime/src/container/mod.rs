@@ -1,0 +1,3 @@
+//! Containers of a pod: what vesseld asks the agent to run.
+
+pub mod spec;
