@@ -3,5 +3,6 @@
 pub mod container;
 pub mod net;
 pub mod pod;
+pub mod sandbox;
 pub mod virtiofsd;
 pub mod vm;
