@@ -4,5 +4,6 @@ pub mod container;
 pub mod net;
 pub mod pod;
 pub mod sandbox;
+pub mod store;
 pub mod virtiofsd;
 pub mod vm;
