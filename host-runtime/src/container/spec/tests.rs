@@ -1180,3 +1180,77 @@ fn no_hostname_means_none_in_the_spec() {
     .expect("spec");
     assert_eq!(out.spec.hostname(), &None);
 }
+
+// --- what the agent makes of it -------------------------------------------------
+
+#[test]
+fn the_agent_compiles_the_default_profile_for_any_capability_set() {
+    for add in [vec![], vec!["ALL".to_string()]] {
+        let mut s = sc();
+        s.capabilities = Some(CriCaps {
+            add_capabilities: add,
+            ..CriCaps::default()
+        });
+        s.seccomp = Some(SecurityProfile::default());
+        let c = container(s);
+        let out = build(SpecInput {
+            config: &c,
+            sandbox_config: &pod(false, NamespaceMode::Pod),
+            sandbox: &sandbox_info(),
+            image: &image(),
+            host_paths: &guest_path,
+            extra_mounts: Vec::new(),
+        })
+        .expect("spec");
+        let seccomp = out
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().clone())
+            .expect("a profile");
+        vessel_agent::container::seccomp::compile(&seccomp).expect("the agent compiles it");
+    }
+}
+
+#[test]
+fn the_agent_plans_the_resources_as_the_kubelet_sends_them() {
+    let mut c = container(sc());
+    c.linux.as_mut().expect("linux").resources = Some(LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 102,
+        memory_limit_in_bytes: 64 << 20,
+        hugepage_limits: vec![
+            HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 0,
+            },
+            HugepageLimit {
+                page_size: "1GB".into(),
+                limit: 0,
+            },
+        ],
+        ..LinuxContainerResources::default()
+    });
+    c.devices = vec![Device {
+        container_path: "/dev/fuse0".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rwm".into(),
+    }];
+    let out = build(SpecInput {
+        config: &c,
+        sandbox_config: &pod(false, NamespaceMode::Pod),
+        sandbox: &sandbox_info(),
+        image: &image(),
+        host_paths: &guest_path,
+        extra_mounts: Vec::new(),
+    })
+    .expect("spec");
+    let resources = out
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .expect("resources");
+    vessel_agent::cgroup::resources::plan(&resources).expect("the agent plans them");
+}
