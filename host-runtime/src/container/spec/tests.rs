@@ -101,10 +101,12 @@ fn build_with(
         host_paths: &guest_path,
         extra_mounts: Vec::new(),
     })?;
-    Ok((
-        serde_json::to_value(&out.spec).expect("spec as JSON"),
-        out.run_as,
-    ))
+    let json = serde_json::to_value(&out.spec).expect("spec as JSON");
+    // The agent parses `oci_spec_json` with the same crate: it must read back the same.
+    let back: oci_spec::runtime::Spec =
+        serde_json::from_value(json.clone()).expect("the spec parses back");
+    assert_eq!(back, out.spec);
+    Ok((json, out.run_as))
 }
 
 fn ok(config: &ContainerConfig) -> Value {
