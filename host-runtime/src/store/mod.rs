@@ -12,6 +12,7 @@
 //! another version is an error naming it rather than a silent misread.
 
 mod filter;
+mod process;
 mod records;
 
 #[cfg(test)]
