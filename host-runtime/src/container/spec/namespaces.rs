@@ -63,6 +63,18 @@ pub fn build(
             Ok(NamespaceMode::Pod | NamespaceMode::Container) => {}
         }
     }
+    // The kubelet sends NODE for pods with hostUsers (the default) and POD
+    // with id mappings for hostUsers: false.
+    if options
+        .userns_options
+        .as_ref()
+        .is_some_and(|u| u.mode != NamespaceMode::Node as i32)
+    {
+        return Err(SpecError::invalid(
+            format!("{FIELD}.userns_options"),
+            "user namespaces are not supported (hostUsers: false); the pod's VM is its boundary",
+        ));
+    }
     // POD in a pod without a shared pid namespace gives the container its
     // own, as the pod has no other (containerd would put it with the pause
     // process). CONTAINER in a pod that shares one cannot be honoured: the

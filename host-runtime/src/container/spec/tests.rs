@@ -1256,3 +1256,23 @@ fn the_agent_plans_the_resources_as_the_kubelet_sends_them() {
         .expect("resources");
     vessel_agent::cgroup::resources::plan(&resources).expect("the agent plans them");
 }
+
+#[test]
+fn user_namespaces_are_refused_but_node_mode_is_fine() {
+    let with_userns = |mode: NamespaceMode| {
+        let mut s = sc();
+        s.namespace_options = Some(NamespaceOption {
+            userns_options: Some(k8s_cri::v1::UserNamespace {
+                mode: mode as i32,
+                ..Default::default()
+            }),
+            ..NamespaceOption::default()
+        });
+        container(s)
+    };
+    assert!(build_json(&with_userns(NamespaceMode::Node)).is_ok());
+    assert_eq!(
+        err_field(&with_userns(NamespaceMode::Pod)),
+        "linux.security_context.namespace_options.userns_options"
+    );
+}
