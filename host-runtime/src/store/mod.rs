@@ -8,6 +8,9 @@
 //! `Durability::Immediate`: fsync, copy-on-write pages, a checksummed
 //! commit slot), so a crash at any point leaves the last committed state.
 //!
+//! Calls block (a commit waits for fsync, and redb runs one write
+//! transaction at a time): async callers use `spawn_blocking`.
+//!
 //! Records are JSON in an envelope with a schema version; a record of
 //! another version is an error naming it rather than a silent misread.
 
