@@ -7,5 +7,7 @@ pub mod container;
 pub mod net;
 pub mod pod;
 pub mod process;
+pub mod sandbox;
+pub mod store;
 pub mod virtiofsd;
 pub mod vm;

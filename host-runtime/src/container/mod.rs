@@ -1,1 +1,4 @@
+//! Containers of a pod: what vesseld asks the agent to run.
+
 pub mod cri_log;
+pub mod spec;

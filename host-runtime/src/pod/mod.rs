@@ -102,7 +102,7 @@ pub enum PodError {
     },
     /// The container spec could not be built.
     #[error("container spec: {0}")]
-    Spec(#[from] oci_spec::OciSpecError),
+    Spec(#[from] crate::container::spec::SpecError),
     /// The container spec could not be serialized.
     #[error("container spec to JSON: {0}")]
     SpecJson(#[source] serde_json::Error),

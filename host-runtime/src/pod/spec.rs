@@ -1,187 +1,57 @@
-//! The OCI runtime spec of a pod's container, as the agent's
-//! `Containers.Create` takes it.
+//! The OCI runtime spec of `run-pod`'s container, as the agent's
+//! `Containers.Create` takes it: the CRI spec builder
+//! (`container::spec`, the one builder of container specs) with a config
+//! that runs `args` as root.
 
-use std::collections::HashSet;
-
-use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+use k8s_cri::v1::{
+    ContainerConfig, LinuxContainerConfig, LinuxContainerSecurityContext, Mount as CriMount,
+    PodSandboxConfig,
 };
+use oci_spec::runtime::{MountBuilder, Spec};
 
 use vessel_agent_api::proto::SandboxInfo;
 
-/// The capabilities containerd gives a container by default (NET_RAW among
-/// them, so `ping` works).
-const DEFAULT_CAPABILITIES: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
-
-/// Paths containerd masks in every container (kernel state a container
-/// should not read).
-const MASKED_PATHS: [&str; 11] = [
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Paths containerd makes read-only in every container.
-const READONLY_PATHS: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+use crate::container::spec::{self, ImageConfig, SpecError, SpecInput};
 
 /// The spec of a container running `args` as root in the pod, shaped like
 /// containerd's default: its own mount, pid and cgroup namespaces, the pod's
 /// network, IPC and UTS namespaces (entries without a path: see
 /// docs/agent-api.md), containerd's masked and read-only paths, and the
-/// pod's hosts, hostname and resolv.conf files.
-pub fn container_spec(
-    args: &[String],
-    sandbox: &SandboxInfo,
-) -> Result<Spec, oci_spec::OciSpecError> {
-    let caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
-    let process = ProcessBuilder::default()
-        .args(args.to_vec())
-        .env(vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            format!("HOSTNAME={}", sandbox.hostname),
-        ])
-        .cwd("/")
-        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
-        .capabilities(
-            LinuxCapabilitiesBuilder::default()
-                .bounding(caps.clone())
-                .effective(caps.clone())
-                .permitted(caps)
-                .inheritable(HashSet::new())
-                .ambient(HashSet::new())
-                .build()?,
-        )
-        .no_new_privileges(true)
-        .build()?;
-    let namespaces = [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Network,
-        LinuxNamespaceType::Cgroup,
-    ]
-    .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-    .collect::<Result<Vec<_>, _>>()?;
-    SpecBuilder::default()
-        .version("1.0.2")
-        .process(process)
-        .root(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(false)
-                .build()?,
-        )
-        // Same as the pod's (the agent refuses anything else in the pod's UTS namespace).
-        .hostname(sandbox.hostname.clone())
-        .mounts(mounts(sandbox)?)
-        .linux(
-            LinuxBuilder::default()
-                .namespaces(namespaces)
-                .masked_paths(MASKED_PATHS.map(String::from).to_vec())
-                .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
-                .build()?,
-        )
-        .build()
-}
-
-fn mounts(sandbox: &SandboxInfo) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
-    let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| {
-        MountBuilder::default()
-            .destination(dest)
-            .typ(typ)
-            .source(source)
-            .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
-            .build()
+/// pod's hosts, hostname and resolv.conf files; plus, for `run-pod`,
+/// `no_new_privs` and a tmpfs on `/tmp`.
+pub fn container_spec(args: &[String], sandbox: &SandboxInfo) -> Result<Spec, SpecError> {
+    let config = ContainerConfig {
+        command: args.to_vec(),
+        linux: Some(LinuxContainerConfig {
+            resources: None,
+            security_context: Some(LinuxContainerSecurityContext {
+                no_new_privs: true,
+                ..LinuxContainerSecurityContext::default()
+            }),
+        }),
+        ..ContainerConfig::default()
     };
-    let mut mounts = vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-            ],
-        )?,
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        )?,
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
-        // In the container's cgroup namespace: its own cgroup, read-only.
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
-        )?,
-        mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?,
-    ];
-    for (dest, source) in [
-        ("/etc/hosts", &sandbox.hosts_path),
-        ("/etc/hostname", &sandbox.hostname_path),
-        ("/etc/resolv.conf", &sandbox.resolv_conf_path),
-    ] {
-        if !source.is_empty() {
-            mounts.push(mount(dest, "bind", source, &["rbind", "ro"])?);
-        }
-    }
-    Ok(mounts)
+    let no_host_paths = |i: usize, _: &CriMount| -> Result<String, SpecError> {
+        Err(SpecError::invalid(
+            format!("mounts[{i}]"),
+            "run-pod shares no host paths",
+        ))
+    };
+    let tmp = MountBuilder::default()
+        .destination("/tmp")
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(["nosuid", "nodev", "mode=1777"].map(String::from).to_vec())
+        .build()?;
+    let built = spec::build(SpecInput {
+        config: &config,
+        sandbox_config: &PodSandboxConfig::default(),
+        sandbox,
+        image: &ImageConfig::default(),
+        host_paths: &no_host_paths,
+        extra_mounts: vec![tmp],
+    })?;
+    Ok(built.spec)
 }
 
 #[cfg(test)]
@@ -238,5 +108,8 @@ mod tests {
         assert!(dests.contains(&"/sys/fs/cgroup") && dests.contains(&"/dev/mqueue"));
         // No resolv.conf path from the sandbox: no mount for it.
         assert!(!dests.contains(&"/etc/resolv.conf"));
+        assert!(dests.contains(&"/tmp"));
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+        assert_eq!(json["process"]["user"]["uid"], 0);
     }
 }

@@ -1,0 +1,3 @@
+//! Pod sandboxes: each one a microVM.
+
+pub mod sizing;
