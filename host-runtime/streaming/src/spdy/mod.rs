@@ -7,3 +7,4 @@
 pub mod dictionary;
 pub mod frame;
 pub mod header_block;
+pub mod session;
