@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn garbage_and_endless_objects_are_refused() {
         assert!(matches!(
-            ResizeDecoder::default().push(b"[1,2]"),
+            ResizeDecoder::default().push(b"{\"Width\":\"wide\"}"),
             Err(ResizeError::Invalid(_))
         ));
         assert!(matches!(
