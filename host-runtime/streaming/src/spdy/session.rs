@@ -273,45 +273,46 @@ impl Session {
             window_changed: Notify::new(),
         });
         let (ended_tx, ended) = watch::channel(false);
+        let (writer_done_tx, mut writer_done) = watch::channel(false);
         let ended_tx = Arc::new(ended_tx);
         let writer_ended = ended_tx.clone();
         let stall = shared.config.write_stall_timeout;
         let writer = tokio::spawn(async move {
             write_loop(write_half, rx, stall).await;
+            writer_done_tx.send_replace(true);
             writer_ended.send_replace(true);
         });
         let reader_shared = shared.clone();
         let reader = tokio::spawn(async move {
-            let result = read_loop(read_half, &reader_shared, streams_tx).await;
+            let result = read_loop(read_half, &reader_shared, &streams_tx).await;
             // Every stream's inbound side ends with the session's reading side.
             for state in reader_shared.lock().values_mut() {
                 state.inbound = None;
             }
             if let Err(error) = result {
                 tracing::warn!(%error, "dropping SPDY session");
-                let status = match error {
-                    SessionError::Io(_) => None,
-                    _ => Some(1),
-                };
-                if let Some(status) = status {
-                    let _ = reader_shared.tx.try_send(WriteCmd::GoAway { status });
-                }
-                // Let the GOAWAY out, then drop the session for good.
-                tokio::time::sleep(Duration::from_millis(50)).await;
                 reader_shared.lock().clear();
                 reader_shared.window_changed.notify_waiters();
+                if !matches!(error, SessionError::Io(_)) {
+                    // Tell the client why, and wait until the writer has sent it before
+                    // the handler (which owns the session) sees the end.
+                    let goaway = reader_shared.tx.send(WriteCmd::GoAway { status: 1 });
+                    if tokio::time::timeout(stall, goaway).await.is_ok() {
+                        let done = writer_done.wait_for(|done| *done);
+                        let _ = tokio::time::timeout(stall, done).await;
+                    }
+                }
             }
+            drop(streams_tx);
             ended_tx.send_replace(true);
         });
-        (
-            Session {
-                shared,
-                ended,
-                reader,
-                writer: Some(writer),
-            },
-            streams_rx,
-        )
+        let session = Session {
+            shared,
+            ended,
+            reader,
+            writer: Some(writer),
+        };
+        (session, streams_rx)
     }
 
     /// Becomes `true` when the client's side ends or the session is dropped.
@@ -418,7 +419,7 @@ async fn write_loop<W: AsyncWrite>(
 async fn read_loop<R: AsyncRead + Unpin>(
     mut read_half: R,
     shared: &Arc<Shared>,
-    new_streams: mpsc::Sender<Stream>,
+    new_streams: &mpsc::Sender<Stream>,
 ) -> Result<(), SessionError> {
     let config = &shared.config;
     let mut decoder = HeaderDecoder::new(config.max_header_block);

@@ -16,6 +16,31 @@ use vessel_streaming::{
 pub struct LocalRuntime {
     /// Every resize seen, in order.
     pub resizes: Arc<Mutex<Vec<TerminalSize>>>,
+    /// How every exec and attach ended.
+    pub finished: Arc<Mutex<Vec<Result<i32, RuntimeError>>>>,
+}
+
+impl LocalRuntime {
+    /// Waits until `n` execs or attaches have ended.
+    pub async fn wait_finished(
+        &self,
+        n: usize,
+        within: std::time::Duration,
+    ) -> Vec<Result<i32, RuntimeError>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let done = self.finished.lock().unwrap().clone();
+            if done.len() >= n {
+                return done;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} processes ended",
+                done.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 async fn run(
@@ -101,12 +126,16 @@ impl StreamingRuntime for LocalRuntime {
         if req.container_id == "missing" {
             return Err(RuntimeError::new("container \"missing\" not found"));
         }
-        run(&req.cmd, io, req.tty, self.resizes.clone()).await
+        let result = run(&req.cmd, io, req.tty, self.resizes.clone()).await;
+        self.finished.lock().unwrap().push(result.clone());
+        result
     }
 
     async fn attach(&self, req: AttachRequest, io: ProcessIo) -> Result<i32, RuntimeError> {
         // A container whose main process echoes its stdin.
-        run(&["cat".to_owned()], io, req.tty, self.resizes.clone()).await
+        let result = run(&["cat".to_owned()], io, req.tty, self.resizes.clone()).await;
+        self.finished.lock().unwrap().push(result.clone());
+        result
     }
 
     async fn port_forward(
