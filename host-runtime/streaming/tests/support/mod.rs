@@ -2,6 +2,7 @@
 //! real local processes.
 #![allow(dead_code)]
 
+pub mod data;
 pub mod http;
 pub mod runtime;
 pub mod spdy_client;

@@ -41,7 +41,43 @@ pub struct ClientStream {
     rx: mpsc::UnboundedReceiver<Bytes>,
 }
 
+/// The sending half of a client stream, usable while the stream is read.
+pub struct ClientWriter {
+    pub id: u32,
+    writer: Writer,
+}
+
+impl ClientWriter {
+    pub async fn write(&self, data: &[u8]) {
+        let frame = Frame::Data {
+            stream_id: self.id,
+            fin: false,
+            data: Bytes::copy_from_slice(data),
+        };
+        send(&self.writer, frame).await;
+    }
+
+    pub async fn close(&self) {
+        send(
+            &self.writer,
+            Frame::Data {
+                stream_id: self.id,
+                fin: true,
+                data: Bytes::new(),
+            },
+        )
+        .await;
+    }
+}
+
 impl ClientStream {
+    pub fn writer(&self) -> ClientWriter {
+        ClientWriter {
+            id: self.id,
+            writer: self.writer.clone(),
+        }
+    }
+
     pub async fn write(&self, data: &[u8]) {
         let frame = Frame::Data {
             stream_id: self.id,
