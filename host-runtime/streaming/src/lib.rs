@@ -13,6 +13,6 @@ pub use runtime::{
 };
 pub mod server;
 pub mod tls;
-mod websocket;
+pub mod websocket;
 
 pub use server::{ServerConfig, ServerError, StreamingServer, TlsFiles};

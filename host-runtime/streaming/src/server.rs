@@ -358,9 +358,13 @@ fn route(
     };
     match transport {
         Transport::Spdy => upgrade_spdy(req, pending, state, permit),
-        Transport::WebSocket => {
-            crate::websocket::upgrade(req, pending, state.runtime.clone(), permit)
-        }
+        Transport::WebSocket => crate::websocket::upgrade(
+            req,
+            pending,
+            state.runtime.clone(),
+            permit,
+            state.config.session.write_stall_timeout,
+        ),
     }
 }
 
