@@ -1,6 +1,6 @@
 //! A hand-written HTTP/1.1 upgrade request, so tests control every header.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The server's reply to an upgrade request.
@@ -21,7 +21,10 @@ impl UpgradeReply {
 
 /// Splits `http://host:port/path` into (host:port, path).
 pub fn split_url(url: &str) -> (String, String) {
-    let rest = url.strip_prefix("http://").expect("http URL");
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .expect("http(s) URL");
     let slash = rest.find('/').expect("path");
     (rest[..slash].to_owned(), rest[slash..].to_owned())
 }
@@ -34,7 +37,18 @@ pub async fn request(
     headers: &[(&str, &str)],
 ) -> (TcpStream, UpgradeReply) {
     let (host, path) = split_url(url);
-    let mut tcp = TcpStream::connect(&host).await.expect("connect");
+    let tcp = TcpStream::connect(&host).await.expect("connect");
+    request_over(tcp, &host, &path, method, headers).await
+}
+
+/// Sends the request over an established stream (TCP or TLS).
+pub async fn request_over<T: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: T,
+    host: &str,
+    path: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+) -> (T, UpgradeReply) {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
     for (name, value) in headers {
         req.push_str(&format!("{name}: {value}\r\n"));

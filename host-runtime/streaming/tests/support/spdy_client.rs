@@ -14,7 +14,12 @@ use vessel_streaming::spdy::header_block::{HeaderDecoder, HeaderEncoder, Headers
 
 use super::http;
 
-type Writer = Arc<tokio::sync::Mutex<(WriteHalf<TcpStream>, HeaderEncoder)>>;
+/// Any byte stream the client can run over (TCP or TLS).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+type BoxIo = Box<dyn Io>;
+
+type Writer = Arc<tokio::sync::Mutex<(WriteHalf<BoxIo>, HeaderEncoder)>>;
 
 #[derive(Default)]
 struct Demux {
@@ -131,8 +136,9 @@ impl SpdyClient {
     }
 
     /// A client over an already upgraded connection.
-    pub fn over(tcp: TcpStream, protocol: Option<String>) -> SpdyClient {
-        let (read, write) = tokio::io::split(tcp);
+    pub fn over<T: Io + 'static>(io: T, protocol: Option<String>) -> SpdyClient {
+        let io: BoxIo = Box::new(io);
+        let (read, write) = tokio::io::split(io);
         let writer = Arc::new(tokio::sync::Mutex::new((
             write,
             HeaderEncoder::new().unwrap(),
@@ -240,7 +246,7 @@ impl SpdyClient {
 }
 
 async fn read_loop(
-    mut read: ReadHalf<TcpStream>,
+    mut read: ReadHalf<BoxIo>,
     demux: Arc<Mutex<Demux>>,
     writer: Writer,
     closed: oneshot::Sender<()>,
