@@ -39,7 +39,9 @@ async fn run_exec(server: &StreamingServer, cmd: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing numbers, run by hand"]
 async fn measure() {
-    let server = StreamingServer::start(ServerConfig::default(), Arc::new(LocalRuntime::default())).await.unwrap();
+    let server = StreamingServer::start(ServerConfig::default(), Arc::new(LocalRuntime::default()))
+        .await
+        .unwrap();
     let mut times = Vec::new();
     for _ in 0..20 {
         let start = Instant::now();
@@ -56,12 +58,21 @@ async fn measure() {
     eprintln!("64 MiB exec stdout: {:.0} MiB/s", 64.0 / secs);
 
     let port = echo_server().await;
-    let url = server.get_port_forward(PortForwardRequest { pod_sandbox_id: "p".into(), ports: vec![] }).unwrap();
+    let url = server
+        .get_port_forward(PortForwardRequest {
+            pod_sandbox_id: "p".into(),
+            ports: vec![],
+        })
+        .unwrap();
     let mut client = SpdyClient::connect(&url, &["portforward.k8s.io"]).await;
     let p = port.to_string();
-    let error = client.open(&[("streamType", "error"), ("port", &p), ("requestID", "0")]).await;
+    let error = client
+        .open(&[("streamType", "error"), ("port", &p), ("requestID", "0")])
+        .await;
     error.close().await;
-    let mut data = client.open(&[("streamType", "data"), ("port", &p), ("requestID", "0")]).await;
+    let mut data = client
+        .open(&[("streamType", "data"), ("port", &p), ("requestID", "0")])
+        .await;
     let sent = payload(64 << 20, 9);
     let writer = data.writer();
     let start = Instant::now();
@@ -74,5 +85,8 @@ async fn measure() {
     let (_, received) = tokio::join!(send, data.read_to_end());
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(checksum(&received), checksum(&sent));
-    eprintln!("64 MiB each way through port-forward (echo): {:.0} MiB/s each way", 64.0 / secs);
+    eprintln!(
+        "64 MiB each way through port-forward (echo): {:.0} MiB/s each way",
+        64.0 / secs
+    );
 }
