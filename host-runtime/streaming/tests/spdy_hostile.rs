@@ -352,3 +352,21 @@ async fn concurrent_sessions_keep_their_data_apart() {
         task.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn client_pings_are_echoed_and_unknown_control_frames_ignored() {
+    let (server, _) = server_with(ServerConfig::default()).await;
+    let client = open_raw_session(&server).await;
+    client.send_frame(Frame::Ping { id: 7 }).await;
+    // Control frame type 0x00ff with a payload: unknown, ignored per the draft.
+    client
+        .send_raw(&[0x80, 0x03, 0x00, 0xff, 0x00, 0x00, 0x00, 0x02, 0xab, 0xcd])
+        .await;
+    client.send_frame(Frame::Ping { id: 9 }).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.pings().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "pings not echoed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(client.pings(), vec![7, 9]);
+}

@@ -156,8 +156,9 @@ impl StreamReader {
                 stream_id: self.id,
                 delta,
             };
-            // A full queue or a dead session only delays or loses the update: both harmless.
-            let _ = self.shared.tx.try_send(WriteCmd::Frame(update));
+            // Awaited, not tried: a strict peer whose update got lost would wait forever.
+            // A dead session just loses it.
+            let _ = self.shared.tx.send(WriteCmd::Frame(update)).await;
         }
         Some(chunk)
     }

@@ -28,6 +28,7 @@ struct Demux {
     resets: Vec<(u32, u32)>,
     goaway: Option<u32>,
     window_updates: u64,
+    pings: Vec<u32>,
 }
 
 /// One client connection.
@@ -239,6 +240,11 @@ impl SpdyClient {
         self.demux.lock().unwrap().resets.clone()
     }
 
+    /// Echoes of our PINGs received.
+    pub fn pings(&self) -> Vec<u32> {
+        self.demux.lock().unwrap().pings.clone()
+    }
+
     /// WINDOW_UPDATEs received.
     pub fn window_updates(&self) -> u64 {
         self.demux.lock().unwrap().window_updates
@@ -302,6 +308,7 @@ async fn read_loop(
             }
             Frame::GoAway { status, .. } => d.goaway = Some(status),
             Frame::WindowUpdate { .. } => d.window_updates += 1,
+            Frame::Ping { id } if id % 2 == 1 => d.pings.push(id),
             Frame::Ping { id } if id % 2 == 0 => {
                 drop(d);
                 send(&writer, Frame::Ping { id }).await;
