@@ -1,6 +1,7 @@
 //! The Kubernetes streaming server: exec, attach and port-forward over SPDY/3.1 and
 //! WebSocket, for whatever implements [`StreamingRuntime`]. It knows nothing of vessel.
 
+mod idle;
 pub mod portforward;
 pub mod remotecommand;
 pub mod runtime;

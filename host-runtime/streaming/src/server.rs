@@ -363,7 +363,10 @@ fn route(
             pending,
             state.runtime.clone(),
             permit,
-            state.config.session.write_stall_timeout,
+            (
+                state.config.session.write_stall_timeout,
+                state.config.session.idle_timeout,
+            ),
         ),
     }
 }

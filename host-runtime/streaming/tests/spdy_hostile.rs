@@ -370,3 +370,42 @@ async fn client_pings_are_echoed_and_unknown_control_frames_ignored() {
     }
     assert_eq!(client.pings(), vec![7, 9]);
 }
+
+#[tokio::test]
+async fn an_idle_session_is_closed_but_a_busy_one_is_not() {
+    let config = ServerConfig {
+        session: SessionConfig {
+            idle_timeout: Duration::from_millis(400),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (server, _) = server_with(config).await;
+    // Busy: output every 100 ms for longer than the idle timeout, no client traffic.
+    let mut req = exec(&[
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.1; done",
+    ]);
+    req.stdin = false;
+    let url = server.get_exec(req).unwrap();
+    let mut client = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await;
+    let mut error = client.open(&[("streamType", "error")]).await;
+    let mut stdout = client.open(&[("streamType", "stdout")]).await;
+    assert_eq!(stdout.read_to_end().await, b"1\n2\n3\n4\n5\n6\n7\n8\n");
+    let status: serde_json::Value = serde_json::from_slice(&error.read_to_end().await).unwrap();
+    assert_eq!(status["status"], "Success");
+    // Idle: a portforward session that never forwards anything.
+    let url = server
+        .get_port_forward(vessel_streaming::PortForwardRequest {
+            pod_sandbox_id: "p".into(),
+            ports: vec![],
+        })
+        .unwrap();
+    let mut client = SpdyClient::connect(&url, &["portforward.k8s.io"]).await;
+    assert_eq!(
+        client.wait_closed(Duration::from_secs(5)).await,
+        Some(0),
+        "GOAWAY OK"
+    );
+}

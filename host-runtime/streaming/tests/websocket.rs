@@ -271,3 +271,25 @@ async fn websocket_portforward_refuses_ports_not_allowed() {
         Some(400)
     );
 }
+
+#[tokio::test]
+async fn an_idle_websocket_session_is_closed() {
+    let runtime = Arc::new(LocalRuntime::default());
+    let mut config = ServerConfig::default();
+    config.session.idle_timeout = Duration::from_millis(300);
+    let server = StreamingServer::start(config, runtime).await.unwrap();
+    let port = echo_server().await;
+    let url = server
+        .get_port_forward(PortForwardRequest {
+            pod_sandbox_id: "pod1".into(),
+            ports: vec![],
+        })
+        .unwrap();
+    let (mut ws, _) = connect(&format!("{url}?ports={port}"), "v4.channel.k8s.io")
+        .await
+        .unwrap();
+    let channels = read_all(&mut ws, false).await;
+    // Only the two port prefixes came, then the server closed the idle session.
+    assert_eq!(channels[&0], port.to_le_bytes());
+    assert_eq!(channels[&1], port.to_le_bytes());
+}

@@ -18,12 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::frame::{self, Frame, FrameError, FrameHeader, RstStatus, HEADER_LEN, MAX_31BIT};
 use super::header_block::{HeaderBlockError, HeaderDecoder, HeaderEncoder, Headers};
+use crate::idle::{read_full, Activity, ReadError};
 
 /// Inbound DATA is queued in chunks of at most this size.
 const READ_CHUNK: usize = 16 * 1024;
@@ -49,6 +50,9 @@ pub struct SessionConfig {
     pub honor_peer_window: bool,
     /// A socket write stalled this long drops the session.
     pub write_stall_timeout: Duration,
+    /// A session moving no bytes either way this long is closed (the kubelet's
+    /// `streamIdleTimeout`, 4 h by default).
+    pub idle_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +65,7 @@ impl Default for SessionConfig {
             initial_window: 64 * 1024,
             honor_peer_window: false,
             write_stall_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(4 * 60 * 60),
         }
     }
 }
@@ -86,6 +91,9 @@ pub enum SessionError {
     /// The socket failed.
     #[error("SPDY connection: {0}")]
     Io(#[from] std::io::Error),
+    /// Nothing moved for the idle timeout.
+    #[error("SPDY session idle for {0:?}")]
+    Idle(Duration),
 }
 
 enum WriteCmd {
@@ -104,6 +112,7 @@ struct StreamState {
 
 struct Shared {
     config: SessionConfig,
+    activity: Arc<Activity>,
     tx: mpsc::Sender<WriteCmd>,
     streams: Mutex<HashMap<u32, StreamState>>,
     window_changed: Notify,
@@ -272,14 +281,16 @@ impl Session {
             tx,
             streams: Mutex::new(HashMap::new()),
             window_changed: Notify::new(),
+            activity: Arc::new(Activity::new()),
         });
         let (ended_tx, ended) = watch::channel(false);
         let (writer_done_tx, mut writer_done) = watch::channel(false);
         let ended_tx = Arc::new(ended_tx);
         let writer_ended = ended_tx.clone();
         let stall = shared.config.write_stall_timeout;
+        let activity = shared.activity.clone();
         let writer = tokio::spawn(async move {
-            write_loop(write_half, rx, stall).await;
+            write_loop(write_half, rx, stall, &activity).await;
             writer_done_tx.send_replace(true);
             writer_ended.send_replace(true);
         });
@@ -297,7 +308,12 @@ impl Session {
                 if !matches!(error, SessionError::Io(_)) {
                     // Tell the client why, and wait until the writer has sent it before
                     // the handler (which owns the session) sees the end.
-                    let goaway = reader_shared.tx.send(WriteCmd::GoAway { status: 1 });
+                    let status = if matches!(error, SessionError::Idle(_)) {
+                        0
+                    } else {
+                        1
+                    };
+                    let goaway = reader_shared.tx.send(WriteCmd::GoAway { status });
                     if tokio::time::timeout(stall, goaway).await.is_ok() {
                         let done = writer_done.wait_for(|done| *done);
                         let _ = tokio::time::timeout(stall, done).await;
@@ -349,6 +365,7 @@ async fn write_loop<W: AsyncWrite>(
     write_half: W,
     mut rx: mpsc::Receiver<WriteCmd>,
     stall: Duration,
+    activity: &Activity,
 ) {
     tokio::pin!(write_half);
     let mut encoder = match HeaderEncoder::new() {
@@ -397,7 +414,10 @@ async fn write_loop<W: AsyncWrite>(
             }
         }
         match tokio::time::timeout(stall, write_half.write_all(&out)).await {
-            Ok(Ok(())) => out.clear(),
+            Ok(Ok(())) => {
+                out.clear();
+                activity.touch();
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "SPDY session write failed");
                 return;
@@ -417,6 +437,14 @@ async fn write_loop<W: AsyncWrite>(
     }
 }
 
+fn read_error(error: ReadError, idle: Duration) -> SessionError {
+    match error {
+        ReadError::Eof { .. } => SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()),
+        ReadError::Io(e) => SessionError::Io(e),
+        ReadError::Idle => SessionError::Idle(idle),
+    }
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     mut read_half: R,
     shared: &Arc<Shared>,
@@ -428,10 +456,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut initial_window = i64::from(config.initial_window);
     loop {
         let mut head = [0u8; HEADER_LEN];
-        match read_half.read_exact(&mut head).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let idle = config.idle_timeout;
+        match read_full(&mut read_half, &mut head, &shared.activity, idle).await {
+            Ok(()) => {}
+            Err(ReadError::Eof { filled: 0 }) => return Ok(()),
+            Err(e) => return Err(read_error(e, idle)),
         }
         match FrameHeader::parse(head)? {
             FrameHeader::Data {
@@ -460,7 +489,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let mut remaining = len;
                 while remaining > 0 {
                     let mut chunk = BytesMut::zeroed(remaining.min(READ_CHUNK));
-                    read_half.read_exact(&mut chunk).await?;
+                    read_full(&mut read_half, &mut chunk, &shared.activity, idle)
+                        .await
+                        .map_err(|e| read_error(e, idle))?;
                     remaining -= chunk.len();
                     if let Some(tx) = &inbound {
                         // Waits while the stream's queue is full: TCP back-pressure. A reader
@@ -486,7 +517,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     .into());
                 }
                 let mut payload = BytesMut::zeroed(len);
-                read_half.read_exact(&mut payload).await?;
+                read_full(&mut read_half, &mut payload, &shared.activity, idle)
+                    .await
+                    .map_err(|e| read_error(e, idle))?;
                 let frame = match frame::decode_control(kind, flags, payload.freeze()) {
                     Ok(frame) => frame,
                     // Draft 3: unknown control frames are ignored.

@@ -157,7 +157,7 @@ pub(crate) fn upgrade(
     pending: PendingRequest,
     runtime: Arc<dyn StreamingRuntime>,
     permit: Arc<OwnedSemaphorePermit>,
-    stall: Duration,
+    limits: (Duration, Duration),
 ) -> Response<Full<Bytes>> {
     let headers = req.headers();
     let Some(key) = headers
@@ -233,7 +233,7 @@ pub(crate) fn upgrade(
             PendingRequest::Exec(req) => {
                 let span = tracing::info_span!("exec", container_id = %req.container_id);
                 let (tty, opts) = (req.tty, (req.stdin, req.stdout, req.stderr));
-                serve_remotecommand(ws, protocol, opts, tty, stall, |pio| async move {
+                serve_remotecommand(ws, protocol, opts, tty, limits, |pio| async move {
                     runtime.exec(req, pio).await
                 })
                 .instrument(span)
@@ -242,7 +242,7 @@ pub(crate) fn upgrade(
             PendingRequest::Attach(req) => {
                 let span = tracing::info_span!("attach", container_id = %req.container_id);
                 let (tty, opts) = (req.tty, (req.stdin, req.stdout, req.stderr));
-                serve_remotecommand(ws, protocol, opts, tty, stall, |pio| async move {
+                serve_remotecommand(ws, protocol, opts, tty, limits, |pio| async move {
                     runtime.attach(req, pio).await
                 })
                 .instrument(span)
@@ -250,7 +250,7 @@ pub(crate) fn upgrade(
             }
             PendingRequest::PortForward(req) => {
                 let span = tracing::info_span!("portforward", pod_sandbox_id = %req.pod_sandbox_id);
-                serve_portforward(ws, protocol, runtime, req.pod_sandbox_id, ports, stall)
+                serve_portforward(ws, protocol, runtime, req.pod_sandbox_id, ports, limits)
                     .instrument(span)
                     .await
             }
@@ -265,7 +265,7 @@ async fn serve_remotecommand<T, F, Fut>(
     protocol: WsProtocol,
     (stdin, stdout, stderr): (bool, bool, bool),
     tty: bool,
-    stall: Duration,
+    (stall, idle): (Duration, Duration),
     run: F,
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -279,7 +279,7 @@ async fn serve_remotecommand<T, F, Fut>(
     if tty {
         inbound.push(channels::RESIZE);
     }
-    let (session, mut readers) = WsSession::start(ws, protocol.framing, &inbound, stall);
+    let (session, mut readers) = WsSession::start(ws, protocol.framing, &inbound, stall, idle);
     let mut chans = Channels::default();
     if let Some(r) = readers.remove(&channels::STDIN) {
         chans.stdin = Some(Box::new(r));
@@ -305,13 +305,13 @@ async fn serve_portforward<T>(
     runtime: Arc<dyn StreamingRuntime>,
     pod_sandbox_id: String,
     ports: Vec<u16>,
-    stall: Duration,
+    (stall, idle): (Duration, Duration),
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Two channels per port: data (2i, both ways) and error (2i+1, server to client).
     let inbound: Vec<u8> = (0..ports.len()).map(|i| (2 * i) as u8).collect();
-    let (session, mut readers) = WsSession::start(ws, protocol.framing, &inbound, stall);
+    let (session, mut readers) = WsSession::start(ws, protocol.framing, &inbound, stall, idle);
     let mut forwards = JoinSet::new();
     for (i, port) in ports.iter().copied().enumerate() {
         let data_channel = (2 * i) as u8;

@@ -3,6 +3,7 @@
 //! task whose stalled sends drop the connection.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{decode, encode, ChannelMessage};
+use crate::idle::Activity;
 use crate::remotecommand::pump::{Inbound, Outbound};
 
 /// Messages queued per inbound channel before the reader waits.
@@ -101,6 +103,7 @@ impl WsSession {
         framing: Framing,
         inbound: &[u8],
         stall: Duration,
+        idle: Duration,
     ) -> (WsSession, HashMap<u8, WsInbound>)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -109,6 +112,8 @@ impl WsSession {
         let (tx, mut rx) = mpsc::channel::<WriteCmd>(32);
         let (ended_tx, ended) = watch::channel(false);
         let writer_ended = ended_tx.clone();
+        let activity = Arc::new(Activity::new());
+        let writer_activity = activity.clone();
         let writer = tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
                 let (message, last) = match cmd {
@@ -122,7 +127,7 @@ impl WsSession {
                     }
                 };
                 match tokio::time::timeout(stall, sink.send(message)).await {
-                    Ok(Ok(())) if !last => {}
+                    Ok(Ok(())) if !last => writer_activity.touch(),
                     Ok(Ok(())) => break,
                     Ok(Err(error)) => {
                         tracing::debug!(%error, "websocket write failed");
@@ -147,7 +152,16 @@ impl WsSession {
             receivers.insert(channel, WsInbound(rx));
         }
         let reader = tokio::spawn(async move {
-            while let Some(message) = stream.next().await {
+            loop {
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    () = activity.idle(idle) => {
+                        tracing::info!(idle_s = idle.as_secs(), "closing an idle websocket session");
+                        break;
+                    }
+                };
+                let Some(message) = next else { break };
+                activity.touch();
                 let message = match message {
                     Ok(message) => message,
                     Err(error) => {
