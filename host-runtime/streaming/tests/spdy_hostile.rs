@@ -409,3 +409,52 @@ async fn an_idle_session_is_closed_but_a_busy_one_is_not() {
         "GOAWAY OK"
     );
 }
+
+#[tokio::test]
+async fn settings_change_the_honoured_initial_window() {
+    use vessel_streaming::spdy::frame::{Setting, SETTINGS_INITIAL_WINDOW_SIZE};
+    let config = ServerConfig {
+        session: SessionConfig {
+            honor_peer_window: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (server, _) = server_with(config).await;
+    let mut req = exec(&["sh", "-c", "head -c 100000 /dev/zero"]);
+    req.stdin = false;
+    let url = server.get_exec(req).unwrap();
+    let mut client = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await;
+    let window = Setting {
+        flags: 0,
+        id: SETTINGS_INITIAL_WINDOW_SIZE,
+        value: 16384,
+    };
+    client
+        .send_frame(Frame::Settings {
+            clear: false,
+            entries: vec![window],
+        })
+        .await;
+    let mut error = client.open(&[("streamType", "error")]).await;
+    let mut stdout = client.open(&[("streamType", "stdout")]).await;
+    let mut got = 0;
+    while got < 16384 {
+        got += stdout.read().await.expect("data").len();
+    }
+    assert_eq!(got, 16384, "exactly the window from SETTINGS");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stdout.read())
+            .await
+            .is_err()
+    );
+    client
+        .send_frame(Frame::WindowUpdate {
+            stream_id: stdout.id,
+            delta: 1 << 20,
+        })
+        .await;
+    got += stdout.read_to_end().await.len();
+    assert_eq!(got, 100000);
+    error.read_to_end().await;
+}
