@@ -293,3 +293,17 @@ async fn an_idle_websocket_session_is_closed() {
     assert_eq!(channels[&0], port.to_le_bytes());
     assert_eq!(channels[&1], port.to_le_bytes());
 }
+
+#[tokio::test]
+async fn stdin_as_text_frames_on_a_binary_protocol() {
+    // What the Python client does: write_stdin("...") sends a text frame "\x00...".
+    let (server, _) = server().await;
+    let url = server.get_exec(exec(&["cat"], true, false)).unwrap();
+    let (mut ws, _) = connect(&url, "v5.channel.k8s.io,v4.channel.k8s.io")
+        .await
+        .unwrap();
+    ws.send(Message::text("\u{0}typed text\n")).await.unwrap();
+    ws.send(Message::binary(vec![255, 0])).await.unwrap();
+    let channels = read_all(&mut ws, false).await;
+    assert_eq!(channels[&1], b"typed text\n");
+}

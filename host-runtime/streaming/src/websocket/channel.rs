@@ -38,9 +38,9 @@ pub enum ChannelError {
     /// An empty message (no channel byte).
     #[error("empty websocket message")]
     Empty,
-    /// A text message on a binary protocol or the reverse.
-    #[error("websocket message of the wrong kind for the negotiated protocol")]
-    WrongKind,
+    /// A control message where data was expected.
+    #[error("websocket control message where data was expected")]
+    NotData,
     /// A base64 message whose channel is not a digit or whose payload is not base64.
     #[error("invalid base64 channel message")]
     BadBase64,
@@ -65,29 +65,29 @@ pub fn encode(channel: u8, data: &[u8], base64: bool) -> Message {
 }
 
 /// Decodes a client data message (not ping/pong/close).
+///
+/// The negotiated codec decides, not the frame type: like the kubelet (whose reader takes
+/// any message's payload as bytes), text frames are accepted on binary protocols, where
+/// the Python client sends stdin as text, and binary frames on base64 protocols.
 pub fn decode(message: &Message, base64: bool, v5: bool) -> Result<ChannelMessage, ChannelError> {
-    match (message, base64) {
-        (Message::Binary(bytes), false) => {
-            let (&channel, rest) = bytes.split_first().ok_or(ChannelError::Empty)?;
-            if v5 && channel == channels::CLOSE {
-                let &closed = rest.first().ok_or(ChannelError::BadClose)?;
-                return Ok(ChannelMessage::Close(closed));
-            }
-            Ok(ChannelMessage::Data(channel, bytes.slice(1..)))
+    let bytes: Bytes = match message {
+        Message::Binary(bytes) => bytes.clone(),
+        Message::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
+        _ => return Err(ChannelError::NotData),
+    };
+    let (&first, rest) = bytes.split_first().ok_or(ChannelError::Empty)?;
+    if base64 {
+        if !first.is_ascii_digit() {
+            return Err(ChannelError::BadBase64);
         }
-        (Message::Text(text), true) => {
-            let text = text.as_str();
-            let first = *text.as_bytes().first().ok_or(ChannelError::Empty)?;
-            if !first.is_ascii_digit() {
-                return Err(ChannelError::BadBase64);
-            }
-            let data = STANDARD
-                .decode(&text[1..])
-                .map_err(|_| ChannelError::BadBase64)?;
-            Ok(ChannelMessage::Data(first - b'0', Bytes::from(data)))
-        }
-        _ => Err(ChannelError::WrongKind),
+        let data = STANDARD.decode(rest).map_err(|_| ChannelError::BadBase64)?;
+        return Ok(ChannelMessage::Data(first - b'0', Bytes::from(data)));
     }
+    if v5 && first == channels::CLOSE {
+        let &closed = rest.first().ok_or(ChannelError::BadClose)?;
+        return Ok(ChannelMessage::Close(closed));
+    }
+    Ok(ChannelMessage::Data(first, bytes.slice(1..)))
 }
 
 #[cfg(test)]
@@ -146,12 +146,25 @@ mod tests {
             Err(ChannelError::Empty)
         );
         assert_eq!(
-            decode(&Message::text("1abc"), false, true),
-            Err(ChannelError::WrongKind)
+            decode(&Message::Ping(Bytes::new()), false, true),
+            Err(ChannelError::NotData)
         );
         assert_eq!(
-            decode(&Message::binary(vec![1]), true, false),
-            Err(ChannelError::WrongKind)
+            decode(&Message::binary(b"1abc".to_vec()), true, false),
+            Err(ChannelError::BadBase64)
+        );
+    }
+
+    #[test]
+    fn the_codec_decides_not_the_frame_type() {
+        // The Python client sends stdin as text on v4/v5 binary protocols.
+        assert_eq!(
+            decode(&Message::text("\u{0}hello"), false, true),
+            Ok(ChannelMessage::Data(0, Bytes::from_static(b"hello")))
+        );
+        assert_eq!(
+            decode(&Message::binary(b"0aGk=".to_vec()), true, false),
+            Ok(ChannelMessage::Data(0, Bytes::from_static(b"hi")))
         );
     }
 }
