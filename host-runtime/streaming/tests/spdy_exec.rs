@@ -170,3 +170,49 @@ async fn tty_resizes_reach_the_runtime() {
     assert_eq!((sizes[0].width, sizes[0].height), (80, 24));
     assert_eq!((sizes[1].width, sizes[1].height), (132, 43));
 }
+
+#[tokio::test]
+async fn a_client_naming_no_version_gets_the_first_protocol() {
+    let (server, _) = server().await;
+    let url = server
+        .get_exec(exec(&["sh", "-c", "echo legacy; exit 2"], false, false))
+        .unwrap();
+    let mut client = SpdyClient::connect(&url, &[]).await;
+    assert_eq!(client.protocol, None, "no version header in the reply");
+    let mut error = client.open(&[("streamType", "error")]).await;
+    let mut stdout = client.open(&[("streamType", "stdout")]).await;
+    let mut stderr = client.open(&[("streamType", "stderr")]).await;
+    assert_eq!(stdout.read_to_end().await, b"legacy\n");
+    stderr.read_to_end().await;
+    let text = String::from_utf8(error.read_to_end().await).unwrap();
+    assert!(text.contains("exit status 2"), "{text}");
+}
+
+#[tokio::test]
+async fn v3_has_resize_but_text_errors() {
+    let (server, runtime) = server().await;
+    let url = server
+        .get_exec(exec(&["sh", "-c", "read x"], true, true))
+        .unwrap();
+    let mut client = SpdyClient::connect(&url, &["v3.channel.k8s.io", "v2.channel.k8s.io"]).await;
+    assert_eq!(client.protocol.as_deref(), Some("v3.channel.k8s.io"));
+    let mut error = client.open(&[("streamType", "error")]).await;
+    let stdin = client.open(&[("streamType", "stdin")]).await;
+    let mut stdout = client.open(&[("streamType", "stdout")]).await;
+    let resize = client.open(&[("streamType", "resize")]).await;
+    resize.write(b"{\"Width\":10,\"Height\":5}").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while runtime.resizes.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "resize not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stdin.write(b"x\n").await;
+    stdout.read_to_end().await;
+    assert!(
+        error.read_to_end().await.is_empty(),
+        "v3 success writes nothing"
+    );
+}
