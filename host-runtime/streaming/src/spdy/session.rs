@@ -254,7 +254,8 @@ impl StreamWriter {
                     return Ok(n);
                 }
             }
-            notified.await;
+            // Re-check now and then: a writer that died of a stall notifies nobody.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
         }
     }
 }
