@@ -833,4 +833,36 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn random_and_mutated_bytes_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid = Frame::SynStream {
+            stream_id: 1,
+            associated_to: 0,
+            priority: 0,
+            slot: 0,
+            fin: false,
+            unidirectional: false,
+            header_block: Bytes::from_static(b"abcdefgh"),
+        }
+        .to_bytes();
+        for _ in 0..20_000 {
+            let mut bytes = valid.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            let _ = decode(&bytes, MAX);
+            let len = (next() % 40) as usize;
+            let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = decode(&random, MAX);
+        }
+    }
 }

@@ -313,4 +313,30 @@ mod tests {
             Some("v4.channel.k8s.io")
         );
     }
+
+    #[test]
+    fn mutated_blocks_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid = HeaderEncoder::new()
+            .unwrap()
+            .encode(&k8s_headers("stdout"))
+            .unwrap();
+        let layout = k8s_headers("stdout").serialize();
+        for _ in 0..5_000 {
+            let mut block = valid.to_vec();
+            let at = (next() as usize) % block.len();
+            block[at] = next() as u8;
+            let _ = HeaderDecoder::new(64 * 1024).decode(&block);
+            let mut raw = layout.clone();
+            let at = (next() as usize) % raw.len();
+            raw[at] = next() as u8;
+            let _ = Headers::parse(&raw);
+        }
+    }
 }
