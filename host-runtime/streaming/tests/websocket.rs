@@ -307,3 +307,63 @@ async fn stdin_as_text_frames_on_a_binary_protocol() {
     let channels = read_all(&mut ws, false).await;
     assert_eq!(channels[&1], b"typed text\n");
 }
+
+#[tokio::test]
+async fn a_websocket_client_that_never_reads_is_dropped() {
+    let runtime = Arc::new(LocalRuntime::default());
+    let mut config = ServerConfig::default();
+    config.session.write_stall_timeout = Duration::from_secs(1);
+    let server = StreamingServer::start(config, runtime.clone())
+        .await
+        .unwrap();
+    let url = server
+        .get_exec(exec(
+            &["sh", "-c", "head -c 268435456 /dev/zero"],
+            false,
+            false,
+        ))
+        .unwrap();
+    let (ws, _) = connect(&url, "v4.channel.k8s.io").await.unwrap();
+    // Never read; the process must still end (its stdout pipe breaks).
+    let done = runtime.wait_finished(1, Duration::from_secs(20)).await;
+    assert_eq!(done.len(), 1);
+    drop(ws);
+}
+
+#[tokio::test]
+async fn base64_websocket_portforward() {
+    let (server, _) = server().await;
+    let port = echo_server().await;
+    let url = server
+        .get_port_forward(PortForwardRequest {
+            pod_sandbox_id: "pod1".into(),
+            ports: vec![port],
+        })
+        .unwrap();
+    let (mut ws, protocol) = connect(&url, "v4.base64.channel.k8s.io").await.unwrap();
+    assert_eq!(protocol.as_deref(), Some("v4.base64.channel.k8s.io"));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let prefix = b64.encode(port.to_le_bytes());
+    for channel in ['0', '1'] {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(text) => assert_eq!(text.as_str(), format!("{channel}{prefix}")),
+            other => panic!("{other:?}"),
+        }
+    }
+    ws.send(Message::text(format!(
+        "0{}",
+        b64.encode(b"ping over base64")
+    )))
+    .await
+    .unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Text(text) => {
+            assert_eq!(&text.as_str()[..1], "0");
+            assert_eq!(
+                b64.decode(&text.as_str()[1..]).unwrap(),
+                b"ping over base64"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
