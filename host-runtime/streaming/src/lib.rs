@@ -1,6 +1,8 @@
 //! The Kubernetes streaming server: exec, attach and port-forward over SPDY/3.1 and
 //! WebSocket, for whatever implements [`StreamingRuntime`]. It knows nothing of vessel.
 
+#![warn(missing_docs)]
+
 mod idle;
 pub mod portforward;
 pub mod remotecommand;
