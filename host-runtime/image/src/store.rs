@@ -1,0 +1,541 @@
+//! The store facade vesseld uses: pull (shared between concurrent callers,
+//! watched for progress), list, status, remove, filesystem usage, container
+//! rootfs and GC.
+//!
+//! On-disk layout under the root directory:
+//! `blobs/sha256/<hex>` (content), `ingest/` (blobs being written),
+//! `layers/<chain hex>/` (unpacked layers), `containers/<id>/{upper,work}`
+//! (writable layers); metadata lives in the caller's redb database.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+use crate::content::ContentStore;
+use crate::error::{ImageError, Result};
+use crate::gc::{self, GcReport};
+use crate::layers::LayerStore;
+use crate::manifest::Platform;
+use crate::metadata::{ImageRecord, Lease, Metadata};
+use crate::platform;
+use crate::pull::{self, Credentials, Progress};
+use crate::reference::ImageRef;
+use crate::registry::RegistryConfig;
+use crate::rootfs;
+use crate::unpack::UnpackLimits;
+
+/// Caps on what a registry or an image may make the store do.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest manifest or index accepted.
+    pub max_manifest_bytes: u64,
+    /// Largest image config accepted.
+    pub max_config_bytes: u64,
+    /// Largest compressed layer accepted.
+    pub max_layer_bytes: u64,
+    /// Most layers in one image.
+    pub max_layers: usize,
+    /// Per-layer unpack caps.
+    pub unpack: UnpackLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 << 20,
+            max_config_bytes: 8 << 20,
+            max_layer_bytes: 16 << 30,
+            max_layers: 128,
+            unpack: UnpackLimits::default(),
+        }
+    }
+}
+
+/// The store's configuration.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Root directory of blobs, layers and writable layers.
+    pub root: PathBuf,
+    /// Registries, mirrors and the default registry.
+    pub registry: RegistryConfig,
+    /// The platform picked from indexes.
+    pub platform: Platform,
+    /// Caps.
+    pub limits: Limits,
+    /// A pull that moves no byte for this long is cancelled.
+    pub progress_timeout: Duration,
+    /// How often a long pull logs its progress.
+    pub progress_log_interval: Duration,
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+}
+
+impl StoreConfig {
+    /// Defaults for a store under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            root: root.into(),
+            registry: RegistryConfig::default(),
+            platform: platform::default_platform(),
+            limits: Limits::default(),
+            progress_timeout: Duration::from_secs(300),
+            progress_log_interval: Duration::from_secs(10),
+            max_concurrent_downloads: 3,
+        }
+    }
+}
+
+/// An image as list/status report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Config digest.
+    pub id: String,
+    /// `registry/repo:tag` names.
+    pub repo_tags: Vec<String>,
+    /// `registry/repo@digest` names.
+    pub repo_digests: Vec<String>,
+    /// Manifest + config + compressed layers.
+    pub size: u64,
+    /// The config's `User` as written.
+    pub user: String,
+    /// The uid when `User`'s user part is numeric.
+    pub uid: Option<i64>,
+    /// The user name when it is not.
+    pub username: String,
+    /// Never removed by GC.
+    pub pinned: bool,
+}
+
+/// The result of a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledImage {
+    /// The image id (config digest), what CRI's PullImage returns.
+    pub id: String,
+    /// The names it got.
+    pub names: Vec<String>,
+}
+
+/// Disk usage of a directory tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FsUsage {
+    /// The directory measured.
+    pub mountpoint: PathBuf,
+    /// Bytes allocated.
+    pub used_bytes: u64,
+    /// Inodes used.
+    pub inodes_used: u64,
+}
+
+type SharedPull = Shared<BoxFuture<'static, Result<PulledImage>>>;
+
+pub(crate) struct Inner {
+    pub(crate) cfg: StoreConfig,
+    pub(crate) content: ContentStore,
+    pub(crate) layers: LayerStore,
+    pub(crate) meta: Metadata,
+    pub(crate) gc_lock: tokio::sync::RwLock<()>,
+    containers: PathBuf,
+    inflight: Mutex<HashMap<String, SharedPull>>,
+    pulls_started: AtomicU64,
+}
+
+/// The image store.
+#[derive(Clone)]
+pub struct ImageStore {
+    inner: Arc<Inner>,
+}
+
+impl ImageStore {
+    /// Opens the store: creates its directories, removes interrupted writes
+    /// and unpacks, and collects garbage. `db` is vesseld's state database.
+    pub fn open(cfg: StoreConfig, db: Arc<redb::Database>) -> Result<Self> {
+        let content = ContentStore::open(&cfg.root)?;
+        let layers = LayerStore::open(&cfg.root.join("layers"))?;
+        let containers = cfg.root.join("containers");
+        std::fs::create_dir_all(&containers)
+            .map_err(|e| ImageError::io("create", &containers, e))?;
+        let meta = Metadata::new(db)?;
+        let inner = Arc::new(Inner {
+            cfg,
+            content,
+            layers,
+            meta,
+            gc_lock: tokio::sync::RwLock::new(()),
+            containers,
+            inflight: Mutex::new(HashMap::new()),
+            pulls_started: AtomicU64::new(0),
+        });
+        gc::collect(&inner.meta, &inner.content, &inner.layers)?;
+        Ok(ImageStore { inner })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.cfg
+    }
+
+    /// Parses a reference with the configured default registry.
+    pub fn parse_reference(&self, reference: &str) -> Result<ImageRef> {
+        ImageRef::parse_with_default(reference, &self.inner.cfg.registry.default_registry)
+    }
+
+    /// How many pulls actually ran (concurrent pulls of one reference count once).
+    pub fn pulls_started(&self) -> u64 {
+        self.inner.pulls_started.load(Ordering::Relaxed)
+    }
+
+    /// Pulls `reference`. Concurrent pulls of the same reference share one
+    /// download; a pull with no progress for `progress_timeout` is cancelled.
+    pub async fn pull(&self, reference: &str, creds: &Credentials) -> Result<PulledImage> {
+        let r = self.parse_reference(reference)?;
+        let key = r.to_string();
+        let fut = {
+            let mut map = self
+                .inner
+                .inflight
+                .lock()
+                .map_err(|_| ImageError::Database("pull table poisoned".into()))?;
+            if let Some(f) = map.get(&key) {
+                tracing::info!(reference = %key, "joining a pull in progress");
+                f.clone()
+            } else {
+                let inner = self.inner.clone();
+                let creds = creds.clone();
+                let r2 = r.clone();
+                // Spawned, so that a caller that goes away does not cancel
+                // the pull for the others.
+                let handle = tokio::spawn(async move { run_pull(inner, r2, creds).await });
+                let f: SharedPull = async move {
+                    handle
+                        .await
+                        .unwrap_or_else(|e| Err(ImageError::Database(format!("pull task: {e}"))))
+                }
+                .boxed()
+                .shared();
+                map.insert(key.clone(), f.clone());
+                f
+            }
+        };
+        let out = fut.clone().await;
+        if let Ok(mut map) = self.inner.inflight.lock() {
+            if map.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
+                map.remove(&key);
+            }
+        }
+        out
+    }
+
+    /// Resolves a name, reference or image id to an image id.
+    pub fn resolve(&self, reference_or_id: &str) -> Result<Option<String>> {
+        let s = reference_or_id;
+        let as_id = if s.starts_with("sha256:") {
+            Some(s.to_string())
+        } else if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Some(format!("sha256:{s}"))
+        } else {
+            None
+        };
+        if let Some(id) = as_id {
+            crate::digest::hex_of(&id)?;
+            if self.inner.meta.image(&id)?.is_some() {
+                return Ok(Some(id));
+            }
+            if s.starts_with("sha256:") {
+                return Ok(None);
+            }
+        }
+        let r = self.parse_reference(s)?;
+        self.inner.meta.id_by_name(&r.to_string())
+    }
+
+    fn info(&self, rec: &ImageRecord, names: Vec<String>) -> ImageInfo {
+        let (mut repo_digests, mut repo_tags): (Vec<String>, Vec<String>) =
+            names.into_iter().partition(|n| n.contains('@'));
+        repo_tags.sort();
+        repo_digests.sort();
+        let user_part = rec.user.split(':').next().unwrap_or("").to_string();
+        let (uid, username) = match user_part.parse::<i64>() {
+            Ok(u) => (Some(u), String::new()),
+            Err(_) => (None, user_part),
+        };
+        ImageInfo {
+            id: rec.id.clone(),
+            repo_tags,
+            repo_digests,
+            size: rec.size,
+            user: rec.user.clone(),
+            uid,
+            username,
+            pinned: rec.pinned,
+        }
+    }
+
+    /// Named images, optionally only the one `filter` (a reference or id) names.
+    pub fn list(&self, filter: Option<&str>) -> Result<Vec<ImageInfo>> {
+        let want = match filter.filter(|f| !f.is_empty()) {
+            Some(f) => match self.resolve(f)? {
+                Some(id) => Some(id),
+                None => return Ok(vec![]),
+            },
+            None => None,
+        };
+        let mut out = Vec::new();
+        for (rec, names) in self.inner.meta.images()? {
+            if names.is_empty() || want.as_ref().is_some_and(|w| *w != rec.id) {
+                continue;
+            }
+            out.push(self.info(&rec, names));
+        }
+        Ok(out)
+    }
+
+    /// The status of one image, or None when there is no such image.
+    pub fn status(&self, reference_or_id: &str) -> Result<Option<ImageInfo>> {
+        let Some(id) = self.resolve(reference_or_id)? else {
+            return Ok(None);
+        };
+        let Some(rec) = self.inner.meta.image(&id)? else {
+            return Ok(None);
+        };
+        let names = self.inner.meta.names_of(&id)?;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.info(&rec, names)))
+    }
+
+    /// The image's config JSON (for verbose status).
+    pub fn config_json(&self, id: &str) -> Result<Vec<u8>> {
+        self.inner
+            .content
+            .read(id, self.inner.cfg.limits.max_config_bytes)
+    }
+
+    /// Removes by tag (that tag only; the image goes with its last tag), by
+    /// digest reference or by id (the image and all its names). Content is
+    /// freed when no image and no container uses it. False when not found.
+    pub async fn remove(&self, reference_or_id: &str) -> Result<bool> {
+        let Some(id) = self.resolve(reference_or_id)? else {
+            return Ok(false);
+        };
+        let names = self.inner.meta.names_of(&id)?;
+        let by_tag = match self.parse_reference(reference_or_id) {
+            Ok(r) if r.tag.is_some() && names.contains(&r.to_string()) => Some(r.to_string()),
+            _ => None,
+        };
+        let doomed: Vec<String> = match by_tag {
+            Some(tag) => {
+                let other_tags = names.iter().any(|n| *n != tag && !n.contains('@'));
+                if other_tags {
+                    vec![tag]
+                } else {
+                    names
+                }
+            }
+            None => names,
+        };
+        tracing::info!(image = %id, names = ?doomed, "removing image names");
+        self.inner.meta.remove_names(&doomed)?;
+        self.gc().await?;
+        Ok(true)
+    }
+
+    /// Frees what no image and no container uses.
+    pub async fn gc(&self) -> Result<GcReport> {
+        let _w = self.inner.gc_lock.write().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || gc::collect(&inner.meta, &inner.content, &inner.layers))
+            .await
+            .map_err(|e| ImageError::Database(format!("gc task: {e}")))?
+    }
+
+    /// Usage of the image store (blobs and layers) and of the containers'
+    /// writable layers.
+    pub fn fs_info(&self) -> Result<(FsUsage, FsUsage)> {
+        let root = &self.inner.cfg.root;
+        let mut images = du(root, Some(&self.inner.containers))?;
+        images.mountpoint = root.clone();
+        let mut containers = du(&self.inner.containers, None)?;
+        containers.mountpoint = self.inner.containers.clone();
+        Ok((images, containers))
+    }
+
+    /// Mounts a rootfs for `container_id` from image `reference_or_id` at
+    /// `target` (an existing empty directory): the image's layers read-only
+    /// under a writable layer of the container's own. The image is held
+    /// until `remove_rootfs`.
+    pub async fn create_rootfs(
+        &self,
+        container_id: &str,
+        reference_or_id: &str,
+        target: &Path,
+    ) -> Result<()> {
+        rootfs::check_container_id(container_id)?;
+        let _g = self.inner.gc_lock.read().await;
+        let id = self
+            .resolve(reference_or_id)?
+            .ok_or_else(|| ImageError::NotFound(reference_or_id.to_string()))?;
+        let rec = self
+            .inner
+            .meta
+            .image(&id)?
+            .ok_or_else(|| ImageError::NotFound(id.clone()))?;
+        let lowers = rec
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.inner.layers.path(&l.chain_id))
+            .collect::<Result<Vec<_>>>()?;
+        let dir = self.inner.containers.join(container_id);
+        self.inner.meta.add_lease(
+            container_id,
+            &Lease {
+                image_id: id.clone(),
+                target: target.display().to_string(),
+            },
+        )?;
+        let made = (|| {
+            for d in ["upper", "work"] {
+                std::fs::create_dir_all(dir.join(d))
+                    .map_err(|e| ImageError::io("create", dir.join(d), e))?;
+            }
+            rootfs::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), target)
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = self.inner.meta.remove_lease(container_id);
+            return Err(e);
+        }
+        tracing::info!(container = container_id, image = %id, target = %target.display(), "rootfs mounted");
+        Ok(())
+    }
+
+    /// Unmounts and deletes a container's rootfs and releases its image.
+    /// Unknown containers are fine (idempotent, as CRI removal is).
+    pub async fn remove_rootfs(&self, container_id: &str) -> Result<()> {
+        rootfs::check_container_id(container_id)?;
+        let Some(lease) = self.inner.meta.lease(container_id)? else {
+            return Ok(());
+        };
+        rootfs::unmount(Path::new(&lease.target))?;
+        let dir = self.inner.containers.join(container_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::io("remove", &dir, e)),
+        }
+        self.inner.meta.remove_lease(container_id)?;
+        tracing::info!(container = container_id, image = %lease.image_id, "rootfs removed");
+        self.gc().await?;
+        Ok(())
+    }
+
+    /// The directories of an image's layers, base first (for tests and tools).
+    pub fn layer_dirs(&self, reference_or_id: &str) -> Result<Vec<PathBuf>> {
+        let id = self
+            .resolve(reference_or_id)?
+            .ok_or_else(|| ImageError::NotFound(reference_or_id.to_string()))?;
+        let rec = self
+            .inner
+            .meta
+            .image(&id)?
+            .ok_or_else(|| ImageError::NotFound(id.clone()))?;
+        rec.layers
+            .iter()
+            .map(|l| self.inner.layers.path(&l.chain_id))
+            .collect()
+    }
+}
+
+async fn run_pull(inner: Arc<Inner>, r: ImageRef, creds: Credentials) -> Result<PulledImage> {
+    inner.pulls_started.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let progress = Arc::new(Progress::default());
+    let work = pull::pull(&inner, &r, &creds, &progress);
+    tokio::pin!(work);
+    let timeout = inner.cfg.progress_timeout;
+    let mut tick = tokio::time::interval(
+        (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+    );
+    let (mut last_bytes, mut last_change, mut last_log) = (0u64, Instant::now(), Instant::now());
+    tracing::info!(reference = %r, "pull started");
+    let result = loop {
+        tokio::select! {
+            res = &mut work => break res,
+            _ = tick.tick() => {
+                let b = progress.bytes.load(Ordering::Relaxed);
+                if b != last_bytes {
+                    last_bytes = b;
+                    last_change = Instant::now();
+                } else if last_change.elapsed() >= timeout {
+                    break Err(ImageError::NoProgress { reference: r.to_string(), seconds: timeout.as_secs() });
+                }
+                if last_log.elapsed() >= inner.cfg.progress_log_interval {
+                    last_log = Instant::now();
+                    tracing::info!(
+                        reference = %r,
+                        bytes = b,
+                        layers_done = progress.layers_done.load(Ordering::Relaxed),
+                        layers = progress.layers_total.load(Ordering::Relaxed),
+                        "pull progress"
+                    );
+                }
+            }
+        }
+    };
+    match result {
+        Ok((rec, names)) => {
+            tracing::info!(reference = %r, image = %rec.id, bytes = progress.bytes.load(Ordering::Relaxed), ms = started.elapsed().as_millis() as u64, "pull done");
+            // A tag that moved may have left its old image unnamed.
+            let _w = inner.gc_lock.write().await;
+            let i2 = inner.clone();
+            tokio::task::spawn_blocking(move || gc::collect(&i2.meta, &i2.content, &i2.layers))
+                .await
+                .map_err(|e| ImageError::Database(format!("gc task: {e}")))??;
+            Ok(PulledImage { id: rec.id, names })
+        }
+        Err(e) => {
+            tracing::warn!(reference = %r, error = %e, "pull failed");
+            Err(e)
+        }
+    }
+}
+
+/// Bytes and inodes under `dir` on its filesystem, hard links counted once,
+/// `skip` left out. Symlinks are not followed.
+fn du(dir: &Path, skip: Option<&Path>) -> Result<FsUsage> {
+    let top = std::fs::symlink_metadata(dir).map_err(|e| ImageError::io("stat", dir, e))?;
+    let dev = top.dev();
+    let mut seen = std::collections::HashSet::new();
+    let mut usage = FsUsage::default();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let md = match std::fs::symlink_metadata(&d) {
+            Ok(m) => m,
+            Err(_) => continue, // removed meanwhile
+        };
+        if md.dev() != dev || !seen.insert(md.ino()) {
+            continue;
+        }
+        usage.used_bytes += md.blocks() * 512;
+        usage.inodes_used += 1;
+        if md.is_dir() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                let p = ent.path();
+                if skip.is_some_and(|s| s == p) {
+                    continue;
+                }
+                stack.push(p);
+            }
+        }
+    }
+    Ok(usage)
+}
