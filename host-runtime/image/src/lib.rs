@@ -24,3 +24,6 @@ pub use pull::Credentials;
 pub use reference::ImageRef;
 pub use registry::RegistryConfig;
 pub use store::{FsUsage, ImageInfo, ImageStore, Limits, PulledImage, StoreConfig};
+
+#[cfg(test)]
+mod unpack_tests;

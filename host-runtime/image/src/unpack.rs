@@ -216,7 +216,10 @@ impl<'a> Unpacker<'a> {
                 r => r,
             };
             cur = next.map_err(|e| {
+                let is_link = fsat::lstat(cur.as_fd(), c)
+                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
                 let why = match e.raw_os_error() {
+                    _ if is_link => format!("parent {c:?} is a symlink (refused)"),
                     Some(libc::ELOOP) => format!("parent {c:?} is a symlink (refused)"),
                     Some(libc::ENOTDIR) => format!("parent {c:?} is not a directory"),
                     Some(libc::EXDEV) => format!("parent {c:?} escapes the layer"),
