@@ -8,6 +8,7 @@ apt_pkgs=(
   build-essential pkg-config cpio gzip lz4 file   # initramfs, static agent
   qemu-system-x86                                 # nested test host + peer VMM
   busybox-static                                  # test images
+  docker-registry apache2-utils                   # image store tests: local registry, htpasswd
   iproute2 util-linux                             # taps, netns, unshare, nsenter
   python3 python3-pip
 )

@@ -139,14 +139,21 @@ fn registry_err(host: &str, r: &ImageRef, what: &str, e: OciDistributionError) -
             }
         }
         OciDistributionError::RegistryError { envelope, .. } => {
+            use oci_client::errors::OciErrorCode as C;
             let text = envelope.to_string();
-            if text.contains("UNAUTHORIZED") || text.contains("DENIED") {
+            let has = |f: &dyn Fn(&C) -> bool| envelope.errors.iter().any(|e| f(&e.code));
+            if has(&|c| matches!(c, C::Unauthorized | C::Denied)) {
                 ImageError::Unauthorized {
                     registry,
                     reference,
                     detail: text,
                 }
-            } else if text.contains("UNKNOWN") {
+            } else if has(&|c| {
+                matches!(
+                    c,
+                    C::ManifestUnknown | C::NameUnknown | C::BlobUnknown | C::NotFound
+                )
+            }) {
                 ImageError::RegistryNotFound {
                     registry,
                     reference,
