@@ -3,6 +3,7 @@
 //! content-addressed blob store, metadata in redb, layers unpacked once per
 //! chain id, per-container overlayfs rootfs, and garbage collection.
 
+pub mod archive;
 pub mod content;
 pub mod digest;
 pub mod error;

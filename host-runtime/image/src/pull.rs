@@ -308,7 +308,7 @@ async fn resolve(
 }
 
 /// A descriptor's digest must be sha256 and its size within `max`.
-fn check_descriptor(r: &ImageRef, d: &Descriptor, max: u64, what: &str) -> Result<u64> {
+pub(crate) fn check_descriptor(r: &ImageRef, d: &Descriptor, max: u64, what: &str) -> Result<u64> {
     digest::hex_of(&d.digest)?;
     let size = u64::try_from(d.size).map_err(|_| ImageError::BadManifest {
         reference: r.to_string(),
@@ -325,7 +325,7 @@ fn check_descriptor(r: &ImageRef, d: &Descriptor, max: u64, what: &str) -> Resul
     Ok(size)
 }
 
-fn verify_bytes(r: &ImageRef, d: &Descriptor, bytes: &[u8]) -> Result<()> {
+pub(crate) fn verify_bytes(r: &ImageRef, d: &Descriptor, bytes: &[u8]) -> Result<()> {
     let actual = digest::sha256(bytes);
     if bytes.len() as i64 != d.size || actual != d.digest {
         return Err(ImageError::Verification {
@@ -410,28 +410,22 @@ async fn fetch_blob(
         .map_err(with_ref)
 }
 
-async fn fetch(
-    inner: &Arc<Inner>,
-    r: &ImageRef,
-    res: Resolved,
-    progress: &Arc<Progress>,
-) -> Result<(ImageRecord, Vec<String>)> {
+/// Checks a manifest before anything is fetched for it: an image config,
+/// unpackable layers, sizes and count within the caps. Returns the config
+/// size and the layer sizes.
+pub(crate) fn check_manifest(inner: &Inner, r: &ImageRef, m: &Manifest) -> Result<(u64, Vec<u64>)> {
     let limits = &inner.cfg.limits;
-    let m = &res.manifest;
-    let bad = |what: &str, detail: String| ImageError::BadManifest {
+    let bad = |detail: String| ImageError::BadManifest {
         reference: r.to_string(),
-        what: what.into(),
+        what: "manifest".into(),
         detail,
     };
     if m.config.media_type != manifest::OCI_CONFIG && m.config.media_type != manifest::DOCKER_CONFIG
     {
-        return Err(bad(
-            "manifest",
-            format!(
-                "config media type {:?} is not a container image",
-                m.config.media_type
-            ),
-        ));
+        return Err(bad(format!(
+            "config media type {:?} is not a container image",
+            m.config.media_type
+        )));
     }
     if m.layers.len() > limits.max_layers {
         return Err(ImageError::TooLarge {
@@ -444,13 +438,24 @@ async fn fetch(
     let mut layer_sizes = Vec::new();
     for l in &m.layers {
         if !manifest::is_layer_type(&l.media_type) {
-            return Err(bad(
-                "manifest",
-                format!("layer {} has media type {:?}", l.digest, l.media_type),
-            ));
+            return Err(bad(format!(
+                "layer {} has media type {:?}",
+                l.digest, l.media_type
+            )));
         }
         layer_sizes.push(check_descriptor(r, l, limits.max_layer_bytes, "layer")?);
     }
+    Ok((config_size, layer_sizes))
+}
+
+async fn fetch(
+    inner: &Arc<Inner>,
+    r: &ImageRef,
+    res: Resolved,
+    progress: &Arc<Progress>,
+) -> Result<(ImageRecord, Vec<String>)> {
+    let m = &res.manifest;
+    let (config_size, layer_sizes) = check_manifest(inner, r, m)?;
     progress
         .layers_total
         .store(m.layers.len(), Ordering::Relaxed);
@@ -464,6 +469,63 @@ async fn fetch(
         inner.content.put(d, b)?;
     }
     fetch_blob(inner, &res, r, &m.config, config_size, progress).await?;
+    let mut downloads: Vec<futures_util::future::BoxFuture<'_, Result<()>>> = Vec::new();
+    for (l, size) in m.layers.iter().zip(layer_sizes.iter()) {
+        downloads.push(Box::pin(fetch_blob(inner, &res, r, l, *size, progress)));
+    }
+    futures_util::stream::iter(downloads)
+        .buffer_unordered(inner.cfg.max_concurrent_downloads.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let (inner2, r2, p2) = (inner.clone(), r.clone(), progress.clone());
+    let img = NewImage {
+        target_digest: res.target_digest.clone(),
+        extra_blobs: res.index.iter().map(|(d, _)| d.clone()).collect(),
+        manifest_digest: res.manifest_digest.clone(),
+        manifest_len: res.manifest_bytes.len() as u64,
+        manifest: res.manifest.clone(),
+        config_size,
+        layer_sizes,
+    };
+    tokio::task::spawn_blocking(move || commit_image(&inner2, &r2, &img, Some(&p2)))
+        .await
+        .map_err(|e| ImageError::Database(format!("unpack task: {e}")))?
+}
+
+/// An image whose blobs are all in the content store, ready to unpack and record.
+pub(crate) struct NewImage {
+    /// What the names point at (the index, or the manifest).
+    pub target_digest: String,
+    /// An index kept with the image.
+    pub extra_blobs: Vec<String>,
+    /// The platform manifest.
+    pub manifest_digest: String,
+    /// Its size.
+    pub manifest_len: u64,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Config size.
+    pub config_size: u64,
+    /// Layer sizes.
+    pub layer_sizes: Vec<u64>,
+}
+
+/// Reads the config, unpacks the layers and records the image under `r`'s
+/// names (blocking; the caller holds the GC lock).
+pub(crate) fn commit_image(
+    inner: &Inner,
+    r: &ImageRef,
+    img: &NewImage,
+    progress: Option<&Progress>,
+) -> Result<(ImageRecord, Vec<String>)> {
+    let limits = &inner.cfg.limits;
+    let m = &img.manifest;
+    let bad = |what: &str, detail: String| ImageError::BadManifest {
+        reference: r.to_string(),
+        what: what.into(),
+        detail,
+    };
     let config_bytes = inner
         .content
         .read(&m.config.digest, limits.max_config_bytes)?;
@@ -488,58 +550,40 @@ async fn fetch(
     {
         tracing::warn!(reference = %r, os = %config.os, arch = %config.architecture, "image config is for another platform");
     }
-
-    let mut downloads: Vec<futures_util::future::BoxFuture<'_, Result<()>>> = Vec::new();
-    for (l, size) in m.layers.iter().zip(layer_sizes.iter()) {
-        downloads.push(Box::pin(fetch_blob(inner, &res, r, l, *size, progress)));
-    }
-    futures_util::stream::iter(downloads)
-        .buffer_unordered(inner.cfg.max_concurrent_downloads.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
-
     let chains = chain_ids(&config.rootfs.diff_ids);
     let mut layers = Vec::new();
     for ((l, size), (diff_id, chain)) in m
         .layers
         .iter()
-        .zip(layer_sizes.iter())
+        .zip(img.layer_sizes.iter())
         .zip(config.rootfs.diff_ids.iter().zip(chains.iter()))
     {
         let blob = inner.content.path(&l.digest)?;
-        let (store, chain2, digest2, diff2, p) = (
-            inner.layers.clone(),
-            chain.clone(),
-            l.digest.clone(),
-            diff_id.clone(),
-            progress.clone(),
-        );
-        let unpack_limits = limits.unpack;
         let started = std::time::Instant::now();
-        let stats = tokio::task::spawn_blocking(move || {
-            store.unpack(
-                &chain2,
-                &digest2,
+        let stats = inner
+            .layers
+            .unpack(
+                chain,
+                &l.digest,
                 &blob,
-                &diff2,
-                &unpack_limits,
-                Some(&p.bytes),
+                diff_id,
+                &limits.unpack,
+                progress.map(|p| &p.bytes),
             )
-        })
-        .await
-        .map_err(|e| ImageError::Database(format!("unpack task: {e}")))?
-        .map_err(|e| match e {
-            ImageError::Verification { digest, detail, .. } => ImageError::Verification {
-                reference: r.to_string(),
-                digest,
-                detail,
-            },
-            e => e,
-        })?;
+            .map_err(|e| match e {
+                ImageError::Verification { digest, detail, .. } => ImageError::Verification {
+                    reference: r.to_string(),
+                    digest,
+                    detail,
+                },
+                e => e,
+            })?;
         if let Some(s) = stats {
             tracing::info!(reference = %r, layer = %l.digest, entries = s.entries, bytes = s.bytes, ms = started.elapsed().as_millis() as u64, "layer unpacked");
         }
-        progress.layers_done.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = progress {
+            p.layers_done.fetch_add(1, Ordering::Relaxed);
+        }
         layers.push(LayerRecord {
             digest: l.digest.clone(),
             size: *size,
@@ -548,14 +592,13 @@ async fn fetch(
             chain_id: chain.clone(),
         });
     }
-
-    let size = res.manifest_bytes.len() as u64 + config_size + layer_sizes.iter().sum::<u64>();
+    let size = img.manifest_len + img.config_size + img.layer_sizes.iter().sum::<u64>();
     let rec = ImageRecord {
         id: m.config.digest.clone(),
-        manifest_digest: res.manifest_digest.clone(),
-        target_digest: res.target_digest.clone(),
-        extra_blobs: res.index.iter().map(|(d, _)| d.clone()).collect(),
-        config_size,
+        manifest_digest: img.manifest_digest.clone(),
+        target_digest: img.target_digest.clone(),
+        extra_blobs: img.extra_blobs.clone(),
+        config_size: img.config_size,
         layers,
         size,
         user: config.config.and_then(|c| c.user).unwrap_or_default(),
@@ -565,7 +608,7 @@ async fn fetch(
     if r.tag.is_some() {
         names.push(r.to_string());
     }
-    names.push(r.with_digest(&res.target_digest));
+    names.push(r.with_digest(&img.target_digest));
     inner.meta.put_image(&rec, &names)?;
     Ok((rec, names))
 }

@@ -230,6 +230,51 @@ impl ImageStore {
         out
     }
 
+    /// Imports every image of an OCI image layout (a directory or a tar) or
+    /// a `docker save` tarball at `path`. Images are named from their
+    /// `io.containerd.image.name` / `org.opencontainers.image.ref.name`
+    /// annotation (or `RepoTags`).
+    pub async fn import(&self, path: &Path) -> Result<Vec<PulledImage>> {
+        let imported = {
+            let _g = self.inner.gc_lock.read().await;
+            let (inner, p) = (self.inner.clone(), path.to_path_buf());
+            tokio::task::spawn_blocking(move || crate::archive::import(&inner, &p))
+                .await
+                .map_err(|e| ImageError::Database(format!("import task: {e}")))??
+        };
+        self.gc().await?;
+        Ok(imported
+            .into_iter()
+            .map(|(rec, names)| PulledImage { id: rec.id, names })
+            .collect())
+    }
+
+    /// Writes an image as an OCI layout tarball at `out`, named after the
+    /// reference given (or the image's first tag when given an id).
+    pub async fn export(&self, reference_or_id: &str, out: &Path) -> Result<()> {
+        let _g = self.inner.gc_lock.read().await;
+        let id = self
+            .resolve(reference_or_id)?
+            .ok_or_else(|| ImageError::NotFound(reference_or_id.to_string()))?;
+        let rec = self
+            .inner
+            .meta
+            .image(&id)?
+            .ok_or_else(|| ImageError::NotFound(id.clone()))?;
+        let mut names = self.inner.meta.names_of(&id)?;
+        names.sort_by_key(|n| n.contains('@'));
+        let name = match self.parse_reference(reference_or_id) {
+            Ok(r) if !reference_or_id.starts_with("sha256:") && names.contains(&r.to_string()) => {
+                r.to_string()
+            }
+            _ => names.first().cloned().unwrap_or_else(|| id.clone()),
+        };
+        let (inner, out) = (self.inner.clone(), out.to_path_buf());
+        tokio::task::spawn_blocking(move || crate::archive::export(&inner, &rec, &name, &out))
+            .await
+            .map_err(|e| ImageError::Database(format!("export task: {e}")))?
+    }
+
     /// Resolves a name, reference or image id to an image id.
     pub fn resolve(&self, reference_or_id: &str) -> Result<Option<String>> {
         let s = reference_or_id;

@@ -316,6 +316,7 @@ pub fn index(entries: &[(&Image, &str, Option<&str>)], docker: bool) -> (Vec<u8>
 
 /// A store under `dir` that speaks plain HTTP to the given hosts.
 pub fn store_for(dir: &Path, registry_toml: &str) -> (ImageStore, StoreConfig) {
+    std::fs::create_dir_all(dir).unwrap();
     let mut cfg = StoreConfig::new(dir.join("store"));
     cfg.registry = RegistryConfig::from_toml(registry_toml, Path::new("test.toml")).unwrap();
     let db = Arc::new(redb::Database::create(dir.join("state.redb")).unwrap());
