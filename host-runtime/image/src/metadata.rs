@@ -173,8 +173,7 @@ impl Metadata {
         Ok(out)
     }
 
-    /// Removes names; and with `whole_image`, every other name of their image.
-    /// Returns the ids whose names all went.
+    /// Removes names, in one transaction (records stay until GC).
     pub fn remove_names(&self, names: &[String]) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
