@@ -22,8 +22,9 @@ use crate::reference::ImageRef;
 use crate::registry::Endpoint;
 use crate::store::Inner;
 
-/// Credentials for a pull, as CRI's `AuthConfig` carries them.
-#[derive(Debug, Clone, Default)]
+/// Credentials for a pull, as CRI's `AuthConfig` carries them. Its `Debug`
+/// shows the user and server only, never a secret.
+#[derive(Clone, Default)]
 pub struct Credentials {
     /// User name.
     pub username: String,
@@ -37,6 +38,15 @@ pub struct Credentials {
     pub registry_token: String,
     /// The host these credentials are for; empty means the image's registry.
     pub server_address: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("server_address", &self.server_address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Credentials {

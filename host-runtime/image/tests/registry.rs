@@ -449,3 +449,59 @@ async fn limits_and_stalled_registries() {
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
     drop(stall);
 }
+
+/// Serves every connection the same fixed HTTP answer (a broken registry).
+fn fake_registry(answer: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(answer);
+        }
+    });
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_registries_give_clear_errors() {
+    let e500 = fake_registry(
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops",
+    );
+    let garbage = fake_registry(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{garbage!",
+    );
+    let schema1 = fake_registry(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 63\r\nConnection: close\r\n\r\n{\"schemaVersion\": 1, \"name\": \"old\", \"tag\": \"x\", \"fsLayers\": []}",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}{}{}",
+        plain_http(&e500),
+        plain_http(&garbage),
+        plain_http(&schema1)
+    );
+    let (store, _) = store_for(dir.path(), &toml);
+    let e = store
+        .pull(&format!("{e500}/a:b"), &no_creds())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ImageError::Registry { .. }), "5xx: {e:?}");
+    assert!(e.to_string().contains(&e500), "{e}");
+    let e = store
+        .pull(&format!("{garbage}/a:b"), &no_creds())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ImageError::BadManifest { .. }),
+        "garbage: {e:?}"
+    );
+    let e = store
+        .pull(&format!("{schema1}/a:b"), &no_creds())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("schemaVersion 1"), "schema 1: {e}");
+    assert!(store.list(None).unwrap().is_empty());
+}
