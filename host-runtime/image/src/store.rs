@@ -140,7 +140,10 @@ pub(crate) struct Inner {
     pub(crate) meta: Metadata,
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
     containers: PathBuf,
-    inflight: Mutex<HashMap<String, SharedPull>>,
+    /// Pulls in progress by reference, with a generation so that only the
+    /// pull that made an entry removes it.
+    inflight: Mutex<HashMap<String, (u64, SharedPull)>>,
+    pull_seq: AtomicU64,
     pulls_started: AtomicU64,
 }
 
@@ -168,6 +171,7 @@ impl ImageStore {
             gc_lock: tokio::sync::RwLock::new(()),
             containers,
             inflight: Mutex::new(HashMap::new()),
+            pull_seq: AtomicU64::new(0),
             pulls_started: AtomicU64::new(0),
         });
         gc::collect(&inner.meta, &inner.content, &inner.layers)?;
@@ -200,16 +204,27 @@ impl ImageStore {
                 .inflight
                 .lock()
                 .map_err(|_| ImageError::Database("pull table poisoned".into()))?;
-            if let Some(f) = map.get(&key) {
+            if let Some((_, f)) = map.get(&key) {
                 tracing::info!(reference = %key, "joining a pull in progress");
                 f.clone()
             } else {
                 let inner = self.inner.clone();
                 let creds = creds.clone();
-                let r2 = r.clone();
+                let (r2, key2) = (r.clone(), key.clone());
+                let gen = self.inner.pull_seq.fetch_add(1, Ordering::Relaxed);
                 // Spawned, so that a caller that goes away does not cancel
-                // the pull for the others.
-                let handle = tokio::spawn(async move { run_pull(inner, r2, creds).await });
+                // the pull for the others; the task itself clears its entry
+                // (under the lock this insert holds), so a finished pull is
+                // never joined even when all its callers were cancelled.
+                let handle = tokio::spawn(async move {
+                    let out = run_pull(inner.clone(), r2, creds).await;
+                    if let Ok(mut map) = inner.inflight.lock() {
+                        if map.get(&key2).is_some_and(|(g, _)| *g == gen) {
+                            map.remove(&key2);
+                        }
+                    }
+                    out
+                });
                 let f: SharedPull = async move {
                     handle
                         .await
@@ -217,17 +232,11 @@ impl ImageStore {
                 }
                 .boxed()
                 .shared();
-                map.insert(key.clone(), f.clone());
+                map.insert(key.clone(), (gen, f.clone()));
                 f
             }
         };
-        let out = fut.clone().await;
-        if let Ok(mut map) = self.inner.inflight.lock() {
-            if map.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
-                map.remove(&key);
-            }
-        }
-        out
+        fut.await
     }
 
     /// Imports every image of an OCI image layout (a directory or a tar) or

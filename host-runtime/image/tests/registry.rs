@@ -225,6 +225,31 @@ async fn index_platforms_docker_schema2_digests_and_concurrent_pulls() {
     assert_eq!(a.unwrap().id, arm.id());
     assert_eq!(b.unwrap().id, arm.id());
     assert_eq!(store.pulls_started() - before, 1, "concurrent pulls shared");
+
+    // A caller that goes away does not cancel the pull, and a finished pull
+    // is never joined later (the next pull is a new one).
+    let r2 = format!("{h}/multi:amd64-only");
+    let cancelled =
+        tokio::time::timeout(std::time::Duration::from_millis(1), store.pull(&r2, &anon)).await;
+    assert!(cancelled.is_err(), "the pull should outlive a 1 ms caller");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.status(&r2).unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphaned pull never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(store.remove(&r2).await.unwrap());
+    let before = store.pulls_started();
+    assert_eq!(store.pull(&r2, &anon).await.unwrap().id, amd.id());
+    assert_eq!(
+        store.pulls_started() - before,
+        1,
+        "a fresh pull, not a stale result"
+    );
+    assert!(store.status(&r2).unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
