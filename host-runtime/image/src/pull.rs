@@ -54,15 +54,25 @@ impl Credentials {
     /// only to the host they are for: the registry itself unless
     /// `server_address` names another (such as a mirror).
     fn for_endpoint(&self, ep: &Endpoint, registry: &str) -> Result<RegistryAuth> {
+        // The kubelet passes docker config keys: with a scheme, sometimes a
+        // path, and Docker Hub as `https://index.docker.io/v1/`.
         let server = self
             .server_address
             .trim_start_matches("https://")
             .trim_start_matches("http://")
-            .trim_end_matches('/');
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let server = match server {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io",
+            s => s,
+        };
         let intended = if server.is_empty() {
             !ep.mirror
+        } else if ep.mirror {
+            server == ep.host
         } else {
-            server == ep.host || (!ep.mirror && server == registry)
+            server == registry || server == ep.host
         };
         if !intended {
             return Ok(RegistryAuth::Anonymous);
@@ -621,4 +631,81 @@ pub(crate) fn commit_image(
     names.push(r.with_digest(&img.target_digest));
     inner.meta.put_image(&rec, &names)?;
     Ok((rec, names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(host: &str, mirror: bool) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            mirror,
+            plain_http: false,
+            skip_verify: false,
+            ca_files: vec![],
+        }
+    }
+
+    fn is_basic(a: &RegistryAuth) -> bool {
+        matches!(a, RegistryAuth::Basic(u, p) if u == "u" && p == "p")
+    }
+
+    #[test]
+    fn credentials_go_only_to_their_host() {
+        let c = |server: &str| Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            server_address: server.into(),
+            ..Default::default()
+        };
+        let hub = ep("registry-1.docker.io", false);
+        for s in [
+            "",
+            "https://index.docker.io/v1/",
+            "docker.io",
+            "registry-1.docker.io",
+        ] {
+            assert!(
+                is_basic(&c(s).for_endpoint(&hub, "docker.io").unwrap()),
+                "{s}"
+            );
+        }
+        assert!(!is_basic(
+            &c("quay.io").for_endpoint(&hub, "docker.io").unwrap()
+        ));
+        // A mirror gets them only when named.
+        let m = ep("mirror.local:5000", true);
+        assert!(!is_basic(&c("").for_endpoint(&m, "docker.io").unwrap()));
+        assert!(!is_basic(
+            &c("docker.io").for_endpoint(&m, "docker.io").unwrap()
+        ));
+        assert!(is_basic(
+            &c("http://mirror.local:5000")
+                .for_endpoint(&m, "docker.io")
+                .unwrap()
+        ));
+        // Token kinds.
+        let t = Credentials {
+            registry_token: "tok".into(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(t.for_endpoint(&hub, "docker.io").unwrap(), RegistryAuth::Bearer(x) if x == "tok")
+        );
+        let bad = Credentials {
+            auth: "bm9jb2xvbg==".into(), // "nocolon"
+            ..Default::default()
+        };
+        let e = bad.for_endpoint(&hub, "docker.io").unwrap_err().to_string();
+        assert!(e.contains("auth.auth"), "{e}");
+        // Debug never shows secrets.
+        let secret = Credentials {
+            username: "u".into(),
+            password: "s3cr3t-pw".into(),
+            registry_token: "s3cr3t-tok".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{secret:?}").contains("s3cr3t"));
+    }
 }
