@@ -24,7 +24,7 @@ pub use error::{ImageError, Result};
 pub use pull::Credentials;
 pub use reference::ImageRef;
 pub use registry::RegistryConfig;
-pub use store::{FsUsage, ImageInfo, ImageStore, Limits, PulledImage, StoreConfig};
+pub use store::{FsUsage, ImageInfo, ImageStore, Limits, PulledImage, StoreConfig, StoreSettings};
 
 #[cfg(test)]
 mod unpack_tests;

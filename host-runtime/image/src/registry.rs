@@ -107,7 +107,8 @@ impl RegistryConfig {
         Self::from_toml(&text, path)
     }
 
-    fn validate(&self, origin: &Path) -> Result<()> {
+    /// Checks hosts and combinations; `origin` names the file in errors.
+    pub fn validate(&self, origin: &Path) -> Result<()> {
         let bad = |detail: String| ImageError::Config {
             path: origin.display().to_string(),
             detail,

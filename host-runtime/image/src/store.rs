@@ -90,6 +90,87 @@ impl StoreConfig {
     }
 }
 
+/// The image store's section of vesseld's configuration file (TOML). Every
+/// field is optional; missing ones keep `StoreConfig::new`'s defaults.
+///
+/// ```toml
+/// progress_timeout_secs = 300
+/// max_concurrent_downloads = 3
+/// max_layer_bytes = 17179869184
+/// [registry]
+/// default_registry = "docker.io"
+/// [registry.registries."registry.k8s.io"]
+/// mirrors = [{ host = "127.0.0.1:5001", plain_http = true }]
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Seconds without progress before a pull is cancelled.
+    pub progress_timeout_secs: Option<u64>,
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: Option<usize>,
+    /// Largest manifest or index.
+    pub max_manifest_bytes: Option<u64>,
+    /// Largest image config.
+    pub max_config_bytes: Option<u64>,
+    /// Largest compressed layer.
+    pub max_layer_bytes: Option<u64>,
+    /// Most layers per image.
+    pub max_layers: Option<usize>,
+    /// Most bytes one layer may unpack to.
+    pub max_unpacked_bytes: Option<u64>,
+    /// Most tar entries per layer.
+    pub max_entries: Option<u64>,
+    /// Registries and mirrors.
+    pub registry: Option<RegistryConfig>,
+}
+
+impl StoreSettings {
+    /// Parses the section from TOML; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let s: StoreSettings = toml::from_str(text).map_err(|e| ImageError::Config {
+            path: origin.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        if let Some(r) = &s.registry {
+            r.validate(origin)?;
+        }
+        let bad = |field: &str| ImageError::Config {
+            path: origin.display().to_string(),
+            detail: format!("{field} must be at least 1"),
+        };
+        if s.progress_timeout_secs == Some(0) {
+            return Err(bad("progress_timeout_secs"));
+        }
+        if s.max_concurrent_downloads == Some(0) {
+            return Err(bad("max_concurrent_downloads"));
+        }
+        Ok(s)
+    }
+
+    /// The store configuration for `root` with these settings applied.
+    pub fn apply(&self, root: impl Into<PathBuf>) -> StoreConfig {
+        let mut c = StoreConfig::new(root);
+        if let Some(v) = self.progress_timeout_secs {
+            c.progress_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = self.max_concurrent_downloads {
+            c.max_concurrent_downloads = v;
+        }
+        let l = &mut c.limits;
+        l.max_manifest_bytes = self.max_manifest_bytes.unwrap_or(l.max_manifest_bytes);
+        l.max_config_bytes = self.max_config_bytes.unwrap_or(l.max_config_bytes);
+        l.max_layer_bytes = self.max_layer_bytes.unwrap_or(l.max_layer_bytes);
+        l.max_layers = self.max_layers.unwrap_or(l.max_layers);
+        l.unpack.max_bytes = self.max_unpacked_bytes.unwrap_or(l.unpack.max_bytes);
+        l.unpack.max_entries = self.max_entries.unwrap_or(l.unpack.max_entries);
+        if let Some(r) = &self.registry {
+            c.registry = r.clone();
+        }
+        c
+    }
+}
+
 /// An image as list/status report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -592,4 +673,34 @@ fn du(dir: &Path, skip: Option<&Path>) -> Result<FsUsage> {
         }
     }
     Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_apply_over_defaults_and_bad_ones_name_the_field() {
+        let s = StoreSettings::from_toml(
+            "progress_timeout_secs = 7\nmax_entries = 10\n[registry.registries.\"r.io\"]\nplain_http = true\n",
+            Path::new("vessel.toml"),
+        )
+        .unwrap();
+        let c = s.apply("/var/lib/vessel/images");
+        assert_eq!(c.progress_timeout, Duration::from_secs(7));
+        assert_eq!(c.limits.unpack.max_entries, 10);
+        assert_eq!(c.limits.max_layers, Limits::default().max_layers);
+        assert!(c.registry.endpoints("r.io")[0].plain_http);
+        let e = StoreSettings::from_toml("max_concurrent_downloads = 0\n", Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_concurrent_downloads") && e.contains("v.toml"),
+            "{e}"
+        );
+        let e = StoreSettings::from_toml("nope = 1\n", Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
 }
