@@ -9,6 +9,7 @@ apt_pkgs=(
   qemu-system-x86                                 # nested test host + peer VMM
   busybox-static                                  # test images
   docker-registry apache2-utils                   # image store tests: local registry, htpasswd
+  protobuf-compiler                               # k8s-cri (CRI protos) builds with the system protoc
   iproute2 util-linux                             # taps, netns, unshare, nsenter
   python3 python3-pip
 )
