@@ -13,6 +13,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -130,14 +131,22 @@ pub fn unpack_layer<R: Read>(
         entries: 0,
         dir_times: Vec::new(),
         progress,
+        pending: None,
     };
     let mut ar = tar::Archive::new(reader);
+    // Raw entries: the tar crate would read extended headers (PAX, GNU long
+    // names) into memory whole, whatever size the layer claims; here they are
+    // read with a cap and applied by `Unpacker::entry`.
     let entries = ar
         .entries()
-        .map_err(|e| u.err("", format!("not a tar stream: {e}")))?;
+        .map_err(|e| u.err("", format!("not a tar stream: {e}")))?
+        .raw(true);
     for entry in entries {
         let entry = entry.map_err(|e| u.err("", format!("bad tar stream: {e}")))?;
         u.entry(entry)?;
+    }
+    if u.pending.is_some() {
+        return Err(u.err("", "extended header at the end with no entry after it"));
     }
     u.finish_dirs()?;
     let mut rest = ar.into_inner();
@@ -174,6 +183,26 @@ struct Unpacker<'a> {
     entries: u64,
     dir_times: Vec<(Vec<OsString>, i64)>,
     progress: Option<&'a AtomicU64>,
+    /// Extended headers read for the next entry.
+    pending: Option<Ext>,
+}
+
+/// Extended headers (PAX, GNU long name and link) for the entry that follows.
+#[derive(Default)]
+struct Ext {
+    pax: Option<Vec<u8>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+/// The largest extended header accepted (a long path, xattrs).
+const MAX_EXT: u64 = 1 << 20;
+
+fn strip_nuls(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
 }
 
 const OPAQUE: &str = ".wh..wh..opq";
@@ -254,24 +283,98 @@ impl<'a> Unpacker<'a> {
                 format!("more than {} entries (limit)", self.limits.max_entries),
             ));
         }
-        let raw_path = entry
-            .path()
-            .map_err(|e| self.err("", format!("bad path: {e}")))?
-            .into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink() {
+            let size = entry
+                .header()
+                .size()
+                .map_err(|e| self.err("", format!("extended header size: {e}")))?;
+            if size > MAX_EXT {
+                return Err(self.err(
+                    "",
+                    format!("extended header of {size} bytes (limit {MAX_EXT})"),
+                ));
+            }
+            let mut data = Vec::new();
+            (&mut entry)
+                .take(MAX_EXT)
+                .read_to_end(&mut data)
+                .map_err(|e| self.err("", format!("extended header: {e}")))?;
+            let ext = self.pending.get_or_insert_with(Ext::default);
+            let slot = if kind.is_pax_local_extensions() {
+                &mut ext.pax
+            } else if kind.is_gnu_longname() {
+                &mut ext.long_name
+            } else {
+                &mut ext.long_link
+            };
+            if slot.is_some() {
+                return Err(self.err("", "two extended headers of one kind for one entry"));
+            }
+            *slot = Some(data);
+            return Ok(());
+        }
+        if kind.is_pax_global_extensions() {
+            return Ok(()); // its data is skipped by the iterator
+        }
+        let ext = self.pending.take().unwrap_or_default();
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(p) = &ext.pax {
+            for rec in tar::PaxExtensions::new(p) {
+                let rec = rec.map_err(|e| self.err("", format!("bad PAX header: {e}")))?;
+                let key = rec
+                    .key()
+                    .map_err(|e| self.err("", format!("bad PAX key: {e}")))?;
+                pax.push((key.to_string(), rec.value_bytes().to_vec()));
+            }
+        }
+        let pax_get = |k: &str| {
+            pax.iter()
+                .rev()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let pax_num = |k: &str| -> Option<u64> {
+            let v = pax_get(k)?;
+            let s = String::from_utf8_lossy(&v).to_string();
+            s.split('.').next()?.trim().parse().ok()
+        };
+        let path_bytes = match (pax_get("path"), ext.long_name) {
+            (Some(p), _) => p,
+            (None, Some(l)) => strip_nuls(l),
+            (None, None) => entry.path_bytes().into_owned(),
+        };
+        let link_bytes = match (pax_get("linkpath"), ext.long_link) {
+            (Some(p), _) => Some(p),
+            (None, Some(l)) => Some(strip_nuls(l)),
+            (None, None) => entry.link_name_bytes().map(|b| b.into_owned()),
+        };
+        let raw_path = std::path::PathBuf::from(OsString::from_vec(path_bytes));
         let shown = raw_path.display().to_string();
+        let link = link_bytes.map(|b| std::path::PathBuf::from(OsString::from_vec(b)));
         let comps = clean_path(&raw_path).map_err(|why| self.err(&shown, why))?;
         let Some((name, parent_comps)) = comps.split_last() else {
             // The layer root itself ("./"): its metadata is the mount's business.
             return Ok(());
         };
         let hdr = entry.header().clone();
-        let kind = hdr.entry_type();
-        let uid = hdr
-            .uid()
-            .map_err(|e| self.err(&shown, format!("uid: {e}")))?;
-        let gid = hdr
-            .gid()
-            .map_err(|e| self.err(&shown, format!("gid: {e}")))?;
+        if let Some(sz) = pax_num("size") {
+            if Some(sz) != hdr.size().ok() {
+                return Err(self.err(&shown, "PAX size override is not supported"));
+            }
+        }
+        let uid = match pax_num("uid") {
+            Some(u) => u,
+            None => hdr
+                .uid()
+                .map_err(|e| self.err(&shown, format!("uid: {e}")))?,
+        };
+        let gid = match pax_num("gid") {
+            Some(g) => g,
+            None => hdr
+                .gid()
+                .map_err(|e| self.err(&shown, format!("gid: {e}")))?,
+        };
         let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
             (Ok(u), Ok(g)) => (u, g),
             _ => return Err(self.err(&shown, "uid or gid out of range")),
@@ -280,9 +383,12 @@ impl<'a> Unpacker<'a> {
             .mode()
             .map_err(|e| self.err(&shown, format!("mode: {e}")))?
             & 0o7777;
-        let mtime = hdr
-            .mtime()
-            .map_err(|e| self.err(&shown, format!("mtime: {e}")))?;
+        let mtime = match pax_num("mtime") {
+            Some(m) => m,
+            None => hdr
+                .mtime()
+                .map_err(|e| self.err(&shown, format!("mtime: {e}")))?,
+        };
         let mtime = i64::try_from(mtime).unwrap_or(i64::MAX);
 
         let name_str = name.to_string_lossy();
@@ -305,16 +411,12 @@ impl<'a> Unpacker<'a> {
         }
 
         let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts {
-                let ext = ext.map_err(|e| self.err(&shown, format!("pax header: {e}")))?;
-                let Ok(key) = ext.key() else { continue };
-                if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
-                    if xattr_allowed(x) {
-                        xattrs.push((x.to_string(), ext.value_bytes().to_vec()));
-                    } else {
-                        tracing::debug!(layer = self.layer, entry = %shown, xattr = x, "xattr skipped");
-                    }
+        for (key, value) in &pax {
+            if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
+                if xattr_allowed(x) {
+                    xattrs.push((x.to_string(), value.clone()));
+                } else {
+                    tracing::debug!(layer = self.layer, entry = %shown, xattr = x, "xattr skipped");
                 }
             }
         }
@@ -377,11 +479,9 @@ impl<'a> Unpacker<'a> {
                     .map_err(|e| self.err(&shown, format!("mtime: {e}")))?;
             }
             T::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| self.err(&shown, format!("link target: {e}")))?
-                    .ok_or_else(|| self.err(&shown, "symlink without a target"))?
-                    .into_owned();
+                let target = link
+                    .clone()
+                    .ok_or_else(|| self.err(&shown, "symlink without a target"))?;
                 let parent = self.dir(&shown, parent_comps, true)?;
                 self.clear(&shown, &parent, name)?;
                 // The target is stored as text; it is never followed here.
@@ -393,11 +493,9 @@ impl<'a> Unpacker<'a> {
                     .map_err(|e| self.err(&shown, format!("mtime: {e}")))?;
             }
             T::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| self.err(&shown, format!("link target: {e}")))?
-                    .ok_or_else(|| self.err(&shown, "hard link without a target"))?
-                    .into_owned();
+                let target = link
+                    .clone()
+                    .ok_or_else(|| self.err(&shown, "hard link without a target"))?;
                 let tcomps = clean_path(&target)
                     .map_err(|why| self.err(&shown, format!("hard link target: {why}")))?;
                 let Some((tname, tparent)) = tcomps.split_last() else {

@@ -421,3 +421,60 @@ fn refuses_forged_overlay_xattrs_quietly() {
     let dir = f.unpack(&t, &t, UnpackLimits::default()).unwrap();
     assert!(xattr(&dir.join("d"), "trusted.overlay.redirect").is_none());
 }
+
+#[test]
+fn long_names_through_gnu_and_pax_headers() {
+    let f = fixture();
+    let long_dir = "d".repeat(120);
+    let gnu_path = format!("{long_dir}/gnu-file");
+    let pax_path = format!("{long_dir}/{}", "p".repeat(150));
+    let mut b = tar::Builder::new(Vec::new());
+    // GNU headers: the tar crate writes a ././@LongLink entry for long names.
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(5);
+    b.append_data(&mut h, &gnu_path, b"gnu".as_slice()).unwrap();
+    // PAX path, uid and a long symlink target.
+    let target = format!("/{}", "t".repeat(200));
+    b.append_pax_extensions([
+        ("path", pax_path.as_bytes()),
+        ("uid", b"4242".as_slice()),
+        ("linkpath", target.as_bytes()),
+    ])
+    .unwrap();
+    raw(&mut b, "short", EntryType::Symlink, b"", "x", 0o777);
+    let t = b.into_inner().unwrap();
+    let dir = f.unpack(&t, &t, UnpackLimits::default()).unwrap();
+    assert_eq!(fs::read(dir.join(&gnu_path)).unwrap(), b"gnu");
+    let md = fs::symlink_metadata(dir.join(&pax_path)).unwrap();
+    assert!(md.file_type().is_symlink());
+    assert_eq!(md.uid(), 4242);
+    assert_eq!(
+        fs::read_link(dir.join(&pax_path)).unwrap(),
+        Path::new(&target)
+    );
+    assert!(!dir.join("short").exists());
+}
+
+#[test]
+fn refuses_huge_extended_headers_and_dangling_ones() {
+    let f = fixture();
+    let big = vec![b'a'; 2 << 20];
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("comment", big.as_slice())])
+        .unwrap();
+    raw(&mut b, "file", EntryType::Regular, b"x", "", 0o644);
+    let t = b.into_inner().unwrap();
+    f.refuses(&t, UnpackLimits::default(), "extended header of");
+    // A PAX path that climbs out is refused like any other.
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", b"../outside/evil".as_slice())])
+        .unwrap();
+    raw(&mut b, "file", EntryType::Regular, b"x", "", 0o644);
+    let t = b.into_inner().unwrap();
+    f.refuses(&t, UnpackLimits::default(), "\"..\"");
+}
