@@ -530,3 +530,72 @@ async fn broken_registries_give_clear_errors() {
     assert!(e.to_string().contains("schemaVersion 1"), "schema 1: {e}");
     assert!(store.list(None).unwrap().is_empty());
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_cleanly_and_spares_other_images() {
+    let reg = Registry::start(None);
+    let c = pusher(&reg, &RegistryAuth::Anonymous).await;
+    let h = reg.host();
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let noise: Vec<u8> = (0..6 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let big = image(
+        vec![layer(false, |b| {
+            entry(b, "noise", tar::EntryType::Regular, &noise, "", 0o644)
+        })],
+        false,
+        "amd64",
+        |_| {},
+    );
+    push(&c, &reg, "big", "v1", &big).await;
+    let small = image(vec![top_layer(false)], false, "amd64", |_| {});
+    push(&c, &reg, "small", "v1", &small).await;
+
+    // A 4 MiB filesystem for the whole store.
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &disk,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=4m"),
+    )
+    .expect("mount a small tmpfs (tests run as root)");
+    let _u = Unmount(disk.clone());
+    let (store, cfg) = store_for(&disk, &plain_http(&h));
+    store
+        .pull(&format!("{h}/small:v1"), &no_creds())
+        .await
+        .unwrap();
+    let e = store
+        .pull(&format!("{h}/big:v1"), &no_creds())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("No space left"), "{e:?}");
+    assert!(
+        tree(&cfg.root.join("ingest")).is_empty(),
+        "partial download left"
+    );
+    assert_eq!(store.list(None).unwrap().len(), 1);
+    // The other image is whole and usable.
+    let dirs = store.layer_dirs(&format!("{h}/small:v1")).unwrap();
+    assert_eq!(std::fs::read(dirs[0].join("var/cache/b")).unwrap(), b"b");
+    drop(store);
+}
