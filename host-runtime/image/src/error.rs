@@ -119,14 +119,6 @@ pub enum ImageError {
         /// The configured timeout.
         seconds: u64,
     },
-    /// The image is used by a container and cannot be removed.
-    #[error("image {image} is in use by container {container}")]
-    InUse {
-        /// The image id.
-        image: String,
-        /// A container holding it.
-        container: String,
-    },
     /// A filesystem error, with the path it concerns.
     #[error("{op} {path}: {source}")]
     Io {

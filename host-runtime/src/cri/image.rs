@@ -41,7 +41,6 @@ pub fn status_of(e: ImageError) -> Status {
         | ImageError::NoMatchingPlatform { .. } => Status::not_found(msg),
         ImageError::Unauthorized { .. } => Status::permission_denied(msg),
         ImageError::NoProgress { .. } => Status::deadline_exceeded(msg),
-        ImageError::InUse { .. } => Status::failed_precondition(msg),
         ImageError::TooLarge { .. } => Status::resource_exhausted(msg),
         ImageError::Registry { .. } => Status::unavailable(msg),
         ImageError::Verification { .. }
