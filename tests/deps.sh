@@ -8,6 +8,8 @@ apt_pkgs=(
   build-essential pkg-config cpio gzip lz4 file   # initramfs, static agent
   qemu-system-x86                                 # nested test host + peer VMM
   busybox-static                                  # test images
+  docker-registry apache2-utils                   # image store tests: local registry, htpasswd
+  protobuf-compiler                               # k8s-cri (CRI protos) builds with the system protoc
   iproute2 util-linux                             # taps, netns, unshare, nsenter
   containernetworking-plugins iptables            # CNI tests: bridge, host-local, portmap
   python3 python3-pip

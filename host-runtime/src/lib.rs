@@ -4,6 +4,7 @@ pub mod cgroup;
 pub mod cni;
 pub mod config;
 pub mod container;
+pub mod cri;
 pub mod net;
 pub mod pod;
 pub mod process;

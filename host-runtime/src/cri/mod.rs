@@ -1,0 +1,3 @@
+//! vesseld's CRI gRPC face, one file per RPC family.
+
+pub mod image;
