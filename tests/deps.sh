@@ -13,7 +13,6 @@ apt_pkgs=(
   iproute2 util-linux                             # taps, netns, unshare, nsenter
   containernetworking-plugins iptables            # CNI tests: bridge, host-local, portmap
   python3 python3-pip
-  protobuf-compiler                               # k8s-cri compiles the CRI protos with protoc
 )
 missing=()
 for p in "${apt_pkgs[@]}"; do
