@@ -219,6 +219,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
         memory_mib: args.vm.memory,
         addressing: args.subnet,
         boot_timeout: args.vm.timeout,
+        vmm_id: None,
     };
     let mut pod = Pod::new(config.clone()).context("checking the pod's configuration")?;
     println!(

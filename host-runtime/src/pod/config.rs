@@ -32,6 +32,16 @@ pub const OWNER_RECORD: &str = "owner.process.json";
 /// nosuid,nodev (what virtiofsd serves).
 pub const SHARE_DIR: &str = "share";
 
+/// The directory in a pod's state dir that belongs to its VMM (owned by the
+/// pod's uid): its sockets, console and logs.
+pub const VM_DIR: &str = "vm";
+
+/// The first of the unprivileged ids pod VMMs run as, one per pod.
+pub const POD_ID_BASE: u32 = 200_000;
+
+/// How many pod ids there are.
+pub const POD_ID_COUNT: u32 = 65_536;
+
 /// The guest's NIC name, set by `Sandbox.Setup`.
 pub const GUEST_NIC: &str = "eth0";
 
@@ -64,6 +74,9 @@ pub struct PodConfig {
     pub addressing: PodAddressing,
     /// How long the agent may take to answer after the VMM starts.
     pub boot_timeout: Duration,
+    /// The unprivileged uid and gid the pod's VMM runs as (allocated when
+    /// the pod is made; `None` before).
+    pub vmm_id: Option<u32>,
 }
 
 /// A pod configuration that cannot work.
@@ -124,6 +137,11 @@ impl PodConfig {
         self.run_dir.join("pods").join(&self.name)
     }
 
+    /// The VMM's own directory (sockets, console, logs), owned by its uid.
+    pub fn vm_dir(&self) -> PathBuf {
+        self.state_dir().join(VM_DIR)
+    }
+
     /// Where the pod's share is mounted nosuid,nodev for virtiofsd.
     pub fn share_dir(&self) -> PathBuf {
         self.state_dir().join(SHARE_DIR)
@@ -160,7 +178,7 @@ impl PodConfig {
             memory_mib: self.memory_mib,
             hugepages: false,
             extra_cmdline: None,
-            state_dir: self.state_dir(),
+            state_dir: self.vm_dir(),
             api_socket: false,
             nets: vec![NetDevice {
                 tap: TAP_NAME.to_string(),
@@ -171,9 +189,13 @@ impl PodConfig {
                 tag: ROOTFS_TAG.to_string(),
                 socket: self.virtiofsd_config().socket,
             }],
-            // Jailed (own mount and IPC namespaces, no capabilities); the
-            // pod's own uid/gid come with the pod's user.
-            jail: Some(JailConfig::default()),
+            // Jailed: own mount and IPC namespaces, no capabilities, the
+            // pod's own unprivileged uid and gid.
+            jail: Some(JailConfig {
+                uid: self.vmm_id,
+                gid: self.vmm_id,
+                ..JailConfig::default()
+            }),
             shutdown_grace_ms: None,
         }
     }
@@ -220,6 +242,7 @@ pub(crate) fn test_config(dir: &Path, name: &str) -> PodConfig {
         memory_mib: 256,
         addressing: PodAddressing::default(),
         boot_timeout: Duration::from_secs(60),
+        vmm_id: None,
     }
 }
 
@@ -246,7 +269,7 @@ mod tests {
         assert_eq!(fs.socket, c.state_dir().join("virtiofsd.sock"));
         assert_eq!(fs.shared_dir, c.state_dir().join("share"));
         let vm = c.vm_config();
-        assert_eq!(vm.state_dir, c.state_dir());
+        assert_eq!(vm.state_dir, c.state_dir().join("vm"));
         let launch = vm.launch_config().unwrap();
         assert_eq!(
             launch.nets[0].to_string(),

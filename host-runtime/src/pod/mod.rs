@@ -30,7 +30,8 @@ use crate::vm::{Isolation, VmError, VmExit, VmProcess};
 
 pub use config::{
     validate_name, PodConfig, PodConfigError, CGROUP_PARENT, GUEST_NIC, HOST_OVERHEAD_MIB,
-    OWNER_RECORD, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR, TAP_NAME,
+    OWNER_RECORD, POD_ID_BASE, POD_ID_COUNT, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR, TAP_NAME,
+    VM_DIR,
 };
 pub use container::{ContainerExit, ContainerRun};
 pub use leftovers::{leftovers, Leftover};
@@ -283,7 +284,24 @@ impl Pod {
             })?;
         // Whose pod this is: a sweep leaves pods whose owner still runs alone.
         owner_record()?.save(&dir.join(OWNER_RECORD))?;
-        Ok(format!("created state dir {} (0700)", dir.display()))
+        // The VMM's own directory, owned by the pod's unprivileged id: the
+        // jailed VMM removes its sockets there at exit, and can touch
+        // nothing else of the pod's (records stay in the root-owned parent).
+        let id = allocate_pod_id(&self.config.run_dir.join("pods"));
+        let vm_dir = self.config.vm_dir();
+        let io = |source| PodError::StateDir {
+            path: vm_dir.clone(),
+            source,
+        };
+        std::fs::create_dir(&vm_dir).map_err(io)?;
+        std::fs::set_permissions(&vm_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io)?;
+        std::os::unix::fs::chown(&vm_dir, Some(id), Some(id)).map_err(io)?;
+        self.config.vmm_id = Some(id);
+        Ok(format!(
+            "created state dir {} (0700), the VMM's {VM_DIR}/ owned by uid/gid {id}",
+            dir.display()
+        ))
     }
 
     fn make_cgroup(&mut self) -> Result<String, PodError> {
@@ -607,6 +625,24 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
             },
         ),
     }
+}
+
+/// The lowest pod id no pod under `pods` uses (ids are the owners of the
+/// pods' VMM directories), so no two pods' VMMs share a uid.
+fn allocate_pod_id(pods: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let used: std::collections::HashSet<u32> = std::fs::read_dir(pods)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join(VM_DIR)).ok())
+        .map(|m| m.uid())
+        .collect();
+    (POD_ID_BASE..POD_ID_BASE + POD_ID_COUNT)
+        .find(|id| !used.contains(id))
+        // Every id taken (65536 pods on one node): share the last one
+        // rather than fail; vessel's pods are bounded far below that.
+        .unwrap_or(POD_ID_BASE + POD_ID_COUNT - 1)
 }
 
 /// The record of this vesseld process, as the owner of the pods it makes.

@@ -10,7 +10,7 @@ use crate::cgroup::{PodCgroup, CGROUP_ROOT};
 use crate::net::Netns;
 use crate::process::{ProcessRecord, Supervised};
 use crate::virtiofsd::VirtiofsdConfig;
-use crate::vm::VMM_RECORD;
+use crate::vm::vmm_record_path;
 
 /// How long a swept VMM gets to shut its guest down on SIGTERM.
 const VMM_GRACE: Duration = Duration::from_secs(15);
@@ -73,7 +73,7 @@ async fn sweep_pod(dir: &Path, pod: String) -> Swept {
     }
     .record_path();
     for (record, grace) in [
-        (dir.join(VMM_RECORD), VMM_GRACE),
+        (vmm_record_path(&dir.join(super::VM_DIR)), VMM_GRACE),
         (fs_record, VIRTIOFSD_GRACE),
     ] {
         match ProcessRecord::load(&record) {
@@ -154,7 +154,7 @@ mod tests {
         .spawn()
         .unwrap();
         vmm.record(Vec::new())
-            .save(&orphan.join(VMM_RECORD))
+            .save(&vmm_record_path(&orphan.join(crate::pod::VM_DIR)))
             .unwrap();
         // Owned by us, a live process: left alone.
         let owned = pods.join(format!("sweep-owned-{}", std::process::id()));

@@ -5,4 +5,4 @@ mod config;
 mod process;
 
 pub use config::{FsShare, JailConfig, NetDevice, VmConfig, VmConfigError};
-pub use process::{Isolation, VmError, VmExit, VmProcess, AGENT_VSOCK_PORT, VMM_RECORD};
+pub use process::{vmm_record_path, Isolation, VmError, VmExit, VmProcess, AGENT_VSOCK_PORT};

@@ -109,8 +109,17 @@ pub struct Isolation {
     pub keep_on_drop: bool,
 }
 
-/// The file in a VM's state dir that records its VMM for a later vesseld.
-pub const VMM_RECORD: &str = "vmm.process.json";
+/// Where a VM's VMM is recorded for a later vesseld: beside its state dir,
+/// not in it, because the state dir is the (jailed, unprivileged) VMM's own
+/// and a record there could be rewritten by a compromised VMM to point at
+/// another process.
+pub fn vmm_record_path(state_dir: &std::path::Path) -> PathBuf {
+    let name = state_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vm".into());
+    state_dir.with_file_name(format!("{name}.process.json"))
+}
 
 /// A `vessel-vmm` process started by [`VmProcess::spawn`] or adopted.
 ///
@@ -133,7 +142,7 @@ impl VmProcess {
     }
 
     /// Starts the VMM in its own session, placed as `isolation` says, and
-    /// records it in its state dir ([`VMM_RECORD`]).
+    /// records it beside its state dir ([`vmm_record_path`]).
     pub fn spawn_isolated(config: VmConfig, isolation: Isolation) -> Result<Self, VmError> {
         config.validate()?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| VmError::StateDir {
@@ -182,7 +191,7 @@ impl VmProcess {
 
     /// Takes over the VMM recorded in `config.state_dir`, if it still runs.
     pub fn adopt(config: VmConfig) -> Result<Option<Self>, VmError> {
-        let path = config.state_dir.join(VMM_RECORD);
+        let path = vmm_record_path(&config.state_dir);
         let Some(record) = ProcessRecord::load(&path)? else {
             return Ok(None);
         };
@@ -200,7 +209,7 @@ impl VmProcess {
     fn save_record(&self) -> Result<(), VmError> {
         if let Some(p) = &self.process {
             p.record(vec![self.config.vsock_path()])
-                .save(&self.config.state_dir.join(VMM_RECORD))?;
+                .save(&vmm_record_path(&self.config.state_dir))?;
         }
         Ok(())
     }
@@ -261,7 +270,7 @@ impl VmProcess {
     /// The process is gone: forget it and its record.
     fn gone(&mut self) {
         self.process = None;
-        let _ = ProcessRecord::remove(&self.config.state_dir.join(VMM_RECORD));
+        let _ = ProcessRecord::remove(&vmm_record_path(&self.config.state_dir));
     }
 
     /// Waits up to `timeout` for the VMM to exit by itself (woken by its pidfd).
@@ -325,7 +334,7 @@ impl Drop for VmProcess {
         }
         if let Some(mut p) = self.process.take() {
             p.kill_blocking();
-            let _ = ProcessRecord::remove(&self.config.state_dir.join(VMM_RECORD));
+            let _ = ProcessRecord::remove(&vmm_record_path(&self.config.state_dir));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A pod's host side as a daemon must keep it, checked on a real pod that
 //! `vesseld run-pod` starts: the VMM runs as pid 1 of its own pid (and IPC)
-//! namespace inside the pod's cgroup, virtiofsd in that cgroup too, the
+//! namespace inside the pod's cgroup, as the pod's unprivileged uid without
+//! capabilities, virtiofsd in that cgroup too, the
 //! state dir is 0700 and the share is mounted nosuid,nodev while virtiofsd
 //! has no CAP_MKNOD (the guest cannot make a device node there). Then
 //! `kill -9` of vesseld leaves the pod running (VMM and virtiofsd in their
@@ -100,7 +101,7 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
     );
 
     // The pod's host side while it runs.
-    let vmm = ProcessRecord::load(&state_dir.join("vmm.process.json"))
+    let vmm = ProcessRecord::load(&state_dir.join("vm.process.json"))
         .expect("VMM record")
         .expect("VMM record exists");
     let fs = ProcessRecord::load(&state_dir.join("virtiofsd.process.json"))
@@ -110,6 +111,17 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
     let vmm_pid = vmm.pid.to_string();
     assert_ne!(ns(&vmm_pid, "pid"), ns("self", "pid"), "own pid namespace");
     assert_ne!(ns(&vmm_pid, "ipc"), ns("self", "ipc"), "own IPC namespace");
+    let status = std::fs::read_to_string(format!("/proc/{vmm_pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    let uid: u32 = uid_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        uid >= 200_000,
+        "the VMM runs as uid {uid}, not an unprivileged pod id"
+    );
+    assert!(
+        status.lines().any(|l| l == "CapEff:\t0000000000000000"),
+        "{status}"
+    );
     for pid in [vmm.pid, fs.pid] {
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
         assert!(cgroup.contains("/vessel/sweep"), "pid {pid} in {cgroup}");
