@@ -27,7 +27,7 @@ if [ "${1:-}" = --in-kvm-host ]; then
   echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"
   echo 'root:x:0:' >"$rootfs/etc/group"
   status=0
-  "$VESSEL_VESSELD" run-pod --rootfs "$rootfs" --run-dir "$scratch/vessel" -- "$@" || status=$?
+  "$VESSEL_VESSELD" run-pod --rootfs "$rootfs" --run-dir "$scratch/vessel" --state-dir "$scratch/state" -- "$@" || status=$?
   rm -rf "$rootfs"
   exit "$status"
 fi

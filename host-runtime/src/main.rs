@@ -47,6 +47,9 @@ struct Sweep {
     /// vesseld's runtime directory (pods live in RUN_DIR/pods).
     #[arg(long, env = "VESSEL_RUN_DIR", default_value = "/run/vessel")]
     run_dir: PathBuf,
+    /// vesseld's state directory (pods' logs live in STATE_DIR/pods).
+    #[arg(long, env = "VESSEL_STATE_DIR", default_value = "/var/lib/vessel")]
+    state_dir: PathBuf,
 }
 
 /// Arguments of `vesseld run-pod`.
@@ -67,12 +70,15 @@ struct RunPod {
     /// (it must hold Unix sockets: a tmpfs, not 9p or NFS).
     #[arg(long, env = "VESSEL_RUN_DIR", default_value = "/run/vessel")]
     run_dir: PathBuf,
+    /// vesseld's state directory on disk; the pod's logs go to STATE_DIR/pods/NAME.
+    #[arg(long, env = "VESSEL_STATE_DIR", default_value = "/var/lib/vessel")]
+    state_dir: PathBuf,
     /// The pod's IPv4 subnet: the tap gets its first address, the guest the second.
     #[arg(long, default_value = DEFAULT_SUBNET)]
     subnet: PodAddressing,
     /// How long the container may run before it is killed (seconds; 0: no limit).
-    #[arg(long, default_value = "0", value_parser = parse_limit)]
-    container_timeout: Option<Duration>,
+    #[arg(long, default_value = "0", value_parser = parse_secs)]
+    container_timeout: Duration,
     /// The container's command (default: greet, show the hostname and eth0, ping the tap).
     #[arg(
         trailing_var_arg = true,
@@ -113,10 +119,6 @@ struct VmArgs {
     /// How long to wait for the agent after starting the VMM.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     timeout: Duration,
-}
-
-fn parse_limit(s: &str) -> Result<Option<Duration>, String> {
-    parse_secs(s).map(|d| (!d.is_zero()).then_some(d))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -211,6 +213,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
         name: args.name,
         rootfs,
         run_dir: args.run_dir,
+        state_root: args.state_dir,
         vmm: args.vm.vmm,
         kernel: args.vm.kernel,
         initramfs: args.vm.initramfs,
@@ -238,7 +241,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
                 args: command,
                 stdout: Box::new(std::io::stdout()),
                 stderr: Box::new(std::io::stderr()),
-                deadline: args.container_timeout,
+                deadline: (!args.container_timeout.is_zero()).then_some(args.container_timeout),
             };
             pod.run_container(run, &print).await.context("running the container")
         } => result,
@@ -300,7 +303,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
 }
 
 async fn sweep(args: Sweep) -> Result<ExitCode> {
-    let swept = vessel_host_runtime::pod::sweep(&args.run_dir).await;
+    let swept = vessel_host_runtime::pod::sweep(&args.run_dir, &args.state_dir).await;
     let mut failed = false;
     for s in &swept {
         if let Some(owner) = s.owned_by {
@@ -354,6 +357,7 @@ async fn boot_vm(args: BootVm) -> Result<()> {
         shares: Vec::new(),
         jail: None,
         shutdown_grace_ms: None,
+        log_dir: None,
     };
     println!(
         "booting a VM: {} vCPU(s), {} MiB, kernel {}, initramfs {}",
@@ -415,4 +419,39 @@ async fn boot_vm(args: BootVm) -> Result<()> {
         .with_context(|| format!("removing {}", state_dir.display()))?;
     println!("removed {}; nothing left behind", state_dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Catches a field whose type does not match its value parser, which
+        // clap otherwise reports only when the flag is read (a panic).
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "vesseld",
+            "run-pod",
+            "--rootfs",
+            "/srv",
+            "--vmm",
+            "v",
+            "--kernel",
+            "k",
+            "--initramfs",
+            "i",
+            "--virtiofsd",
+            "f",
+            "--container-timeout",
+            "5",
+        ])
+        .unwrap();
+        let Command::RunPod(args) = cli.command else {
+            panic!("not run-pod")
+        };
+        assert_eq!(args.container_timeout, Duration::from_secs(5));
+        assert_eq!(args.state_dir, PathBuf::from("/var/lib/vessel"));
+    }
 }

@@ -58,6 +58,9 @@ pub struct PodConfig {
     pub rootfs: PathBuf,
     /// vesseld's runtime directory; the pod's state lives in `<run_dir>/pods/<name>`.
     pub run_dir: PathBuf,
+    /// vesseld's state directory on disk; the pod's logs (console, VMM,
+    /// virtiofsd) live in `<state_root>/pods/<name>`, not on the tmpfs.
+    pub state_root: PathBuf,
     /// The `vessel-vmm` binary.
     pub vmm: PathBuf,
     /// Guest kernel.
@@ -137,7 +140,12 @@ impl PodConfig {
         self.run_dir.join("pods").join(&self.name)
     }
 
-    /// The VMM's own directory (sockets, console, logs), owned by its uid.
+    /// The pod's logs (console, VMM, virtiofsd), on disk.
+    pub fn log_dir(&self) -> PathBuf {
+        self.state_root.join("pods").join(&self.name)
+    }
+
+    /// The VMM's own directory (sockets), owned by its uid.
     pub fn vm_dir(&self) -> PathBuf {
         self.state_dir().join(VM_DIR)
     }
@@ -164,7 +172,7 @@ impl PodConfig {
             binary: self.virtiofsd.clone(),
             shared_dir: self.share_dir(),
             socket: dir.join("virtiofsd.sock"),
-            log: dir.join("virtiofsd.log"),
+            log: self.log_dir().join("virtiofsd.log"),
         }
     }
 
@@ -197,6 +205,7 @@ impl PodConfig {
                 ..JailConfig::default()
             }),
             shutdown_grace_ms: None,
+            log_dir: Some(self.log_dir()),
         }
     }
 }
@@ -234,6 +243,7 @@ pub(crate) fn test_config(dir: &Path, name: &str) -> PodConfig {
         name: name.into(),
         rootfs: dir.join("rootfs"),
         run_dir: dir.join("run"),
+        state_root: dir.join("state"),
         vmm: dir.join("vmm"),
         kernel: dir.join("vmlinux"),
         initramfs: dir.join("initramfs"),

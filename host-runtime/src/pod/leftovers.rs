@@ -68,6 +68,7 @@ pub fn leftovers(config: &PodConfig, pids: &[u32]) -> Vec<Leftover> {
         vm.vsock_path(),
         config.virtiofsd_config().socket,
         state_dir.clone(),
+        config.log_dir(),
     ] {
         if path.exists() {
             left.push(Leftover::Path(path));

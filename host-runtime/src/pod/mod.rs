@@ -182,6 +182,7 @@ pub type Progress<'a> = &'a (dyn Fn(&Step<'_>) + Sync);
 #[derive(Debug)]
 enum Made {
     StateDir(PathBuf),
+    LogDir(PathBuf),
     Cgroup(PodCgroup),
     ShareMount(PathBuf),
     Netns(Netns),
@@ -298,6 +299,20 @@ impl Pod {
             .map_err(io)?;
         std::os::unix::fs::chown(&vm_dir, Some(id), Some(id)).map_err(io)?;
         self.config.vmm_id = Some(id);
+        // The logs go to disk: a guest flooding its console must not fill
+        // the RAM-backed run dir (the files are capped, too).
+        let logs = self.config.log_dir();
+        let io = |source| PodError::StateDir {
+            path: logs.clone(),
+            source,
+        };
+        if let Some(parent) = logs.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::create_dir(&logs).map_err(io)?;
+        self.made.push(Made::LogDir(logs.clone()));
+        std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io)?;
         Ok(format!(
             "created state dir {} (0700), the VMM's {VM_DIR}/ owned by uid/gid {id}",
             dir.display()
@@ -615,6 +630,14 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
         Made::Cgroup(cg) => (
             "removed the pod cgroup".to_string(),
             cg.remove().await.map_err(PodError::from),
+        ),
+        Made::LogDir(dir) => (
+            format!("removed log dir {}", dir.display()),
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(PodError::StateDir { path: dir, source }),
+            },
         ),
         Made::StateDir(dir) => (
             format!("removed state dir {}", dir.display()),

@@ -34,7 +34,7 @@ pub struct Swept {
 /// Removes every pod under `<run_dir>/pods` whose owner is gone: its VMM
 /// and virtiofsd (adopted from their records and stopped), the share's
 /// mount, its network namespace (and tap), its cgroup, its state dir.
-pub async fn sweep(run_dir: &Path) -> Vec<Swept> {
+pub async fn sweep(run_dir: &Path, state_root: &Path) -> Vec<Swept> {
     let Ok(entries) = std::fs::read_dir(run_dir.join("pods")) else {
         return Vec::new();
     };
@@ -49,12 +49,13 @@ pub async fn sweep(run_dir: &Path) -> Vec<Swept> {
         if validate_name(&name).is_err() || !dir.is_dir() {
             continue;
         }
-        swept.push(sweep_pod(&dir, name).await);
+        let logs = state_root.join("pods").join(&name);
+        swept.push(sweep_pod(&dir, &logs, name).await);
     }
     swept
 }
 
-async fn sweep_pod(dir: &Path, pod: String) -> Swept {
+async fn sweep_pod(dir: &Path, logs: &Path, pod: String) -> Swept {
     let mut s = Swept {
         pod,
         ..Swept::default()
@@ -119,9 +120,12 @@ async fn sweep_pod(dir: &Path, pod: String) -> Swept {
     }
     // Only once nothing of the pod runs: the state dir holds its logs.
     if s.errors.is_empty() {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => s.removed.push(format!("state dir {}", dir.display())),
-            Err(e) => s.errors.push(format!("{}: {e}", dir.display())),
+        for (what, d) in [("log dir", logs), ("state dir", dir)] {
+            match std::fs::remove_dir_all(d) {
+                Ok(()) => s.removed.push(format!("{what} {}", d.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => s.errors.push(format!("{}: {e}", d.display())),
+            }
         }
     }
     s
@@ -164,7 +168,7 @@ mod tests {
             .save(&owned.join(OWNER_RECORD))
             .unwrap();
 
-        let swept = sweep(run.path()).await;
+        let swept = sweep(run.path(), &run.path().join("state")).await;
         assert_eq!(swept.len(), 2, "{swept:?}");
         let o = swept
             .iter()

@@ -36,6 +36,9 @@ pub struct VmConfig {
     pub shares: Vec<FsShare>,
     /// The VMM's jail (uid, gid, ...); None runs it unjailed.
     pub jail: Option<JailConfig>,
+    /// Where the console and VMM logs go (a disk, not the tmpfs the
+    /// sockets need); None: the state dir.
+    pub log_dir: Option<PathBuf>,
     /// How long SIGTERM waits for a graceful guest shutdown (the VMM's
     /// default when None).
     pub shutdown_grace_ms: Option<u64>,
@@ -124,20 +127,24 @@ impl VmConfig {
         self.state_dir.join("api.sock")
     }
 
+    fn logs(&self) -> &Path {
+        self.log_dir.as_deref().unwrap_or(&self.state_dir)
+    }
+
     /// Where the guest's serial console is written (capped).
     pub fn console_path(&self) -> PathBuf {
-        self.state_dir.join("console.log")
+        self.logs().join("console.log")
     }
 
     /// The VMM's own log (capped), which it writes itself.
     pub fn vmm_log_path(&self) -> PathBuf {
-        self.state_dir.join("vmm.log")
+        self.logs().join("vmm.log")
     }
 
     /// Where the VMM's stdout/stderr go: errors before its log is open,
     /// and its one-line exit reason.
     pub fn vmm_stderr_path(&self) -> PathBuf {
-        self.state_dir.join("vmm.stderr")
+        self.logs().join("vmm.stderr")
     }
 
     /// The launch configuration file passed with `--config`.
@@ -240,6 +247,7 @@ mod tests {
                 ..JailConfig::default()
             }),
             shutdown_grace_ms: Some(1500),
+            log_dir: None,
         }
     }
 

@@ -57,6 +57,7 @@ pub fn vm_config(name: &str, cpus: u32, memory_mib: u32) -> VmConfig {
         // Unjailed, as these tests always ran; least_privilege jails it.
         jail: None,
         shutdown_grace_ms: None,
+        log_dir: None,
     }
 }
 

@@ -55,6 +55,8 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
     let _ = std::fs::remove_dir_all(&rootfs);
     build_rootfs(&rootfs);
     let state_dir = run_dir.join("pods/sweep");
+    let state_root = scratch.join("state");
+    let log_dir = state_root.join("pods/sweep");
     let vesseld = env_path("VESSEL_VESSELD");
     // Guest root tries a set-uid-root copy of busybox and a serial device
     // node on the share, then stays up.
@@ -66,6 +68,8 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
         .arg(&rootfs)
         .arg("--run-dir")
         .arg(&run_dir)
+        .arg("--state-dir")
+        .arg(&state_root)
         .args(["--", "sh", "-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -143,6 +147,14 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o700, "state dir mode {mode:o}");
+    // Logs on the state dir (disk), not the run dir (tmpfs), and capped.
+    for log in ["console.log", "vmm.log", "virtiofsd.log"] {
+        assert!(
+            log_dir.join(log).exists(),
+            "{log} is not in {}",
+            log_dir.display()
+        );
+    }
     let share = state_dir.join("share");
     let options = mount_options(&share);
     for flag in ["nosuid", "nodev"] {
@@ -174,6 +186,8 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
         .arg("sweep")
         .arg("--run-dir")
         .arg(&run_dir)
+        .arg("--state-dir")
+        .arg(&state_root)
         .output()
         .expect("vesseld sweep runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -184,6 +198,7 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
     assert_eq!(running_vmms(), Vec::<u32>::new());
     assert!(!netns_exists("vessel-sweep"), "netns left");
     assert!(!state_dir.exists(), "state dir left");
+    assert!(!log_dir.exists(), "log dir left");
     for cg in [
         "/sys/fs/cgroup/vessel/sweep",
         "/sys/fs/cgroup/memory/vessel/sweep",
