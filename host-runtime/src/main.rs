@@ -35,10 +35,30 @@ enum Command {
     /// one container with streamed output, then stops it all and checks
     /// nothing is left. Exits with the container's status.
     RunPod(RunPod),
+    /// The configuration file: print the defaults, or check one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Removes what dead vesselds left: every pod under RUN_DIR/pods whose
     /// owner no longer runs (its VMM and virtiofsd, share mount, netns,
     /// cgroup, state dir). Exits 1 if something could not be removed.
     Sweep(Sweep),
+}
+
+/// `vesseld config ...`.
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Prints the full default configuration (every key, as TOML).
+    Default,
+    /// Reads the configuration file (missing: the defaults), applies the
+    /// environment and flags, and prints the result, or the error naming
+    /// the key and line.
+    Check {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/vessel/config.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        flags: vessel_host_runtime::config::FlagOverrides,
+    },
 }
 
 /// Arguments of `vesseld sweep`.
@@ -139,6 +159,7 @@ async fn main() -> Result<ExitCode> {
         Command::BootVm(args) => boot_vm(args).await.map(|()| ExitCode::SUCCESS),
         Command::RunPod(args) => run_pod(args).await,
         Command::Sweep(args) => sweep(args).await,
+        Command::Config(c) => config_command(c),
     }
 }
 
@@ -302,6 +323,23 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
     ))
 }
 
+fn config_command(command: ConfigCommand) -> Result<ExitCode> {
+    use vessel_host_runtime::config::Config;
+    match command {
+        ConfigCommand::Default => print!("{}", Config::default_toml()),
+        ConfigCommand::Check { config, flags } => {
+            let mut c = Config::load_or_default(&config)?;
+            c.apply_env(|name| std::env::var_os(name))?;
+            c.apply_flags(&flags)?;
+            print!(
+                "{}",
+                toml::to_string_pretty(&c).context("rendering the configuration")?
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn sweep(args: Sweep) -> Result<ExitCode> {
     let swept = vessel_host_runtime::pod::sweep(&args.run_dir, &args.state_dir).await;
     let mut failed = false;
@@ -453,5 +491,28 @@ mod tests {
         };
         assert_eq!(args.container_timeout, Duration::from_secs(5));
         assert_eq!(args.state_dir, PathBuf::from("/var/lib/vessel"));
+        let cli =
+            Cli::try_parse_from(["vesseld", "config", "check", "--socket", "/run/x.sock"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Config(ConfigCommand::Check { .. })
+        ));
+    }
+
+    #[test]
+    fn config_check_names_a_bad_key_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "# vessel\nno_such_key = 1\n").unwrap();
+        let err = config_command(ConfigCommand::Check {
+            config: file,
+            flags: Default::default(),
+        })
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("no_such_key") && text.contains(":2:"),
+            "{text}"
+        );
     }
 }
