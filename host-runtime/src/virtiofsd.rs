@@ -54,8 +54,13 @@ impl VirtiofsdConfig {
 
     /// Where its process record is kept.
     pub fn record_path(&self) -> PathBuf {
-        self.socket.with_extension("process.json")
+        record_path(&self.socket)
     }
+}
+
+/// Where the record of the virtiofsd serving `socket` is kept (beside it).
+pub fn record_path(socket: &std::path::Path) -> PathBuf {
+    socket.with_extension("process.json")
 }
 
 /// Starting or stopping virtiofsd failed.

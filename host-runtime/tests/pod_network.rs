@@ -3,30 +3,12 @@
 //! iproute2, and nothing left after deleting them. Needs root and
 //! /dev/net/tun; skips without them (fails in CI).
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 use vessel_host_runtime::net::{netns_exists, tap, Netns};
-
-fn prerequisites() -> bool {
-    let missing = if !nix::unistd::geteuid().is_root() {
-        Some("not root")
-    } else if !std::path::Path::new("/dev/net/tun").exists() {
-        Some("no /dev/net/tun")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("pod_network needs root and /dev/net/tun: {why}")
-        }
-        Some(why) => {
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
-}
 
 fn ip_in(netns: &str, args: &[&str]) -> String {
     let out = Command::new("ip")
@@ -44,7 +26,7 @@ fn ip_in(netns: &str, args: &[&str]) -> String {
 
 #[test]
 fn netns_with_a_configured_tap_and_nothing_left_after() {
-    if !prerequisites() {
+    if !common::root_and_tun("pod_network") {
         return;
     }
     let name = format!("vessel-test-net-{}", std::process::id());

@@ -6,6 +6,8 @@
 //! skips without them (fails in CI). A guard deletes both namespaces (with
 //! the links in them) even if an assertion fails.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -18,26 +20,6 @@ const POD_IP: [u8; 4] = [10, 77, 0, 2];
 const GUEST_MAC: [u8; 6] = [0x02, 0x76, 0x73, 0x00, 0x00, 0x02];
 
 nix::ioctl_write_ptr_bad!(tun_set_iff, libc::TUNSETIFF, libc::ifreq);
-
-fn prerequisites() -> bool {
-    let missing = if !nix::unistd::geteuid().is_root() {
-        Some("not root")
-    } else if !std::path::Path::new("/dev/net/tun").exists() {
-        Some("no /dev/net/tun")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("tc_redirect needs root and /dev/net/tun: {why}")
-        }
-        Some(why) => {
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
-}
 
 fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().expect("run a tool");
@@ -158,7 +140,7 @@ fn answer(frame: &[u8]) -> Option<(Vec<u8>, &'static str)> {
 
 #[test]
 fn a_tap_and_a_veth_joined_both_ways_carry_a_ping() {
-    if !prerequisites() {
+    if !common::root_and_tun("tc_redirect") {
         return;
     }
     let pid = std::process::id();

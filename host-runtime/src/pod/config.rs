@@ -42,6 +42,9 @@ pub const POD_ID_BASE: u32 = 200_000;
 /// How many pod ids there are.
 pub const POD_ID_COUNT: u32 = 65_536;
 
+/// virtiofsd's socket in a pod's state dir.
+pub const VIRTIOFSD_SOCKET: &str = "virtiofsd.sock";
+
 /// The guest's NIC name, set by `Sandbox.Setup`.
 pub const GUEST_NIC: &str = "eth0";
 
@@ -157,7 +160,7 @@ impl PodConfig {
 
     /// The name of the pod's network namespace.
     pub fn netns_name(&self) -> String {
-        format!("vessel-{}", self.name)
+        netns_name(&self.name)
     }
 
     /// The path of the pod's network namespace.
@@ -171,7 +174,7 @@ impl PodConfig {
         VirtiofsdConfig {
             binary: self.virtiofsd.clone(),
             shared_dir: self.share_dir(),
-            socket: dir.join("virtiofsd.sock"),
+            socket: dir.join(VIRTIOFSD_SOCKET),
             log: self.log_dir().join("virtiofsd.log"),
         }
     }
@@ -208,6 +211,11 @@ impl PodConfig {
             log_dir: Some(self.log_dir()),
         }
     }
+}
+
+/// The network namespace of the pod `name`.
+pub fn netns_name(name: &str) -> String {
+    format!("vessel-{name}")
 }
 
 /// A pod name is an RFC 1123 label: it becomes the guest's hostname.

@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::config::{netns_name, VIRTIOFSD_SOCKET};
 use super::{unmount_share, validate_name, OWNER_RECORD, SHARE_DIR};
 use crate::cgroup::{PodCgroup, CGROUP_ROOT};
 use crate::net::Netns;
 use crate::process::{ProcessRecord, Supervised};
-use crate::virtiofsd::VirtiofsdConfig;
+use crate::virtiofsd;
 use crate::vm::vmm_record_path;
 
 /// How long a swept VMM gets to shut its guest down on SIGTERM.
@@ -66,13 +67,7 @@ async fn sweep_pod(dir: &Path, logs: &Path, pod: String) -> Swept {
             return s;
         }
     }
-    let fs_record = VirtiofsdConfig {
-        binary: Default::default(),
-        shared_dir: Default::default(),
-        socket: dir.join("virtiofsd.sock"),
-        log: Default::default(),
-    }
-    .record_path();
+    let fs_record = virtiofsd::record_path(&dir.join(VIRTIOFSD_SOCKET));
     for (record, grace) in [
         (vmm_record_path(&dir.join(super::VM_DIR)), VMM_GRACE),
         (fs_record, VIRTIOFSD_GRACE),
@@ -101,7 +96,7 @@ async fn sweep_pod(dir: &Path, logs: &Path, pod: String) -> Swept {
             Err(e) => s.errors.push(e.to_string()),
         }
     }
-    let netns = format!("vessel-{}", s.pod);
+    let netns = netns_name(&s.pod);
     match Netns::existing(&netns) {
         Ok(Some(ns)) => match ns.delete() {
             Ok(()) => s.removed.push(format!("network namespace {netns}")),

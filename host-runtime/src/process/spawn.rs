@@ -45,13 +45,12 @@ pub struct SpawnSpec {
 }
 
 /// Steps of the child's setup, reported through the error pipe.
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 5] = [
     "setsid",
     "join the pod cgroup",
     "set up its descriptors",
     "exec",
     "reset the signal mask",
-    "open /dev/null",
 ];
 
 /// Everything the child needs, prepared before the fork so the child
