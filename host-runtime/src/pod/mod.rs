@@ -641,10 +641,21 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
         ),
         Made::StateDir(dir) => (
             format!("removed state dir {}", dir.display()),
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(PodError::StateDir { path: dir, source }),
+            // A share still there (its unmount failed) is the user's rootfs
+            // seen through a bind mount: never delete through it.
+            match std::fs::symlink_metadata(dir.join(SHARE_DIR)) {
+                Ok(_) => Err(PodError::StateDir {
+                    path: dir.join(SHARE_DIR),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::DirectoryNotEmpty,
+                        "the share is still there (not unmounted); state dir kept",
+                    ),
+                }),
+                Err(_) => match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(PodError::StateDir { path: dir, source }),
+                },
             },
         ),
     }
@@ -882,6 +893,17 @@ mod tests {
             Err(PodError::NotRunning)
         ));
         pod.stop(&|_| panic!("nothing to undo")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_state_dir_whose_share_is_still_there_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("pod");
+        std::fs::create_dir_all(state.join(SHARE_DIR)).unwrap();
+        std::fs::write(state.join(SHARE_DIR).join("user-file"), b"keep").unwrap();
+        let (_, result) = undo(Made::StateDir(state.clone())).await;
+        assert!(matches!(result, Err(PodError::StateDir { .. })));
+        assert!(state.join(SHARE_DIR).join("user-file").exists());
     }
 
     #[tokio::test]
