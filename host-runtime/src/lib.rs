@@ -5,6 +5,7 @@ pub mod cni;
 pub mod config;
 pub mod container;
 pub mod cri;
+pub mod daemon;
 pub mod net;
 pub mod pod;
 pub mod process;

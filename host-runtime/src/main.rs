@@ -24,11 +24,14 @@ use vessel_host_runtime::vm::{VmConfig, VmExit, VmProcess};
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The CRI daemon (also what `vesseld` with no subcommand runs):
+    /// RuntimeService and ImageService on the configured socket.
+    Serve(Serve),
     /// Boots one pod VM, checks its agent over vsock, and shuts it down.
     BootVm(BootVm),
     /// Runs one pod end to end: netns and tap, virtiofsd, VM, sandbox setup,
@@ -59,6 +62,16 @@ enum ConfigCommand {
         #[command(flatten)]
         flags: vessel_host_runtime::config::FlagOverrides,
     },
+}
+
+/// Arguments of `vesseld serve`.
+#[derive(Parser, Debug, Default)]
+struct Serve {
+    /// The configuration file (missing: the defaults).
+    #[arg(long, default_value = vessel_host_runtime::config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(flatten)]
+    flags: vessel_host_runtime::config::FlagOverrides,
 }
 
 /// Arguments of `vesseld sweep`.
@@ -149,13 +162,23 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
+    let command = Cli::parse().command.unwrap_or_else(|| {
+        Command::Serve(Serve {
+            config: vessel_host_runtime::config::DEFAULT_CONFIG_PATH.into(),
+            ..Serve::default()
+        })
+    });
+    if let Command::Serve(args) = command {
+        return serve(args).await;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match command {
+        Command::Serve(_) => unreachable!("served above"),
         Command::BootVm(args) => boot_vm(args).await.map(|()| ExitCode::SUCCESS),
         Command::RunPod(args) => run_pod(args).await,
         Command::Sweep(args) => sweep(args).await,
@@ -244,6 +267,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
         addressing: args.subnet,
         boot_timeout: args.vm.timeout,
         vmm_id: None,
+        cri: None,
     };
     let mut pod = Pod::new(config.clone()).context("checking the pod's configuration")?;
     println!(
@@ -321,6 +345,29 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
     Ok(ExitCode::from(
         u8::try_from(exit.exit_code).unwrap_or(u8::MAX),
     ))
+}
+
+/// `vesseld serve`: the configuration, vesseld's own logging as it asks,
+/// then the CRI daemon until SIGTERM.
+async fn serve(args: Serve) -> Result<ExitCode> {
+    use vessel_host_runtime::config::{Config, LogFormat};
+    let mut config = Config::load_or_default(&args.config)?;
+    config.apply_env(|name| std::env::var_os(name))?;
+    config.apply_flags(&args.flags)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| config.log.level.as_str().into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+    tracing::info!(config = %args.config.display(), "vesseld starting");
+    vessel_host_runtime::daemon::serve(config)
+        .await
+        .context("serving CRI")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_command(command: ConfigCommand) -> Result<ExitCode> {

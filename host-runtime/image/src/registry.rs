@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ImageError, Result};
 use crate::reference::DOCKER_HUB;
 
 /// How to reach one host: a registry or one of its mirrors.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// `host[:port]` (no scheme); for a registry's own entry it may be omitted.
@@ -30,7 +30,7 @@ pub struct HostConfig {
 }
 
 /// Settings of one registry (keyed by its name, e.g. `registry.k8s.io`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryHosts {
     /// Mirrors tried in order before the registry itself.
@@ -51,7 +51,7 @@ pub struct RegistryHosts {
 }
 
 /// The whole registry configuration (the `[registry]` table of vesseld's config).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Where references without a registry go (`docker.io`).

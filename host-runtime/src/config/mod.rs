@@ -47,6 +47,8 @@ pub struct Config {
     pub streaming: StreamingConfig,
     /// Limits of the image store.
     pub images: ImageLimits,
+    /// Registries: the default one, mirrors, plain HTTP, CA files.
+    pub registry: vessel_image::RegistryConfig,
     /// The host uids/gids the pods' VMMs and virtiofsds run as.
     pub pod_ids: IdRange,
     /// The host cgroup under which each pod's VMM and virtiofsd are placed.
@@ -68,6 +70,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
             images: ImageLimits::default(),
+            registry: vessel_image::RegistryConfig::default(),
             pod_ids: IdRange::default(),
             cgroup: CgroupConfig::default(),
             runtime_handlers: handler::default_handlers(),

@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use vessel_agent_api::proto::Dns;
+
+use crate::cni::{Cni, PodNetwork};
 use crate::net::{self, PodAddressing};
 use crate::virtiofsd::VirtiofsdConfig;
 use crate::vm::{FsShare, JailConfig, NetDevice, VmConfig, VmConfigError};
@@ -31,6 +34,11 @@ pub const OWNER_RECORD: &str = "owner.process.json";
 /// The directory in a pod's state dir where its share is bind-mounted
 /// nosuid,nodev (what virtiofsd serves).
 pub const SHARE_DIR: &str = "share";
+
+/// The directory in a CRI pod's state dir that its share bind-mounts:
+/// vesseld makes each container's mount points there, out of the guest's
+/// reach (the guest sees it only through the read-only share).
+pub const SHARE_SOURCE_DIR: &str = "shared";
 
 /// The directory in a pod's state dir that belongs to its VMM (owned by the
 /// pod's uid): its sockets, console and logs.
@@ -83,6 +91,28 @@ pub struct PodConfig {
     /// The unprivileged uid and gid the pod's VMM runs as (allocated when
     /// the pod is made; `None` before).
     pub vmm_id: Option<u32>,
+    /// A CRI pod sandbox: CNI networking and a share of per-container
+    /// rootfs (`None`: run-pod's own subnet and one rootfs).
+    pub cri: Option<CriPod>,
+}
+
+/// What a CRI pod sandbox adds to a pod: its network comes from the node's
+/// CNI chain, and its share starts empty (read-only to the guest) and gets
+/// each container's rootfs and mounts as host-side submounts.
+#[derive(Debug, Clone)]
+pub struct CriPod {
+    /// The node's CNI network.
+    pub cni: Cni,
+    /// Which pod to attach (sandbox id, netns, CNI_ARGS, port mappings).
+    pub attach: PodNetwork,
+    /// The pod's hostname.
+    pub hostname: String,
+    /// The pod's resolver configuration.
+    pub dns: Option<Dns>,
+    /// Namespaced sysctls of the pod.
+    pub sysctls: std::collections::HashMap<String, String>,
+    /// Whether the pod's containers share one pid namespace.
+    pub share_pid_namespace: bool,
 }
 
 /// A pod configuration that cannot work.
@@ -119,7 +149,8 @@ impl PodConfig {
     /// Checks everything that can be checked before creating anything.
     pub fn validate(&self) -> Result<(), PodConfigError> {
         validate_name(&self.name)?;
-        if !self.rootfs.is_dir() {
+        // A CRI pod's share is made with its state dir.
+        if self.cri.is_none() && !self.rootfs.is_dir() {
             return Err(PodConfigError::RootfsNotADirectory(self.rootfs.clone()));
         }
         if !self.virtiofsd.is_file() {
@@ -156,6 +187,15 @@ impl PodConfig {
     /// Where the pod's share is mounted nosuid,nodev for virtiofsd.
     pub fn share_dir(&self) -> PathBuf {
         self.state_dir().join(SHARE_DIR)
+    }
+
+    /// What the share bind-mounts: the rootfs given, or, for a CRI pod, a
+    /// directory of its state dir that vesseld fills with mount points.
+    pub fn share_source(&self) -> PathBuf {
+        match self.cri {
+            Some(_) => self.state_dir().join(SHARE_SOURCE_DIR),
+            None => self.rootfs.clone(),
+        }
     }
 
     /// The name of the pod's network namespace.
@@ -261,6 +301,7 @@ pub(crate) fn test_config(dir: &Path, name: &str) -> PodConfig {
         addressing: PodAddressing::default(),
         boot_timeout: Duration::from_secs(60),
         vmm_id: None,
+        cri: None,
     }
 }
 

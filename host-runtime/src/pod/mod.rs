@@ -29,14 +29,14 @@ use crate::virtiofsd::{Virtiofsd, VirtiofsdError};
 use crate::vm::{Isolation, VmError, VmExit, VmProcess};
 
 pub use config::{
-    validate_name, PodConfig, PodConfigError, CGROUP_PARENT, GUEST_NIC, HOST_OVERHEAD_MIB,
-    OWNER_RECORD, POD_ID_BASE, POD_ID_COUNT, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR, TAP_NAME,
-    VM_DIR,
+    validate_name, CriPod, PodConfig, PodConfigError, CGROUP_PARENT, GUEST_NIC, HOST_OVERHEAD_MIB,
+    OWNER_RECORD, POD_ID_BASE, POD_ID_COUNT, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR,
+    SHARE_SOURCE_DIR, TAP_NAME, VM_DIR,
 };
 pub use container::{ContainerExit, ContainerRun};
 pub use leftovers::{leftovers, Leftover};
 pub use spec::container_spec;
-pub use sweep::{sweep, Swept};
+pub use sweep::{sweep, sweep_one, Swept};
 pub use teardown::{unwind, Undone};
 
 /// Deadline of one agent call (every call but `Containers.Wait`).
@@ -131,6 +131,12 @@ pub enum PodError {
         /// The oldest this vesseld drives.
         needed: u32,
     },
+    /// The CNI chain failed.
+    #[error(transparent)]
+    Cni(#[from] crate::cni::CniError),
+    /// The CNI result cannot attach the guest.
+    #[error("the CNI result cannot attach the guest: {0}")]
+    CniResult(String),
     /// A step was asked for out of order.
     #[error("the pod is not running (start it first)")]
     NotRunning,
@@ -186,6 +192,10 @@ enum Made {
     Cgroup(PodCgroup),
     ShareMount(PathBuf),
     Netns(Netns),
+    CniAttachment {
+        cni: Box<crate::cni::Cni>,
+        attach: Box<crate::cni::PodNetwork>,
+    },
     Tap {
         netns: PathBuf,
         name: String,
@@ -206,6 +216,7 @@ pub struct Pod {
     made: Vec<Made>,
     sandbox: Option<SandboxInfo>,
     pids: Vec<u32>,
+    cni_result: Option<crate::cni::CniResult>,
 }
 
 impl Pod {
@@ -217,7 +228,36 @@ impl Pod {
             made: Vec::new(),
             sandbox: None,
             pids: Vec::new(),
+            cni_result: None,
         })
+    }
+
+    /// What the CNI chain attached a CRI pod with.
+    pub fn cni_result(&self) -> Option<&crate::cni::CniResult> {
+        self.cni_result.as_ref()
+    }
+
+    /// What the agent's `Sandbox.Setup` answered, once the pod runs.
+    pub fn sandbox_info(&self) -> Option<&SandboxInfo> {
+        self.sandbox.as_ref()
+    }
+
+    /// The channel to the pod's agent, once it answered.
+    pub fn agent_channel(&self) -> Option<Channel> {
+        self.agent()
+    }
+
+    /// The pod's VMM process, once started.
+    pub fn vm(&self) -> Option<&VmProcess> {
+        self.made.iter().find_map(|m| match m {
+            Made::Vm { vm, .. } => Some(vm),
+            _ => None,
+        })
+    }
+
+    /// The pod's host cgroup, once made.
+    pub fn host_cgroup(&self) -> Option<&PodCgroup> {
+        self.cgroup()
     }
 
     /// The configuration.
@@ -251,6 +291,12 @@ impl Pod {
             "making the network namespace",
             Instant::now(),
             self.make_netns(),
+        )?;
+        let t = Instant::now();
+        step(
+            "attaching the pod network (CNI)",
+            t,
+            self.attach_cni().await,
         )?;
         step("making the tap", Instant::now(), self.make_tap())?;
         let t = Instant::now();
@@ -299,6 +345,13 @@ impl Pod {
             .map_err(io)?;
         std::os::unix::fs::chown(&vm_dir, Some(id), Some(id)).map_err(io)?;
         self.config.vmm_id = Some(id);
+        if self.config.cri.is_some() {
+            let source = self.config.share_source();
+            std::fs::create_dir(&source).map_err(|source_err| PodError::StateDir {
+                path: source.clone(),
+                source: source_err,
+            })?;
+        }
         // The logs go to disk: a guest flooding its console must not fill
         // the RAM-backed run dir (the files are capped, too).
         let logs = self.config.log_dir();
@@ -351,8 +404,9 @@ impl Pod {
             path: target.clone(),
             source,
         };
+        let source = self.config.share_source();
         mount(
-            Some(&self.config.rootfs),
+            Some(&source),
             &target,
             None::<&str>,
             MsFlags::MS_BIND,
@@ -362,18 +416,29 @@ impl Pod {
         self.made.push(Made::ShareMount(target.clone()));
         // A bind mount takes its flags on a remount: what the guest writes
         // there is never a usable device or a set-uid program on the host.
-        mount(
-            None::<&str>,
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            None::<&str>,
-        )
-        .map_err(failed)?;
+        // A CRI pod's share is read-only to the guest: it holds only the
+        // mount points vesseld makes, so the guest cannot swap one for a
+        // symlink under vesseld's feet.
+        let cri = self.config.cri.is_some();
+        let mut flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if cri {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(None::<&str>, &target, None::<&str>, flags, None::<&str>).map_err(failed)?;
+        if cri {
+            // Its own peer group: the container mounts made under it later
+            // reach virtiofsd's namespace (a slave of it), and no other
+            // mount of the host.
+            for flag in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+                mount(None::<&str>, &target, None::<&str>, flag, None::<&str>).map_err(failed)?;
+            }
+        }
         Ok(format!(
-            "bind-mounted {} on {} nosuid,nodev",
-            self.config.rootfs.display(),
-            target.display()
+            "bind-mounted {} on {} nosuid,nodev{}",
+            source.display(),
+            target.display(),
+            if cri { ",ro,shared" } else { "" }
         ))
     }
 
@@ -391,8 +456,61 @@ impl Pod {
         Ok(what)
     }
 
+    async fn attach_cni(&mut self) -> Result<String, PodError> {
+        let Some(cri) = &self.config.cri else {
+            return Ok("no CNI: the pod's own subnet".to_string());
+        };
+        let (cni, attach) = (cri.cni.clone(), cri.attach.clone());
+        let result = cni.add(&attach).await?;
+        let network = cni.network().name.clone();
+        self.made.push(Made::CniAttachment {
+            cni: Box::new(cni),
+            attach: Box::new(attach.clone()),
+        });
+        let Some((_, nic)) = result.sandbox_interface(&attach.ifname) else {
+            return Err(PodError::CniResult(format!(
+                "it names no interface {} in the sandbox",
+                attach.ifname
+            )));
+        };
+        let Some(mac) = nic.mac.clone().filter(|m| !m.is_empty()) else {
+            return Err(PodError::CniResult(format!(
+                "it gives no MAC for {}",
+                attach.ifname
+            )));
+        };
+        // The guest's NIC takes the CNI interface's MAC: the frames the
+        // node sends to the pod's IP are addressed to it.
+        self.config.addressing.guest_mac = mac;
+        let ips: Vec<String> = result
+            .sandbox_ips(&attach.ifname)
+            .iter()
+            .map(|ip| ip.address.to_string())
+            .collect();
+        let what = format!(
+            "attached through CNI network {}: {} {}",
+            network,
+            attach.ifname,
+            ips.join(", ")
+        );
+        self.cni_result = Some(result);
+        Ok(what)
+    }
+
     fn make_tap(&mut self) -> Result<String, PodError> {
         let netns = self.config.netns_path();
+        if let Some(cri) = &self.config.cri {
+            let ifname = cri.attach.ifname.clone();
+            tap::create_unaddressed(&netns, TAP_NAME)?;
+            self.made.push(Made::Tap {
+                netns: netns.clone(),
+                name: TAP_NAME.to_string(),
+            });
+            crate::net::tc::redirect_both_ways(&netns, &ifname, TAP_NAME)?;
+            return Ok(format!(
+                "created tap {TAP_NAME}, joined to {ifname} both ways with tc redirects"
+            ));
+        }
         let a = &self.config.addressing;
         tap::create(&netns, TAP_NAME, a.host_ip, a.prefix)?;
         let what = format!("created tap {TAP_NAME} {}/{} in it", a.host_ip, a.prefix);
@@ -460,7 +578,8 @@ impl Pod {
         let reply = agent_call(
             "Sandbox.Setup",
             AGENT_CALL_TIMEOUT,
-            SandboxClient::new(channel).setup(setup_request(&self.config)),
+            SandboxClient::new(channel)
+                .setup(setup_request(&self.config, self.cni_result.as_ref())),
         )
         .await?;
         let sandbox = reply.sandbox.unwrap_or_default();
@@ -615,6 +734,13 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
             };
             (what, result.map(drop).map_err(PodError::from))
         }
+        Made::CniAttachment { cni, attach } => (
+            format!(
+                "detached the pod network (CNI DEL of {})",
+                attach.sandbox_id
+            ),
+            cni.del(&attach).await.map_err(PodError::from),
+        ),
         Made::Tap { netns, name } => (
             format!("deleted tap {name}"),
             tap::delete(&netns, &name).map_err(PodError::from),
@@ -738,7 +864,10 @@ async fn shut_down(mut vm: VmProcess, agent: Channel) -> Result<(), PodError> {
 
 /// The agent's sandbox setup for this pod: hostname, the NIC by MAC with the
 /// pod's address and a default route through the tap, the rootfs share.
-fn setup_request(c: &PodConfig) -> SetupSandboxRequest {
+fn setup_request(c: &PodConfig, cni: Option<&crate::cni::CniResult>) -> SetupSandboxRequest {
+    if let (Some(cri), Some(result)) = (&c.cri, cni) {
+        return cri_setup_request(c, cri, result);
+    }
     let a = &c.addressing;
     SetupSandboxRequest {
         sandbox_id: c.name.clone(),
@@ -763,6 +892,65 @@ fn setup_request(c: &PodConfig) -> SetupSandboxRequest {
             mount_point: ROOTFS_GUEST_PATH.to_string(),
             read_only: false,
         }],
+        ..SetupSandboxRequest::default()
+    }
+}
+
+/// A CRI pod's sandbox setup: the NIC by the CNI interface's MAC with its
+/// addresses and routes, the pod's hostname, DNS and sysctls, the share.
+fn cri_setup_request(
+    c: &PodConfig,
+    cri: &CriPod,
+    result: &crate::cni::CniResult,
+) -> SetupSandboxRequest {
+    let ips = result.sandbox_ips(&cri.attach.ifname);
+    let routes = result
+        .routes
+        .iter()
+        .map(|r| {
+            // A route without a next hop goes through its family's gateway.
+            let gateway = r.gw.or_else(|| {
+                ips.iter()
+                    .filter(|ip| ip.address.is_ipv4() == r.dst.is_ipv4())
+                    .find_map(|ip| ip.gateway)
+            });
+            Route {
+                destination: if r.dst.prefix() == 0 {
+                    "default".to_string()
+                } else {
+                    r.dst.to_string()
+                },
+                gateway: gateway.map(|g| g.to_string()).unwrap_or_default(),
+                ..Route::default()
+            }
+        })
+        .collect();
+    SetupSandboxRequest {
+        sandbox_id: c.name.clone(),
+        hostname: cri.hostname.clone(),
+        dns: cri.dns.clone(),
+        hosts: ips
+            .first()
+            .map(|ip| HostEntry {
+                ip: ip.address.ip().to_string(),
+                names: vec![cri.hostname.clone()],
+            })
+            .into_iter()
+            .collect(),
+        sysctls: cri.sysctls.clone(),
+        interfaces: vec![Interface {
+            mac: c.addressing.guest_mac.clone(),
+            name: GUEST_NIC.to_string(),
+            addresses: ips.iter().map(|ip| ip.address.to_string()).collect(),
+            ..Interface::default()
+        }],
+        routes,
+        mounts: vec![SharedMount {
+            tag: ROOTFS_TAG.to_string(),
+            mount_point: ROOTFS_GUEST_PATH.to_string(),
+            read_only: false,
+        }],
+        share_pid_namespace: cri.share_pid_namespace,
         ..SetupSandboxRequest::default()
     }
 }
@@ -847,7 +1035,7 @@ mod tests {
 
     #[test]
     fn setup_names_the_nic_by_mac_and_routes_through_the_tap() {
-        let r = setup_request(&config());
+        let r = setup_request(&config(), None);
         assert_eq!(r.hostname, "demo");
         assert_eq!(r.interfaces[0].mac, "02:76:73:00:00:02");
         assert_eq!(r.interfaces[0].addresses, ["10.88.0.2/24"]);
@@ -880,6 +1068,7 @@ mod tests {
             made: Vec::new(),
             sandbox: None,
             pids: Vec::new(),
+            cni_result: None,
         };
         let run = ContainerRun {
             id: "c".into(),
@@ -916,6 +1105,7 @@ mod tests {
             made: Vec::new(),
             sandbox: None,
             pids: Vec::new(),
+            cni_result: None,
         };
         // An existing state dir is refused before anything is made...
         std::fs::create_dir_all(pod.config.state_dir()).unwrap();

@@ -56,12 +56,26 @@ pub async fn sweep(run_dir: &Path, state_root: &Path) -> Vec<Swept> {
     swept
 }
 
+/// Removes everything of pod `name` (as [`sweep`] does), whoever owns it:
+/// for a vesseld that finds one of its own pods without a handle on it.
+pub async fn sweep_one(run_dir: &Path, state_root: &Path, name: &str) -> Swept {
+    let dir = run_dir.join("pods").join(name);
+    let logs = state_root.join("pods").join(name);
+    sweep_pod_owned(&dir, &logs, name.to_string(), true).await
+}
+
 async fn sweep_pod(dir: &Path, logs: &Path, pod: String) -> Swept {
+    sweep_pod_owned(dir, logs, pod, false).await
+}
+
+async fn sweep_pod_owned(dir: &Path, logs: &Path, pod: String, ignore_owner: bool) -> Swept {
     let mut s = Swept {
         pod,
         ..Swept::default()
     };
-    if let Ok(Some(owner)) = ProcessRecord::load(&dir.join(OWNER_RECORD)) {
+    if ignore_owner {
+        // The caller owns it.
+    } else if let Ok(Some(owner)) = ProcessRecord::load(&dir.join(OWNER_RECORD)) {
         if let Ok(Some(live)) = Supervised::adopt(&owner) {
             s.owned_by = Some(live.pid());
             return s;

@@ -1,3 +1,4 @@
 //! Pod sandboxes: each one a microVM.
 
+pub mod manager;
 pub mod sizing;

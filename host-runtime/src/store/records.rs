@@ -200,6 +200,13 @@ pub struct ContainerRecord {
     /// The `ContainerConfig` as received, prost-encoded.
     #[serde(with = "hex_bytes")]
     pub config: Vec<u8>,
+    /// The OCI `process` of the container's spec, as JSON: what the
+    /// processes of ExecSync start from.
+    #[serde(default)]
+    pub process_json: String,
+    /// The image's `StopSignal` (empty: SIGTERM).
+    #[serde(default)]
+    pub stop_signal: String,
 }
 
 /// Bytes as a hex string in JSON (a third the size of a number array).

@@ -74,6 +74,8 @@ fn container(id: &str, sandbox_id: &str, name: &str) -> ContainerRecord {
             ..Default::default()
         }),
         config: vec![9; 16],
+        process_json: String::new(),
+        stop_signal: String::new(),
     }
 }
 

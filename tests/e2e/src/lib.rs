@@ -99,11 +99,13 @@ pub fn console_tail(vm: &VmProcess) -> String {
 }
 
 pub mod busybox;
+pub mod cri;
 pub mod diag;
 pub mod netns;
 pub mod pod;
 pub mod postmortem;
 pub mod qemu;
+pub mod registry;
 pub mod rss;
 pub mod stats;
 pub mod virtiofsd;

@@ -1,0 +1,744 @@
+//! Containers as the CRI drives them, in a running pod VM: create (rootfs
+//! from the image store, mounts, the OCI spec, the agent's Create, the log
+//! copiers), start (and the waiter that records the exit at once), stop,
+//! remove, ExecSync.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_cri::v1::{
+    ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerStatus as CriStatus,
+    PodSandboxConfig,
+};
+use prost::Message;
+use tonic::Status;
+use vessel_agent_api::client::stdio::read_output;
+use vessel_agent_api::client::Channel;
+use vessel_agent_api::proto::containers_client::ContainersClient;
+use vessel_agent_api::proto::processes_client::ProcessesClient;
+use vessel_agent_api::proto::{
+    CreateContainerRequest, DeleteContainerRequest, DeleteProcessRequest, ExecProcessRequest,
+    SignalContainerRequest, SignalProcessRequest, StartContainerRequest, StdioStream, StreamStdio,
+    WaitContainerRequest, WaitProcessRequest,
+};
+
+use super::cri_log::{resolve_log_path, CriLogWriter, Stream, DEFAULT_MAX_LINE};
+use super::share::ContainerShare;
+use super::spec::{self, ImageConfig, SpecInput};
+use crate::daemon::runtime::{now_nanos, Runtime, SharedLog};
+use crate::pod::{agent_call, AGENT_CALL_TIMEOUT, SHARE_DIR};
+use crate::sandbox::manager::invalid;
+use crate::store::{ContainerMetadata, ContainerRecord, ContainerState, SandboxState};
+
+/// Most output ExecSync returns per stream, as the kubelet caps it
+/// (`maxExecSyncOutput`); more is cut off, as containerd does.
+pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
+
+/// How long a container may take to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+fn agent_status(e: crate::pod::PodError) -> Status {
+    match e {
+        crate::pod::PodError::Agent { call, status } => {
+            Status::new(status.code(), format!("{call}: {}", status.message()))
+        }
+        crate::pod::PodError::AgentTimeout { .. } => Status::deadline_exceeded(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// A CRI container event for `c`.
+pub fn event(c: &ContainerRecord, kind: ContainerEventType) -> ContainerEventResponse {
+    ContainerEventResponse {
+        container_id: c.id.clone(),
+        container_event_type: kind as i32,
+        created_at: now_nanos(),
+        pod_sandbox_status: None,
+        containers_statuses: Vec::<CriStatus>::new(),
+    }
+}
+
+impl Runtime {
+    /// The agent channel and share paths of a ready sandbox.
+    async fn ready_pod(&self, sandbox_id: &str) -> Result<ReadyPod, Status> {
+        let record = self.store.find_sandbox(sandbox_id)?;
+        let live = match (record.state, self.pod(&record.id)) {
+            (SandboxState::Ready, Some(live)) => live,
+            _ => {
+                return Err(Status::failed_precondition(format!(
+                    "pod sandbox {} is not ready",
+                    record.id
+                )))
+            }
+        };
+        let pod = live.lock().await;
+        let (Some(channel), Some(sandbox)) = (pod.agent_channel(), pod.sandbox_info().cloned())
+        else {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} has no agent",
+                record.id
+            )));
+        };
+        Ok(ReadyPod {
+            id: record.id,
+            log_directory: record.log_directory,
+            channel,
+            sandbox,
+            share_source: pod.config().share_source(),
+            share: pod.config().state_dir().join(SHARE_DIR),
+        })
+    }
+
+    /// CreateContainer: see the module doc. Rolls back what it made on failure.
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: ContainerConfig,
+        sandbox_config: PodSandboxConfig,
+    ) -> Result<String, Status> {
+        let metadata = config
+            .metadata
+            .as_ref()
+            .ok_or_else(|| invalid("config.metadata", "is missing"))?;
+        if metadata.name.is_empty() {
+            return Err(invalid("config.metadata.name", "is empty"));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(invalid("config.image.image", "is empty"));
+        }
+        let pod = self.ready_pod(sandbox_id).await?;
+        let image_id = self
+            .images
+            .resolve(&image_name)
+            .map_err(crate::cri::image::status_of)?
+            .ok_or_else(|| Status::not_found(format!("image {image_name:?} is not pulled")))?;
+        let image = ImageConfig::from_config_json(
+            &self
+                .images
+                .config_json(&image_id)
+                .map_err(crate::cri::image::status_of)?,
+        )
+        .map_err(|e| Status::internal(format!("image {image_id} has a bad config: {e}")))?;
+        let log_path = resolve_log_path(&pod.log_directory, &config.log_path)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+
+        let mut record = ContainerRecord {
+            id: crate::store::new_id()?,
+            sandbox_id: pod.id.clone(),
+            metadata: ContainerMetadata {
+                name: metadata.name.clone(),
+                attempt: metadata.attempt,
+            },
+            image_ref: image_name.clone(),
+            image_id: image_id.clone(),
+            labels: config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            annotations: config
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            state: ContainerState::Created,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            log_path: log_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            mounts: config.mounts.clone(),
+            resources: config.linux.as_ref().and_then(|l| l.resources.clone()),
+            config: config.encode_to_vec(),
+            process_json: String::new(),
+            stop_signal: image.stop_signal.clone(),
+        };
+        let id = record.id.clone();
+        // The record first: it reserves the name (AlreadyExists names the holder).
+        {
+            let _creating = self.create_lock.lock().await;
+            self.store.insert_container(&record)?;
+        }
+        let share = ContainerShare::new(&pod.share_source, &pod.share, &id);
+        let made = self
+            .make_container(
+                &pod,
+                &share,
+                &mut record,
+                &config,
+                &sandbox_config,
+                log_path,
+            )
+            .await;
+        if let Err(status) = made {
+            tracing::warn!(pod = %pod.id, container = %id, error = %status.message(), "CreateContainer failed; rolling back");
+            self.abort_tasks(&id);
+            self.logs_lock().remove(&id);
+            let _ = agent_call(
+                "Containers.Delete",
+                AGENT_CALL_TIMEOUT,
+                ContainersClient::new(pod.channel.clone()).delete(DeleteContainerRequest {
+                    container_id: id.clone(),
+                }),
+            )
+            .await;
+            if let Err(e) = self.images.remove_rootfs(&id).await {
+                tracing::error!(container = %id, error = %e, "cannot remove the rootfs of a failed container");
+            }
+            if let Err(e) = share.remove() {
+                tracing::error!(container = %id, error = %e, "cannot remove the mounts of a failed container");
+            }
+            self.store.delete_container(&id)?;
+            return Err(status);
+        }
+        self.store
+            .update_container(&id, |r| r.process_json = record.process_json.clone())?;
+        self.publish(event(&record, ContainerEventType::ContainerCreatedEvent));
+        tracing::info!(pod = %pod.id, container = %id, name = %metadata.name, image = %image_name, "container created");
+        Ok(id)
+    }
+
+    async fn make_container(
+        &self,
+        pod: &ReadyPod,
+        share: &ContainerShare,
+        record: &mut ContainerRecord,
+        config: &ContainerConfig,
+        sandbox_config: &PodSandboxConfig,
+        log_path: Option<PathBuf>,
+    ) -> Result<(), Status> {
+        let id = record.id.clone();
+        let rootfs_target = share.make()?;
+        self.images
+            .create_rootfs(&id, &record.image_id, &rootfs_target)
+            .await
+            .map_err(crate::cri::image::status_of)?;
+        let mut guest_paths = Vec::new();
+        for (i, m) in config.mounts.iter().enumerate() {
+            if m.host_path.is_empty() {
+                return Err(invalid(
+                    &format!("config.mounts[{i}].host_path"),
+                    "is empty",
+                ));
+            }
+            if m.selinux_relabel {
+                tracing::debug!(container = %id, mount = i, "selinux_relabel ignored: the guest has no SELinux");
+            }
+            guest_paths.push(share.bind(i, std::path::Path::new(&m.host_path), m.readonly)?);
+        }
+        let mapper = |i: usize, _m: &k8s_cri::v1::Mount| -> Result<String, spec::SpecError> {
+            Ok(guest_paths.get(i).cloned().unwrap_or_default())
+        };
+        let image = ImageConfig::from_config_json(
+            &self
+                .images
+                .config_json(&record.image_id)
+                .map_err(crate::cri::image::status_of)?,
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let built = spec::build(SpecInput {
+            config,
+            sandbox_config,
+            sandbox: &pod.sandbox,
+            image: &image,
+            host_paths: &mapper,
+            extra_mounts: Vec::new(),
+        })?;
+        record.process_json = serde_json::to_string(&built.spec.process())
+            .map_err(|e| Status::internal(format!("container process to JSON: {e}")))?;
+        let spec_json = serde_json::to_string(&built.spec)
+            .map_err(|e| Status::internal(format!("container spec to JSON: {e}")))?;
+        agent_call(
+            "Containers.Create",
+            AGENT_CALL_TIMEOUT,
+            ContainersClient::new(pod.channel.clone()).create(CreateContainerRequest {
+                container_id: id.clone(),
+                oci_spec_json: spec_json,
+                rootfs: share.guest_rootfs(),
+                streams: Some(StreamStdio {
+                    stdin: config.stdin,
+                    terminal_size: None,
+                }),
+                run_as: Some(built.run_as),
+                ..CreateContainerRequest::default()
+            }),
+        )
+        .await
+        .map_err(agent_status)?;
+        // The copiers attach now: the agent holds the output until they read.
+        let log = match log_path {
+            Some(path) => Some(Arc::new(Mutex::new(
+                CriLogWriter::open(&path, DEFAULT_MAX_LINE)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            ))),
+            None => None,
+        };
+        if let Some(log) = &log {
+            self.logs_lock().insert(id.clone(), Arc::clone(log));
+        }
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let task = tokio::spawn(copy_output(
+                pod.channel.clone(),
+                id.clone(),
+                stream,
+                log.clone(),
+            ));
+            self.add_task(&id, task.abort_handle());
+        }
+        Ok(())
+    }
+
+    fn logs_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SharedLog>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// StartContainer: runs the process and starts the waiter that records
+    /// its exit.
+    pub async fn start_container(self: &Arc<Self>, id_or_prefix: &str) -> Result<(), Status> {
+        let c = self.store.find_container(id_or_prefix)?;
+        if c.state != ContainerState::Created {
+            return Err(Status::failed_precondition(format!(
+                "container {} is {:?}, not created",
+                c.id, c.state
+            )));
+        }
+        let pod = self.ready_pod(&c.sandbox_id).await?;
+        agent_call(
+            "Containers.Start",
+            AGENT_CALL_TIMEOUT,
+            ContainersClient::new(pod.channel.clone()).start(StartContainerRequest {
+                container_id: c.id.clone(),
+            }),
+        )
+        .await
+        .map_err(agent_status)?;
+        let started = self.store.update_container(&c.id, |r| {
+            r.state = ContainerState::Running;
+            r.started_at = now_nanos();
+        })?;
+        self.publish(event(&started, ContainerEventType::ContainerStartedEvent));
+        let rt = Arc::clone(self);
+        let id = c.id.clone();
+        let waiter = tokio::spawn(async move { rt.wait_exit(pod.channel, id).await });
+        self.add_task(&c.id, waiter.abort_handle());
+        tracing::info!(pod = %c.sandbox_id, container = %c.id, "container started");
+        Ok(())
+    }
+
+    /// Waits for a container's exit (no deadline: it may run for months)
+    /// and records it at once.
+    async fn wait_exit(&self, channel: Channel, id: String) {
+        let reply = ContainersClient::new(channel)
+            .wait(WaitContainerRequest {
+                container_id: id.clone(),
+            })
+            .await;
+        let (exit_code, oom, finished_at, message) = match reply {
+            Ok(r) => {
+                let r = r.into_inner();
+                (r.exit_code, r.oom_killed, r.finished_at, String::new())
+            }
+            // The VM went away under it (killed VMM, stopped pod).
+            Err(status) => (
+                137,
+                false,
+                now_nanos(),
+                format!("lost the pod VM: {}", status.message()),
+            ),
+        };
+        let updated = self.store.update_container(&id, |r| {
+            if r.state == ContainerState::Running {
+                r.state = ContainerState::Exited;
+                r.exit_code = exit_code;
+                r.finished_at = if finished_at > 0 {
+                    finished_at
+                } else {
+                    now_nanos()
+                };
+                r.reason = if oom {
+                    "OOMKilled"
+                } else if exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .to_string();
+                r.message = message;
+            }
+        });
+        match updated {
+            Ok(c) => {
+                tracing::info!(pod = %c.sandbox_id, container = %id, exit_code, oom, "container exited");
+                self.publish(event(&c, ContainerEventType::ContainerStoppedEvent));
+            }
+            Err(e) => {
+                tracing::debug!(container = %id, error = %e, "exit of a container already removed")
+            }
+        }
+    }
+
+    /// StopContainer: its stop signal, then SIGKILL after `timeout` seconds.
+    /// A container that is not running is fine.
+    pub async fn stop_container(&self, id_or_prefix: &str, timeout: i64) -> Result<(), Status> {
+        let c = self.store.find_container(id_or_prefix)?;
+        match c.state {
+            ContainerState::Running => {}
+            ContainerState::Created => {
+                // Never started: nothing runs; it just counts as exited.
+                let c = self.store.update_container(&c.id, |r| {
+                    r.state = ContainerState::Exited;
+                    r.finished_at = now_nanos();
+                    r.exit_code = 0;
+                    r.reason = "Completed".to_string();
+                })?;
+                self.publish(event(&c, ContainerEventType::ContainerStoppedEvent));
+                return Ok(());
+            }
+            _ => return Ok(()),
+        }
+        let Some(live) = self.pod(&c.sandbox_id) else {
+            return Ok(());
+        };
+        let channel = live.lock().await.agent_channel();
+        let Some(channel) = channel else {
+            return Ok(());
+        };
+        let signal = if timeout > 0 {
+            parse_signal(&c.stop_signal).unwrap_or(libc::SIGTERM)
+        } else {
+            libc::SIGKILL
+        };
+        self.signal(&channel, &c.id, signal).await?;
+        if signal != libc::SIGKILL
+            && self
+                .exited_within(&c.id, Duration::from_secs(timeout as u64))
+                .await
+        {
+            return Ok(());
+        }
+        if signal != libc::SIGKILL {
+            self.signal(&channel, &c.id, libc::SIGKILL).await?;
+        }
+        if !self.exited_within(&c.id, KILL_WAIT).await {
+            return Err(Status::deadline_exceeded(format!(
+                "container {} did not exit {KILL_WAIT:?} after SIGKILL",
+                c.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn signal(&self, channel: &Channel, id: &str, signal: i32) -> Result<(), Status> {
+        let sent = agent_call(
+            "Containers.Signal",
+            AGENT_CALL_TIMEOUT,
+            ContainersClient::new(channel.clone()).signal(SignalContainerRequest {
+                container_id: id.to_string(),
+                signal: signal as u32,
+            }),
+        )
+        .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // Exited meanwhile.
+            Err(crate::pod::PodError::Agent { status, .. })
+                if status.code() == tonic::Code::FailedPrecondition =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(agent_status(e)),
+        }
+    }
+
+    /// Whether the waiter records the container's exit within `limit`.
+    async fn exited_within(&self, id: &str, limit: Duration) -> bool {
+        let mut events = self.events.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.store.container(id) {
+                Ok(c) if c.state != ContainerState::Running => return true,
+                Err(_) => return true,
+                Ok(_) => {}
+            }
+            // Woken by any event, re-checked; a short tick covers a lag.
+            let wait = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),
+                events.recv(),
+            );
+            let _ = wait.await;
+            if tokio::time::Instant::now() >= deadline {
+                return matches!(self.store.container(id), Ok(c) if c.state != ContainerState::Running);
+            }
+        }
+    }
+
+    /// RemoveContainer: kills it if it runs, deletes it in the guest,
+    /// unmounts its rootfs and mounts, forgets it. Unknown ids are fine.
+    pub async fn remove_container(&self, id_or_prefix: &str) -> Result<(), Status> {
+        let c = match self.store.find_container(id_or_prefix) {
+            Ok(c) => c,
+            Err(crate::store::StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if c.state == ContainerState::Running {
+            self.stop_container(&c.id, 0).await?;
+        }
+        let live = self.pod(&c.sandbox_id);
+        let (channel, source, share) = match &live {
+            Some(live) => {
+                let pod = live.lock().await;
+                (
+                    pod.agent_channel(),
+                    Some(pod.config().share_source()),
+                    Some(pod.config().state_dir().join(SHARE_DIR)),
+                )
+            }
+            None => (None, None, None),
+        };
+        if let Some(channel) = channel {
+            agent_call(
+                "Containers.Delete",
+                AGENT_CALL_TIMEOUT,
+                ContainersClient::new(channel).delete(DeleteContainerRequest {
+                    container_id: c.id.clone(),
+                }),
+            )
+            .await
+            .map_err(agent_status)?;
+        }
+        self.abort_tasks(&c.id);
+        self.logs_lock().remove(&c.id);
+        self.images
+            .remove_rootfs(&c.id)
+            .await
+            .map_err(crate::cri::image::status_of)?;
+        if let (Some(source), Some(share)) = (source, share) {
+            ContainerShare::new(&source, &share, &c.id).remove()?;
+        }
+        if let Some(removed) = self.store.delete_container(&c.id)? {
+            self.publish(event(&removed, ContainerEventType::ContainerDeletedEvent));
+        }
+        tracing::info!(pod = %c.sandbox_id, container = %c.id, "container removed");
+        Ok(())
+    }
+
+    /// ReopenContainerLog: the kubelet rotated the file.
+    pub fn reopen_log(&self, id_or_prefix: &str) -> Result<(), Status> {
+        let c = self.store.find_container(id_or_prefix)?;
+        if c.state != ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let log = self.logs_lock().get(&c.id).cloned();
+        if let Some(log) = log {
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reopen()
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// ExecSync: runs `cmd` in the container to its end (or `timeout`
+    /// seconds, 0 for none); returns stdout, stderr (each cut at
+    /// [`MAX_EXEC_OUTPUT`]) and the exit code.
+    pub async fn exec_sync(
+        &self,
+        id_or_prefix: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<(Vec<u8>, Vec<u8>, i32), Status> {
+        if cmd.is_empty() {
+            return Err(invalid("cmd", "is empty"));
+        }
+        let c = self.store.find_container(id_or_prefix)?;
+        if c.state != ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let pod = self.ready_pod(&c.sandbox_id).await?;
+        let mut process: serde_json::Value = serde_json::from_str(&c.process_json)
+            .map_err(|e| Status::internal(format!("container {} process: {e}", c.id)))?;
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(false);
+        let exec_id = format!("exec-{}", &crate::store::new_id()?[..16]);
+        let mut processes = ProcessesClient::new(pod.channel.clone());
+        agent_call(
+            "Processes.Exec",
+            AGENT_CALL_TIMEOUT,
+            processes.exec(ExecProcessRequest {
+                container_id: c.id.clone(),
+                exec_id: exec_id.clone(),
+                process_json: process.to_string(),
+                streams: Some(StreamStdio::default()),
+                ..ExecProcessRequest::default()
+            }),
+        )
+        .await
+        .map_err(agent_status)?;
+        let out = tokio::spawn(collect_capped(
+            pod.channel.clone(),
+            c.id.clone(),
+            exec_id.clone(),
+            StdioStream::Stdout,
+        ));
+        let err = tokio::spawn(collect_capped(
+            pod.channel.clone(),
+            c.id.clone(),
+            exec_id.clone(),
+            StdioStream::Stderr,
+        ));
+        let wait = processes.wait(WaitProcessRequest {
+            container_id: c.id.clone(),
+            exec_id: exec_id.clone(),
+        });
+        let waited = if timeout > 0 {
+            tokio::time::timeout(Duration::from_secs(timeout as u64), wait).await
+        } else {
+            Ok(wait.await)
+        };
+        let result = match waited {
+            Ok(Ok(reply)) => {
+                let code = reply.into_inner().exit_code;
+                let stdout = out.await.unwrap_or_default();
+                let stderr = err.await.unwrap_or_default();
+                Ok((stdout, stderr, code))
+            }
+            Ok(Err(status)) => Err(Status::new(
+                status.code(),
+                format!("Processes.Wait: {}", status.message()),
+            )),
+            Err(_) => {
+                let _ = agent_call(
+                    "Processes.Signal",
+                    AGENT_CALL_TIMEOUT,
+                    processes.signal(SignalProcessRequest {
+                        container_id: c.id.clone(),
+                        exec_id: exec_id.clone(),
+                        signal: libc::SIGKILL as u32,
+                    }),
+                )
+                .await;
+                out.abort();
+                err.abort();
+                Err(Status::deadline_exceeded(format!(
+                    "command {cmd:?} did not finish within {timeout} s"
+                )))
+            }
+        };
+        let _ = agent_call(
+            "Processes.Delete",
+            AGENT_CALL_TIMEOUT,
+            processes.delete(DeleteProcessRequest {
+                container_id: c.id.clone(),
+                exec_id,
+            }),
+        )
+        .await;
+        result
+    }
+}
+
+/// What container calls need of their sandbox.
+struct ReadyPod {
+    id: String,
+    log_directory: String,
+    channel: Channel,
+    sandbox: vessel_agent_api::proto::SandboxInfo,
+    share_source: PathBuf,
+    share: PathBuf,
+}
+
+/// Copies one output of a container into its CRI log (or drops it when the
+/// container has no log) until the stream ends.
+async fn copy_output(channel: Channel, id: String, stream: Stream, log: Option<SharedLog>) {
+    let agent_stream = match stream {
+        Stream::Stdout => StdioStream::Stdout,
+        Stream::Stderr => StdioStream::Stderr,
+    };
+    let mut failed = false;
+    let copied = read_output(channel, &id, "", agent_stream, |data| {
+        if let (Some(log), false) = (&log, failed) {
+            if let Err(e) = log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write(stream, data)
+            {
+                // Keep reading: an unread stream would block the container.
+                tracing::warn!(container = %id, error = %e, "cannot write the container log");
+                failed = true;
+            }
+        }
+    })
+    .await;
+    if let Some(log) = &log {
+        let _ = log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .close_stream(stream);
+    }
+    if let Err(status) = copied {
+        tracing::debug!(container = %id, stream = stream.as_str(), error = %status.message(), "output stream ended");
+    }
+}
+
+/// One output of an exec, cut at [`MAX_EXEC_OUTPUT`] (read to its end).
+async fn collect_capped(
+    channel: Channel,
+    id: String,
+    exec_id: String,
+    stream: StdioStream,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = read_output(channel, &id, &exec_id, stream, |data| {
+        let room = MAX_EXEC_OUTPUT.saturating_sub(out.len());
+        out.extend_from_slice(&data[..data.len().min(room)]);
+    })
+    .await;
+    out
+}
+
+/// A signal by name (`SIGTERM`, `TERM`) or number.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    nix::sys::signal::Signal::iterator()
+        .find(|sig| sig.as_str().strip_prefix("SIG") == Some(name))
+        .map(|sig| sig as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_parse_by_name_or_number() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal(""), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("99"), None);
+    }
+}

@@ -1,0 +1,429 @@
+//! CRI `RuntimeService`: the gRPC face of the sandbox and container
+//! managers (`sandbox::manager`, `container::manager`). Every RPC is logged
+//! with the pod and container ids as fields.
+
+mod convert;
+mod status;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use k8s_cri::v1::*;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+use vessel_agent_api::proto::resources_client::ResourcesClient;
+use vessel_agent_api::proto::UpdateResourcesRequest;
+
+use crate::daemon::runtime::Runtime;
+use crate::pod::{agent_call, AGENT_CALL_TIMEOUT};
+use crate::sandbox::manager::invalid;
+use crate::store::{ContainerFilter, SandboxFilter};
+
+/// The CRI runtime service.
+#[derive(Clone)]
+pub struct RuntimeServiceImpl {
+    rt: Arc<Runtime>,
+}
+
+impl RuntimeServiceImpl {
+    /// Serves `rt`.
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        RuntimeServiceImpl { rt }
+    }
+}
+
+fn unimplemented(what: &str, why: &str) -> Status {
+    Status::unimplemented(format!("{what} is not implemented yet: {why}"))
+}
+
+/// Logs a failed RPC (the kubelet shows only the message).
+fn logged<T>(rpc: &'static str, id: &str, r: Result<T, Status>) -> Result<T, Status> {
+    if let Err(s) = &r {
+        tracing::warn!(rpc, id, code = ?s.code(), error = %s.message(), "CRI call failed");
+    }
+    r
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeServiceImpl {
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(status::version()))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        let r = request.into_inner();
+        let config = r.config.ok_or_else(|| invalid("config", "is missing"))?;
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        tracing::info!(rpc = "RunPodSandbox", name = %name, handler = %r.runtime_handler);
+        let id = logged(
+            "RunPodSandbox",
+            &name,
+            self.rt.run_sandbox(config, &r.runtime_handler).await,
+        )?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        tracing::info!(rpc = "StopPodSandbox", pod = %id);
+        logged("StopPodSandbox", &id, self.rt.stop_sandbox(&id).await)?;
+        Ok(Response::new(StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        tracing::info!(rpc = "RemovePodSandbox", pod = %id);
+        logged("RemovePodSandbox", &id, self.rt.remove_sandbox(&id).await)?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        let r = request.into_inner();
+        let s = self.rt.store.find_sandbox(&r.pod_sandbox_id)?;
+        let mut info = std::collections::HashMap::new();
+        if r.verbose {
+            info.insert("info".to_string(), status::sandbox_info(&self.rt, &s));
+        }
+        Ok(Response::new(PodSandboxStatusResponse {
+            status: Some(convert::pod_sandbox_status(&s)),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: 0,
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        let filter = SandboxFilter::from_cri(request.into_inner().filter.as_ref());
+        let items = self
+            .rt
+            .store
+            .list_sandboxes(&filter)?
+            .iter()
+            .map(convert::pod_sandbox)
+            .collect();
+        Ok(Response::new(ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        request: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        let r = request.into_inner();
+        let config = r.config.ok_or_else(|| invalid("config", "is missing"))?;
+        tracing::info!(rpc = "CreateContainer", pod = %r.pod_sandbox_id);
+        let id = logged(
+            "CreateContainer",
+            &r.pod_sandbox_id,
+            self.rt
+                .create_container(
+                    &r.pod_sandbox_id,
+                    config,
+                    r.sandbox_config.unwrap_or_default(),
+                )
+                .await,
+        )?;
+        Ok(Response::new(CreateContainerResponse { container_id: id }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        tracing::info!(rpc = "StartContainer", container = %id);
+        logged("StartContainer", &id, self.rt.start_container(&id).await)?;
+        Ok(Response::new(StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        let r = request.into_inner();
+        tracing::info!(rpc = "StopContainer", container = %r.container_id, timeout = r.timeout);
+        logged(
+            "StopContainer",
+            &r.container_id,
+            self.rt.stop_container(&r.container_id, r.timeout).await,
+        )?;
+        Ok(Response::new(StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        tracing::info!(rpc = "RemoveContainer", container = %id);
+        logged("RemoveContainer", &id, self.rt.remove_container(&id).await)?;
+        Ok(Response::new(RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        let filter = ContainerFilter::from_cri(request.into_inner().filter.as_ref());
+        let containers = self
+            .rt
+            .store
+            .list_containers(&filter)?
+            .iter()
+            .map(convert::container)
+            .collect();
+        Ok(Response::new(ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        let r = request.into_inner();
+        let c = self.rt.store.find_container(&r.container_id)?;
+        let mut info = std::collections::HashMap::new();
+        if r.verbose {
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({
+                    "sandboxID": c.sandbox_id,
+                    "imageID": c.image_id,
+                    "stopSignal": c.stop_signal,
+                    "process": serde_json::from_str::<serde_json::Value>(&c.process_json).unwrap_or_default(),
+                })
+                .to_string(),
+            );
+        }
+        Ok(Response::new(ContainerStatusResponse {
+            status: Some(convert::container_status(&c)),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        request: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        let r = request.into_inner();
+        let c = self.rt.store.find_container(&r.container_id)?;
+        let linux = r.linux.ok_or_else(|| invalid("linux", "is missing"))?;
+        let oci = crate::container::spec::linux_resources(&linux, "linux")?;
+        let json = serde_json::to_string(&oci)
+            .map_err(|e| Status::internal(format!("resources to JSON: {e}")))?;
+        let pod = self.rt.pod(&c.sandbox_id).ok_or_else(|| {
+            Status::failed_precondition("the container's pod sandbox is not running")
+        })?;
+        let channel = pod
+            .lock()
+            .await
+            .agent_channel()
+            .ok_or_else(|| Status::failed_precondition("the pod has no agent"))?;
+        agent_call(
+            "Resources.Update",
+            AGENT_CALL_TIMEOUT,
+            ResourcesClient::new(channel).update(UpdateResourcesRequest {
+                container_id: c.id.clone(),
+                resources_json: json,
+            }),
+        )
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        self.rt
+            .store
+            .update_container(&c.id, |rec| rec.resources = Some(linux))?;
+        tracing::info!(rpc = "UpdateContainerResources", pod = %c.sandbox_id, container = %c.id);
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        let id = request.into_inner().container_id;
+        logged("ReopenContainerLog", &id, self.rt.reopen_log(&id))?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        let r = request.into_inner();
+        tracing::debug!(rpc = "ExecSync", container = %r.container_id, timeout = r.timeout);
+        let (stdout, stderr, exit_code) = logged(
+            "ExecSync",
+            &r.container_id,
+            self.rt.exec_sync(&r.container_id, r.cmd, r.timeout).await,
+        )?;
+        Ok(Response::new(ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code,
+        }))
+    }
+
+    async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        Err(unimplemented(
+            "Exec",
+            "the streaming server is not wired to the CRI yet (use ExecSync)",
+        ))
+    }
+
+    async fn attach(
+        &self,
+        _request: Request<AttachRequest>,
+    ) -> Result<Response<AttachResponse>, Status> {
+        Err(unimplemented(
+            "Attach",
+            "the streaming server is not wired to the CRI yet",
+        ))
+    }
+
+    async fn port_forward(
+        &self,
+        _request: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        Err(unimplemented(
+            "PortForward",
+            "the streaming server is not wired to the CRI yet",
+        ))
+    }
+
+    async fn container_stats(
+        &self,
+        _request: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        Err(unimplemented(
+            "ContainerStats",
+            "stats from the agent are not wired yet",
+        ))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _request: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        Err(unimplemented(
+            "ListContainerStats",
+            "stats from the agent are not wired yet",
+        ))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _request: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        Err(unimplemented(
+            "PodSandboxStats",
+            "stats from the agent are not wired yet",
+        ))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _request: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        Err(unimplemented(
+            "ListPodSandboxStats",
+            "stats from the agent are not wired yet",
+        ))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        // The pod CIDR is the CNI chain's business (host-local ranges in the
+        // conflist), as with containerd without a CNI template.
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        tracing::info!(rpc = "UpdateRuntimeConfig", pod_cidr = %cidr, "pod CIDR noted (the CNI config assigns addresses)");
+        Ok(Response::new(UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(status::status(
+            &self.rt,
+            request.into_inner().verbose,
+        )))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _request: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
+        Err(unimplemented(
+            "CheckpointContainer",
+            "vessel does not checkpoint containers",
+        ))
+    }
+
+    type GetContainerEventsStream =
+        Pin<Box<dyn Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        let events = BroadcastStream::new(self.rt.events.subscribe()).filter_map(|e| match e {
+            Ok(event) => Some(Ok(event)),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "a GetContainerEvents reader fell behind");
+                None
+            }
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(ListMetricDescriptorsResponse::default()))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        Ok(Response::new(ListPodSandboxMetricsResponse::default()))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        Ok(Response::new(status::runtime_config()))
+    }
+}

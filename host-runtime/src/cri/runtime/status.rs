@@ -1,0 +1,123 @@
+//! `Version`, `Status`, `RuntimeConfig` and the verbose sandbox info.
+
+use std::path::Path;
+
+use k8s_cri::v1::{
+    CgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition, RuntimeConfigResponse,
+    RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusResponse, VersionResponse,
+};
+
+use crate::daemon::runtime::Runtime;
+use crate::store::SandboxRecord;
+
+/// The CRI API version served.
+const CRI_API_VERSION: &str = "v1";
+
+/// `Version`.
+pub fn version() -> VersionResponse {
+    VersionResponse {
+        version: "0.1.0".to_string(),
+        runtime_name: "vessel".to_string(),
+        runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+        runtime_api_version: CRI_API_VERSION.to_string(),
+    }
+}
+
+/// `Status`: RuntimeReady when the default handler's pieces are there,
+/// NetworkReady when a CNI config is.
+pub fn status(rt: &Runtime, verbose: bool) -> StatusResponse {
+    let runtime = match rt.config.handler(&rt.config.default_runtime_handler) {
+        Some(h) => {
+            let missing: Vec<String> = [&h.kernel, &h.initramfs, &h.vmm, &h.virtiofsd]
+                .iter()
+                .filter(|p| !Path::new(p).is_file())
+                .map(|p| p.display().to_string())
+                .collect();
+            if missing.is_empty() {
+                condition("RuntimeReady", true, "", "")
+            } else {
+                condition(
+                    "RuntimeReady",
+                    false,
+                    "HandlerIncomplete",
+                    &format!("missing: {}", missing.join(", ")),
+                )
+            }
+        }
+        None => condition(
+            "RuntimeReady",
+            false,
+            "NoDefaultHandler",
+            "the default runtime handler is not configured",
+        ),
+    };
+    let network = match rt.cni() {
+        Ok(_) => condition("NetworkReady", true, "", ""),
+        Err(e) => condition("NetworkReady", false, "NetworkPluginNotReady", e.message()),
+    };
+    let mut info = std::collections::HashMap::new();
+    if verbose {
+        info.insert(
+            "config".to_string(),
+            serde_json::to_string(&rt.config).unwrap_or_default(),
+        );
+    }
+    StatusResponse {
+        status: Some(RuntimeStatus {
+            conditions: vec![runtime, network],
+        }),
+        info,
+        runtime_handlers: rt
+            .config
+            .runtime_handlers
+            .keys()
+            .map(|name| RuntimeHandler {
+                name: name.clone(),
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            })
+            .collect(),
+        features: None,
+    }
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: &str) -> RuntimeCondition {
+    RuntimeCondition {
+        r#type: kind.to_string(),
+        status: ok,
+        reason: reason.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// `RuntimeConfig`: the cgroup driver. vesseld manages its pods' host
+/// cgroups itself, under cgroupfs, which is what it reports.
+pub fn runtime_config() -> RuntimeConfigResponse {
+    RuntimeConfigResponse {
+        linux: Some(LinuxRuntimeConfiguration {
+            cgroup_driver: CgroupDriver::Cgroupfs as i32,
+        }),
+    }
+}
+
+/// The verbose `info` of `PodSandboxStatus`: the VM.
+pub fn sandbox_info(rt: &Runtime, s: &SandboxRecord) -> String {
+    let vm = s.vm.as_ref();
+    serde_json::json!({
+        "runtimeHandler": s.runtime_handler,
+        "netns": s.netns_path,
+        "cgroup": s.cgroup_path,
+        "running": rt.pod(&s.id).is_some(),
+        "vm": vm.map(|vm| serde_json::json!({
+            "pid": vm.vmm.pid,
+            "vcpus": vm.vcpus,
+            "memoryMiB": vm.memory_mib,
+            "uid": vm.vmm_uid,
+            "consoleLog": vm.console_log,
+            "vsockSocket": vm.vsock_socket,
+        })),
+    })
+    .to_string()
+}
