@@ -71,8 +71,8 @@ pub fn kvm_guests(sys_dir: &Path) -> CheckResult {
                 pvm.display()
             ),
             "run vessel on a host whose KVM uses VMX/SVM (bare metal, or a VM with nested \
-             virtualization); on this machine guests boot only inside tests/kvm-host/run's \
-             nested test host",
+             virtualization); vessel's own tests boot guests on such machines inside \
+             tests/kvm-host/run's nested test host",
         );
     }
     CheckResult::ok(

@@ -228,13 +228,21 @@ pub fn render_text(config_line: &str, results: &[CheckResult]) -> String {
 
 /// The results as one JSON object: `{"config", "ok", "results": [...]}`.
 pub fn render_json(config_path: &Path, results: &[CheckResult]) -> String {
-    let doc = serde_json::json!({
-        "config": config_path,
-        "ok": !any_failed(results),
-        "results": results,
-    });
-    // A tree of strings and booleans: serializing it cannot fail.
-    serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+    /// The document, fields in this order.
+    #[derive(Serialize)]
+    struct Report<'a> {
+        config: String,
+        ok: bool,
+        results: &'a [CheckResult],
+    }
+    let report = Report {
+        // Lossy: serde refuses a path that is not UTF-8.
+        config: config_path.to_string_lossy().into_owned(),
+        ok: !any_failed(results),
+        results,
+    };
+    // Only strings and booleans: serializing cannot fail.
+    serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
 }
 
 /// `vesseld check`: loads the configuration as the daemon does, runs every
