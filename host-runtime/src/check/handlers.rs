@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::network::is_executable;
@@ -153,7 +154,9 @@ fn regular_file(path: &Path) -> Result<(), String> {
 }
 
 /// The first line `binary --version` prints, if it exits 0 within `timeout`
-/// (killed otherwise); at most [`MAX_VERSION_OUTPUT`] bytes are read.
+/// (killed otherwise). At most [`MAX_VERSION_OUTPUT`] bytes are kept; the
+/// rest is drained so the program never blocks on a full pipe, and a
+/// descendant that keeps the pipe open after it exits is not waited for.
 pub fn version_line(binary: &Path, timeout: Duration) -> Result<String, String> {
     let mut child = Command::new(binary)
         .arg("--version")
@@ -163,6 +166,17 @@ pub fn version_line(binary: &Path, timeout: Duration) -> Result<String, String> 
         .spawn()
         .map_err(|e| format!("cannot run it: {e}"))?;
     let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = (&mut stdout)
+                .take(MAX_VERSION_OUTPUT)
+                .read_to_end(&mut kept);
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            let _ = tx.send(kept);
+        });
+    }
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -174,7 +188,7 @@ pub fn version_line(binary: &Path, timeout: Duration) -> Result<String, String> 
                 let _ = child.wait();
                 return Err(format!(
                     "did not finish within {} s (killed)",
-                    timeout.as_secs()
+                    timeout.as_secs_f32()
                 ));
             }
             Err(e) => {
@@ -184,13 +198,15 @@ pub fn version_line(binary: &Path, timeout: Duration) -> Result<String, String> 
             }
         }
     };
-    let mut out = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        let _ = stdout.take(MAX_VERSION_OUTPUT).read_to_end(&mut out);
-    }
     if !status.success() {
         return Err(format!("exited with {status}"));
     }
+    let left = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(100));
+    let out = rx
+        .recv_timeout(left)
+        .map_err(|_| "exited, but something it started keeps its output open".to_string())?;
     let line = first_line(&String::from_utf8_lossy(&out));
     if line.is_empty() {
         Err("printed nothing".into())
@@ -224,6 +240,38 @@ mod tests {
         assert!(version_line(&bad, VERSION_TIMEOUT)
             .unwrap_err()
             .contains("exit status: 3"));
+        // A flood of output neither blocks it nor is kept whole.
+        let chatty = script(
+            dir.path(),
+            "chatty",
+            "echo v1; head -c 1000000 /dev/zero; exit 0",
+        );
+        assert_eq!(version_line(&chatty, VERSION_TIMEOUT).unwrap(), "v1");
+        // A background child holding stdout open is not waited for.
+        let pid_file = dir.path().join("sleeper.pid");
+        let forks = script(
+            dir.path(),
+            "forks",
+            &format!(
+                "echo v2; sleep 30 & echo $! > {}; exit 0",
+                pid_file.display()
+            ),
+        );
+        let started = Instant::now();
+        let err = version_line(&forks, Duration::from_millis(500)).unwrap_err();
+        let took = started.elapsed();
+        // The test leaves no process behind.
+        let sleeper: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sleeper),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        assert!(err.contains("keeps its output open"), "{err}");
+        assert!(took < Duration::from_secs(5));
         let slow = script(dir.path(), "slow", "exec sleep 30");
         let started = Instant::now();
         let err = version_line(&slow, Duration::from_millis(300)).unwrap_err();

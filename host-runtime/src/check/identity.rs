@@ -70,7 +70,10 @@ pub fn pod_ids(range: &IdRange, etc_dir: &Path) -> CheckResult {
     if clashes.is_empty() {
         return CheckResult::ok(
             NAME,
-            format!("{block} is used by no user, group or subordinate id range"),
+            format!(
+                "{block} is used by no user or group and no subordinate id range in {}",
+                etc_dir.display()
+            ),
         );
     }
     let shown: Vec<String> = clashes
