@@ -94,7 +94,8 @@ pub fn cni_network(conf_dir: &Path) -> NetworkCheck {
 }
 
 /// Every plugin `type` of the network is an executable file in a bin dir.
-/// As the daemon does, the first dir holding a file of that name wins.
+/// As the daemon does, the first dir holding a file of that name wins. A
+/// WARN otherwise: vesseld runs (and serves images), but no pod starts.
 pub fn cni_plugins(types: &[String], bin_dirs: &[PathBuf]) -> CheckResult {
     const NAME: &str = "cni plugins";
     let dirs = bin_dirs
@@ -129,7 +130,8 @@ pub fn cni_plugins(types: &[String], bin_dirs: &[PathBuf]) -> CheckResult {
         CheckResult::warn(
             NAME,
             format!(
-                "{} (searched {dirs}); NetworkReady is false until they are there",
+                "{} (searched {dirs}); every RunPodSandbox fails at CNI ADD until they are \
+                 there (NetworkReady only looks at the configuration)",
                 problems.join("; ")
             ),
             "install the plugins (Debian: `apt install containernetworking-plugins`, into \
