@@ -185,8 +185,8 @@ pub fn socket(path: &Path) -> CheckResult {
         Ok(m) if !m.file_type().is_socket() => {
             return CheckResult::warn(
                 NAME,
-                format!("{shown} exists and is not a socket"),
-                format!("remove {shown}, or set socket (--socket)"),
+                format!("{shown} exists and is not a socket: vesseld serve removes it"),
+                format!("move the file away, or set socket (--socket)"),
             )
         }
         Ok(_) => {}
@@ -200,7 +200,10 @@ pub fn socket(path: &Path) -> CheckResult {
     match rx.recv_timeout(CONNECT_TIMEOUT) {
         Ok(Ok(())) => CheckResult::info(
             NAME,
-            format!("{shown} is live: a vesseld (or another server) is already listening"),
+            format!(
+                "{shown} is live: a vesseld (or another server) is already listening; \
+                 a second vesseld serve on it refuses to start"
+            ),
         ),
         Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => CheckResult::ok(
             NAME,
