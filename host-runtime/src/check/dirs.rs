@@ -186,7 +186,7 @@ pub fn socket(path: &Path) -> CheckResult {
             return CheckResult::warn(
                 NAME,
                 format!("{shown} exists and is not a socket: vesseld serve removes it"),
-                format!("move the file away, or set socket (--socket)"),
+                "move the file away, or set socket (--socket)",
             )
         }
         Ok(_) => {}
