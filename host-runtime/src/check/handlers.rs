@@ -158,13 +158,7 @@ fn regular_file(path: &Path) -> Result<(), String> {
 /// rest is drained so the program never blocks on a full pipe, and a
 /// descendant that keeps the pipe open after it exits is not waited for.
 pub fn version_line(binary: &Path, timeout: Duration) -> Result<String, String> {
-    let mut child = Command::new(binary)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run it: {e}"))?;
+    let mut child = spawn_version(binary)?;
     let started = Instant::now();
     let (tx, rx) = mpsc::channel();
     if let Some(mut stdout) = child.stdout.take() {
@@ -212,6 +206,29 @@ pub fn version_line(binary: &Path, timeout: Duration) -> Result<String, String> 
         Err("printed nothing".into())
     } else {
         Ok(line)
+    }
+}
+
+/// Starts `binary --version`. ETXTBSY ("text file busy": the file is open
+/// for writing somewhere, e.g. mid-upgrade, or inherited for an instant by
+/// a child another thread is forking) is retried for a short while.
+fn spawn_version(binary: &Path) -> Result<std::process::Child, String> {
+    let mut attempts = 0;
+    loop {
+        let spawned = Command::new(binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        match spawned {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 25 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("cannot run it: {e}")),
+            Ok(child) => return Ok(child),
+        }
     }
 }
 
