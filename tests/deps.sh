@@ -12,6 +12,7 @@ apt_pkgs=(
   protobuf-compiler                               # k8s-cri (CRI protos) builds with the system protoc
   iproute2 util-linux                             # taps, netns, unshare, nsenter
   containernetworking-plugins iptables            # CNI tests: bridge, host-local, portmap
+  systemd                                         # systemd-analyze verify of host-runtime/deploy/vesseld.service
   python3 python3-pip
 )
 missing=()

@@ -1,6 +1,7 @@
 //! vesseld's library: the parts of the host runtime, one module per concept.
 
 pub mod cgroup;
+pub mod check;
 pub mod cni;
 pub mod config;
 pub mod container;

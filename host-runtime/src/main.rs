@@ -45,6 +45,10 @@ enum Command {
     /// owner no longer runs (its VMM and virtiofsd, share mount, netns,
     /// cgroup, state dir). Exits 1 if something could not be removed.
     Sweep(Sweep),
+    /// Checks whether this host can run vessel pods (KVM, tun, CNI, the
+    /// handlers' files, cgroups, huge pages, dirs, root, ids, the socket):
+    /// OK / INFO / WARN / FAIL with the fix. Exits 1 on any FAIL.
+    Check(vessel_host_runtime::check::CheckArgs),
 }
 
 /// `vesseld config ...`.
@@ -183,6 +187,7 @@ async fn main() -> Result<ExitCode> {
         Command::RunPod(args) => run_pod(args).await,
         Command::Sweep(args) => sweep(args).await,
         Command::Config(c) => config_command(c),
+        Command::Check(args) => Ok(vessel_host_runtime::check::main(&args)),
     }
 }
 
