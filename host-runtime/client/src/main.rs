@@ -1,0 +1,3 @@
+//! `vessel`: a CRI client with crictl's verbs.
+
+fn main() {}
