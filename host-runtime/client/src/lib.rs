@@ -15,3 +15,8 @@ pub use connect::{
     DEFAULT_ENDPOINT, MAX_DECODE_MESSAGE_SIZE,
 };
 pub use error::ClientError;
+pub mod logs;
+pub mod output;
+mod resolve;
+
+pub use resolve::{resolve_container, resolve_id, resolve_pod};
