@@ -87,6 +87,16 @@ pub enum ClientError {
     /// A command-line argument is malformed.
     #[error("{0}")]
     Usage(String),
+    /// A step of `run` failed, and removing the pod it had made failed too.
+    #[error("{error} (removing pod {pod} again failed too: {rollback}; remove it with `vessel rmp -f {pod}`)")]
+    RollbackFailed {
+        /// The step's error.
+        error: Box<ClientError>,
+        /// The pod left behind.
+        pod: String,
+        /// Why removing it failed.
+        rollback: Box<ClientError>,
+    },
     /// The runtime's reply lacks something every reply must carry.
     #[error("bad reply from the runtime: {0}")]
     BadReply(String),

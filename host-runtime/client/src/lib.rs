@@ -20,3 +20,4 @@ pub mod output;
 mod resolve;
 
 pub use resolve::{resolve_container, resolve_id, resolve_pod};
+pub mod verbs;
