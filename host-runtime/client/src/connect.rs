@@ -72,10 +72,10 @@ pub async fn connect_with_timeout(endpoint: &str, timeout: Duration) -> Result<C
     let channel = endpoint_config.connect_with_connector(connector);
     let channel = match tokio::time::timeout(timeout, channel).await {
         Ok(Ok(channel)) => channel,
-        Ok(Err(source)) => {
+        Ok(Err(error)) => {
             return Err(ClientError::Connect {
                 endpoint: endpoint.to_string(),
-                source,
+                reason: innermost(&error),
             })
         }
         Err(_) => {
@@ -90,6 +90,15 @@ pub async fn connect_with_timeout(endpoint: &str, timeout: Duration) -> Result<C
             .max_decoding_message_size(MAX_DECODE_MESSAGE_SIZE),
         image: ImageServiceClient::new(channel).max_decoding_message_size(MAX_DECODE_MESSAGE_SIZE),
     })
+}
+
+/// The message of the deepest error in a chain.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
 }
 
 /// Runs one RPC with an optional deadline, turning a gRPC status into [`ClientError::Rpc`].

@@ -15,12 +15,14 @@ pub enum ClientError {
         reason: &'static str,
     },
     /// Connecting to the runtime's socket failed.
-    #[error("connect to {endpoint}: {source} (is vesseld running, and may you open its socket?)")]
+    #[error(
+        "connect to {endpoint}: {reason} (is the runtime running, and may you open its socket?)"
+    )]
     Connect {
         /// The endpoint as given.
         endpoint: String,
-        /// The transport's error.
-        source: tonic::transport::Error,
+        /// The innermost cause (tonic's own errors only say "transport error").
+        reason: String,
     },
     /// The runtime answered with a gRPC error status.
     #[error("{code:?}: {message}")]
@@ -39,12 +41,12 @@ pub enum ClientError {
         after: Duration,
     },
     /// Reading a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A config file is too large to be a CRI config.
     #[error("{path}: file is larger than {limit} bytes")]

@@ -141,7 +141,7 @@ impl LogFile {
     pub fn open(path: &Path) -> Result<Self, ClientError> {
         let io = |source| ClientError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         };
         let file = File::open(path).map_err(io)?;
         let inode = file.metadata().map_err(io)?.ino();
@@ -184,7 +184,7 @@ impl LogFile {
                 .read(&mut chunk)
                 .map_err(|source| ClientError::Io {
                     path: self.path.clone(),
-                    source,
+                    error: source,
                 })?;
             if n == 0 {
                 return Ok(());
@@ -212,7 +212,7 @@ impl LogFile {
                     if let Some(line) = self.joiner.push(&record) {
                         sink(line).map_err(|source| ClientError::Io {
                             path: PathBuf::from("<output>"),
-                            source,
+                            error: source,
                         })?;
                     }
                 }
@@ -243,7 +243,7 @@ impl LogFile {
                 .seek(SeekFrom::Start(0))
                 .map_err(|source| ClientError::Io {
                     path: self.path.clone(),
-                    source,
+                    error: source,
                 })?;
             self.offset = 0;
             self.partial_record.clear();
@@ -264,7 +264,7 @@ pub fn print_log(
     let mut lines: VecDeque<LogLine> = VecDeque::new();
     let out_err = |source| ClientError::Io {
         path: PathBuf::from("<output>"),
-        source,
+        error: source,
     };
     match options.tail {
         Some(n) => {

@@ -101,7 +101,7 @@ fn is_yaml(path: &Path) -> bool {
 fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ClientError> {
     let io = |source| ClientError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     let file = File::open(path).map_err(io)?;
     let mut bytes = Vec::new();

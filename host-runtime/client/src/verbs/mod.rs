@@ -77,7 +77,7 @@ pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, Client
 fn output_error(source: std::io::Error) -> ClientError {
     ClientError::Io {
         path: PathBuf::from("<output>"),
-        source,
+        error: source,
     }
 }
 
