@@ -413,6 +413,17 @@ fn long(flag: Option<Deadline>, default: Duration) -> Option<Duration> {
     flag.map_or(Some(default), |d| d.0)
 }
 
+/// Whether writing our output failed because its reader is gone.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let io = match cause.downcast_ref::<ClientError>() {
+            Some(ClientError::Io { error, .. }) => Some(error),
+            _ => cause.downcast_ref::<std::io::Error>(),
+        };
+        io.is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Maps an exit status onto a process exit code without turning a failure into 0.
 fn exit_code(code: i32) -> ExitCode {
     match u8::try_from(code) {
@@ -427,6 +438,11 @@ async fn main() -> ExitCode {
     let verb = cli.command.verb();
     match run(cli).await.with_context(|| verb) {
         Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => {
+            // A reader that went away (`vessel ps | head -1`): quiet, like a
+            // process killed by SIGPIPE.
+            ExitCode::from(141)
+        }
         Err(err) => {
             let _ = std::io::stdout().flush();
             eprintln!("vessel: {err:#}");

@@ -650,3 +650,100 @@ async fn logs_and_ps_and_info_and_images_and_pull() {
     .unwrap_err();
     assert_eq!(err.to_string(), "Unauthenticated: bad credentials");
 }
+
+#[tokio::test]
+async fn run_rolls_the_pod_back_when_create_fails() {
+    let (dir, fake, mut cri) = setup().await;
+    let ctr = dir.path().join("ctr.yaml");
+    std::fs::write(&ctr, "metadata: {name: app}\nimage: {image: busybox}\n").unwrap();
+    let o = verbs::RunOptions {
+        container_config: ctr,
+        pod_config: write_pod_config(dir.path(), "web"),
+        no_pull: true,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let err = verbs::run(&mut cri, &o, DEADLINES, &mut out)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Unimplemented: create_container is not in the fake"
+    );
+    assert!(out.is_empty());
+    // The pod was made (its config reached the server), then removed again.
+    assert_eq!(fake.state().configs.len(), 1);
+    assert!(fake.state().pods.is_empty());
+}
+
+/// Runs the `vessel` binary against `endpoint`; returns (status code, stdout, stderr).
+async fn vessel(endpoint: &str, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("-r")
+        .arg(endpoint)
+        .args(args)
+        .env_remove("VESSEL_RUNTIME_ENDPOINT")
+        .env_remove("CONTAINER_RUNTIME_ENDPOINT")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+#[tokio::test]
+async fn the_binary_prints_results_errors_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    fake.state().containers.push((
+        cri::Container {
+            id: "c0ffee".into(),
+            state: cri::ContainerState::ContainerRunning as i32,
+            ..Default::default()
+        },
+        String::new(),
+    ));
+    let endpoint = serve(dir.path(), fake).await;
+
+    let (code, out, err) = vessel(&endpoint, &["version"]).await;
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert!(
+        out.starts_with("Version:  0.1.0\nRuntimeName:  fake\n"),
+        "{out}"
+    );
+
+    let (code, out, err) = vessel(&endpoint, &["stats"]).await;
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(
+        err,
+        "vessel: stats: Unimplemented: list_container_stats is not in the fake\n"
+    );
+
+    // exec: the command's output on the matching streams, its exit code as ours.
+    let (code, out, err) = vessel(&endpoint, &["exec", "c0f", "sh", "-c", "exit 3"]).await;
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (3, "sh -c exit 3", "to stderr")
+    );
+
+    let (code, _, err) = vessel(&endpoint, &["inspect", "zzz"]).await;
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "vessel: inspect: no container matches ID \"zzz\"\n")
+    );
+
+    let (code, _, err) = vessel(&endpoint, &["runp", "/nonexistent/pod.json"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("vessel: runp: /nonexistent/pod.json: No such file"),
+        "{err}"
+    );
+
+    let missing = format!("unix://{}", dir.path().join("none.sock").display());
+    let (code, _, err) = vessel(&missing, &["pods"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("vessel: pods: connect to unix://"), "{err}");
+}
