@@ -86,6 +86,9 @@ pub enum ClientError {
         /// The first few matches, comma separated.
         examples: String,
     },
+    /// The object's state forbids the operation (a running container without `--force`).
+    #[error("{0}")]
+    Refused(String),
     /// A command-line argument is malformed.
     #[error("{0}")]
     Usage(String),

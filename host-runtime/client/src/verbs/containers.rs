@@ -441,7 +441,7 @@ pub async fn rm(
             .unwrap_or_default();
         if status.state == ContainerState::ContainerRunning as i32 {
             if !force {
-                return Err(ClientError::Usage(format!(
+                return Err(ClientError::Refused(format!(
                     "container {id} is running, please stop it first (or use --force)"
                 )));
             }

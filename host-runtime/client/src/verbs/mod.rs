@@ -18,11 +18,11 @@ use serde_json::Value;
 use crate::error::ClientError;
 
 pub use containers::{
-    create, exec_sync, inspect, logs, ps, rm, start, stats, stop, CreateOptions, LogsOptions,
-    PsOptions, StatsOptions,
+    create, exec_sync, inspect, list_containers, logs, ps, rm, start, stats, stop, CreateOptions,
+    LogsOptions, PsOptions, StatsOptions,
 };
 pub use images::{images, inspecti, pull, rmi, ImagesOptions, PullOptions};
-pub use pods::{inspectp, pods, rmp, runp, statsp, stopp, PodsOptions};
+pub use pods::{inspectp, list_pods, pods, rmp, runp, statsp, stopp, PodsOptions};
 pub use run::{run, RunOptions};
 pub use runtime::{info, version};
 

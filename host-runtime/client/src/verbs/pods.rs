@@ -294,7 +294,7 @@ pub async fn rmp(
             .is_some_and(|s| s.state == PodSandboxState::SandboxReady as i32)
         {
             if !force {
-                return Err(ClientError::Usage(format!(
+                return Err(ClientError::Refused(format!(
                     "pod sandbox {id} is running, please stop it first (or use --force)"
                 )));
             }
