@@ -35,6 +35,7 @@ struct State {
     containers: Vec<(cri::Container, String)>,
     configs: Vec<cri::PodSandboxConfig>,
     handlers: Vec<String>,
+    stats_calls: u64,
 }
 
 #[derive(Clone, Default)]
@@ -229,6 +230,41 @@ fake_service! {
             }))
         }
 
+        async fn list_pod_sandbox_stats(
+            &self,
+            _: Request<cri::ListPodSandboxStatsRequest>,
+        ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+            // Cumulative CPU only, growing by half a core-second per (fake) second.
+            let mut state = self.state();
+            state.stats_calls += 1;
+            let n = state.stats_calls as i64;
+            Ok(Response::new(cri::ListPodSandboxStatsResponse {
+                stats: vec![cri::PodSandboxStats {
+                    attributes: Some(cri::PodSandboxAttributes {
+                        id: "deadbeefa".into(),
+                        metadata: Some(cri::PodSandboxMetadata {
+                            name: "web".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    linux: Some(cri::LinuxPodSandboxStats {
+                        cpu: Some(cri::CpuUsage {
+                            timestamp: n * 1_000_000_000,
+                            usage_core_nano_seconds: Some(cri::UInt64Value { value: n as u64 * 500_000_000 }),
+                            usage_nano_cores: None,
+                        }),
+                        memory: Some(cri::MemoryUsage {
+                            working_set_bytes: Some(cri::UInt64Value { value: 64_000_000 }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    windows: None,
+                }],
+            }))
+        }
+
         async fn status(&self, _: Request<cri::StatusRequest>) -> Result<Response<cri::StatusResponse>, Status> {
             Ok(Response::new(cri::StatusResponse {
                 status: Some(cri::RuntimeStatus {
@@ -259,7 +295,6 @@ fake_service! {
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
@@ -746,4 +781,29 @@ async fn the_binary_prints_results_errors_and_exit_codes() {
     let (code, _, err) = vessel(&missing, &["pods"]).await;
     assert_eq!(code, 1);
     assert!(err.starts_with("vessel: pods: connect to unix://"), "{err}");
+}
+
+#[tokio::test]
+async fn statsp_computes_cpu_from_two_samples() {
+    let (_dir, fake, mut cri) = setup().await;
+    let mut out = Vec::new();
+    verbs::statsp(&mut cri, None, &[], Format::Table, DEADLINES, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(fake.state().stats_calls, 2);
+    let table = text(out);
+    assert_eq!(
+        table.lines().nth(1).unwrap(),
+        format!("{:<20}{:<20}{:<20}64MB", "web", "deadbeefa", "50.00"),
+        "{table}"
+    );
+    let mut out = Vec::new();
+    verbs::statsp(&mut cri, None, &[], Format::Json, DEADLINES, &mut out)
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        doc["stats"][0]["linux"]["cpu"]["usageCoreNanoSeconds"]["value"],
+        "1500000000"
+    );
 }

@@ -3,18 +3,18 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_cri::v1::{
     Container, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatsFilter,
-    ContainerStatusRequest, ContainerStatusResponse, CpuUsage, CreateContainerRequest,
-    ExecSyncRequest, ExecSyncResponse, ListContainerStatsRequest, ListContainersRequest,
-    RemoveContainerRequest, StartContainerRequest, StopContainerRequest,
+    ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest, ExecSyncRequest,
+    ExecSyncResponse, ListContainerStatsRequest, ListContainersRequest, RemoveContainerRequest,
+    StartContainerRequest, StopContainerRequest,
 };
 use serde_json::{json, Value};
 
 use super::{
-    compile, emit, emit_value, matches, newest, output_error, parse_labels, Deadlines, Format,
+    compile, cpu, emit, emit_value, matches, newest, output_error, parse_labels, Deadlines, Format,
 };
 use crate::config::{load_container_config, load_pod_config};
 use crate::connect::{call, request, Cri};
@@ -530,12 +530,6 @@ pub async fn exec_sync(
     .await
 }
 
-/// CPU usage as crictl's stats table shows it (percent of one core).
-pub(super) fn cpu_percent(cpu: Option<&CpuUsage>) -> String {
-    let nano_cores = cpu.and_then(|c| c.usage_nano_cores).map_or(0, |v| v.value);
-    format!("{:.2}", nano_cores as f64 / 1e7)
-}
-
 /// What `stats` shows.
 #[derive(Debug, Clone, Default)]
 pub struct StatsOptions {
@@ -569,17 +563,40 @@ pub async fn stats(
         pod_sandbox_id,
         label_selector: parse_labels(&o.labels)?,
     };
-    let reply = call(
-        "ListContainerStats",
-        deadlines.quick,
-        cri.runtime.list_container_stats(request(
-            ListContainerStatsRequest {
-                filter: Some(filter),
-            },
-            deadlines.quick,
-        )),
-    )
-    .await?;
+    let list = |cri: &mut Cri| {
+        let filter = filter.clone();
+        let mut client = cri.runtime.clone();
+        async move {
+            call(
+                "ListContainerStats",
+                deadlines.quick,
+                client.list_container_stats(request(
+                    ListContainerStatsRequest {
+                        filter: Some(filter),
+                    },
+                    deadlines.quick,
+                )),
+            )
+            .await
+        }
+    };
+    let mut reply = list(cri).await?;
+    let mut first = HashMap::new();
+    let mut elapsed = Duration::ZERO;
+    if o.output == Format::Table
+        && cpu::needs_second_sample(reply.stats.iter().map(|s| s.cpu.as_ref()))
+    {
+        first = cpu::by_id(
+            reply
+                .stats
+                .iter()
+                .map(|s| (s.attributes.clone().unwrap_or_default().id, s.cpu.as_ref())),
+        );
+        let started = Instant::now();
+        tokio::time::sleep(cpu::SAMPLE_INTERVAL).await;
+        reply = list(cri).await?;
+        elapsed = started.elapsed();
+    }
     if o.output != Format::Table {
         let doc =
             json!({ "stats": reply.stats.iter().map(json::container_stats).collect::<Vec<_>>() });
@@ -591,8 +608,8 @@ pub async fn stats(
         let disk = s.writable_layer.clone().unwrap_or_default();
         t.row(vec![
             table::short_id(&attrs.id),
-            attrs.metadata.unwrap_or_default().name,
-            cpu_percent(s.cpu.as_ref()),
+            attrs.metadata.clone().unwrap_or_default().name,
+            cpu::percent(first.get(&attrs.id), s.cpu.as_ref(), elapsed),
             table::human_size(
                 s.memory
                     .and_then(|m| m.working_set_bytes)

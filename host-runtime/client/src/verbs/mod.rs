@@ -3,6 +3,7 @@
 //! tests share one implementation.
 
 mod containers;
+mod cpu;
 mod images;
 mod pods;
 mod run;

@@ -11,7 +11,7 @@ use k8s_cri::v1::{
 };
 use serde_json::{json, Value};
 
-use super::{compile, emit, emit_value, matches, newest, parse_labels, Deadlines, Format};
+use super::{compile, cpu, emit, emit_value, matches, newest, parse_labels, Deadlines, Format};
 use crate::config::load_pod_config;
 use crate::connect::{call, request, Cri};
 use crate::error::ClientError;
@@ -348,17 +348,46 @@ pub async fn statsp(
         id,
         label_selector: parse_labels(labels)?,
     };
-    let reply = call(
-        "ListPodSandboxStats",
-        deadlines.quick,
-        cri.runtime.list_pod_sandbox_stats(request(
-            ListPodSandboxStatsRequest {
-                filter: Some(filter),
-            },
-            deadlines.quick,
-        )),
-    )
-    .await?;
+    let list = |cri: &mut Cri| {
+        let filter = filter.clone();
+        let mut client = cri.runtime.clone();
+        async move {
+            call(
+                "ListPodSandboxStats",
+                deadlines.quick,
+                client.list_pod_sandbox_stats(request(
+                    ListPodSandboxStatsRequest {
+                        filter: Some(filter),
+                    },
+                    deadlines.quick,
+                )),
+            )
+            .await
+        }
+    };
+    let linux_cpu = |s: &k8s_cri::v1::PodSandboxStats| s.linux.as_ref().and_then(|l| l.cpu);
+    let mut reply = list(cri).await?;
+    let mut first = std::collections::HashMap::new();
+    let mut elapsed = std::time::Duration::ZERO;
+    if format == Format::Table
+        && cpu::needs_second_sample(
+            reply
+                .stats
+                .iter()
+                .map(|s| s.linux.as_ref().and_then(|l| l.cpu.as_ref())),
+        )
+    {
+        let firsts: Vec<_> = reply
+            .stats
+            .iter()
+            .map(|s| (s.attributes.clone().unwrap_or_default().id, linux_cpu(s)))
+            .collect();
+        first = cpu::by_id(firsts.iter().map(|(id, c)| (id.clone(), c.as_ref())));
+        let started = std::time::Instant::now();
+        tokio::time::sleep(cpu::SAMPLE_INTERVAL).await;
+        reply = list(cri).await?;
+        elapsed = started.elapsed();
+    }
     if format != Format::Table {
         let doc = json!({ "stats": reply.stats.iter().map(json::pod_stats).collect::<Vec<_>>() });
         return emit_value(out, &doc, format);
@@ -368,9 +397,9 @@ pub async fn statsp(
         let attrs = s.attributes.clone().unwrap_or_default();
         let linux = s.linux.clone().unwrap_or_default();
         t.row(vec![
-            attrs.metadata.unwrap_or_default().name,
+            attrs.metadata.clone().unwrap_or_default().name,
             table::short_id(&attrs.id),
-            super::containers::cpu_percent(linux.cpu.as_ref()),
+            cpu::percent(first.get(&attrs.id), linux.cpu.as_ref(), elapsed),
             table::human_size(
                 linux
                     .memory
