@@ -5,6 +5,10 @@
 mod config;
 mod connect;
 mod error;
+pub mod logs;
+pub mod output;
+mod resolve;
+pub mod verbs;
 
 pub use config::{
     load_container_config, load_pod_config, parse_container_config, parse_pod_config,
@@ -15,9 +19,4 @@ pub use connect::{
     DEFAULT_ENDPOINT, MAX_DECODE_MESSAGE_SIZE,
 };
 pub use error::ClientError;
-pub mod logs;
-pub mod output;
-mod resolve;
-
 pub use resolve::{resolve_container, resolve_id, resolve_pod};
-pub mod verbs;

@@ -3,23 +3,19 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use k8s_cri::v1::{
-    Container, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatsFilter,
-    ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest, ExecSyncRequest,
-    ExecSyncResponse, ListContainerStatsRequest, ListContainersRequest, RemoveContainerRequest,
-    StartContainerRequest, StopContainerRequest,
+    Container, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest,
+    ContainerStatusResponse, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse,
+    ListContainersRequest, RemoveContainerRequest, StartContainerRequest, StopContainerRequest,
 };
 use serde_json::{json, Value};
 
-use super::{
-    compile, cpu, emit, emit_value, matches, newest, output_error, parse_labels, Deadlines, Format,
-};
+use super::{compile, emit, emit_value, matches, newest, parse_labels, Deadlines, Format};
 use crate::config::{load_container_config, load_pod_config};
 use crate::connect::{call, request, Cri};
 use crate::error::ClientError;
-use crate::logs::{print_log, write_line, LogFile, LogOptions};
 use crate::output::{json, table};
 use crate::resolve::{resolve_container, resolve_pod};
 
@@ -353,7 +349,7 @@ pub async fn stop(
     Ok(())
 }
 
-async fn container_status(
+pub(super) async fn container_status(
     cri: &mut Cri,
     id: &str,
     verbose: bool,
@@ -528,161 +524,4 @@ pub async fn exec_sync(
         )),
     )
     .await
-}
-
-/// What `stats` shows.
-#[derive(Debug, Clone, Default)]
-pub struct StatsOptions {
-    /// One container (ID or unique prefix).
-    pub id: Option<String>,
-    /// Only containers of this pod (ID or unique prefix).
-    pub pod: Option<String>,
-    /// Only containers with these `key=value` labels.
-    pub labels: Vec<String>,
-    /// Output format.
-    pub output: Format,
-}
-
-/// `stats`: container resource usage.
-pub async fn stats(
-    cri: &mut Cri,
-    o: &StatsOptions,
-    deadlines: Deadlines,
-    out: &mut dyn Write,
-) -> Result<(), ClientError> {
-    let id = match &o.id {
-        Some(prefix) => resolve_container(cri, prefix, deadlines.quick).await?,
-        None => String::new(),
-    };
-    let pod_sandbox_id = match &o.pod {
-        Some(prefix) => resolve_pod(cri, prefix, deadlines.quick).await?,
-        None => String::new(),
-    };
-    let filter = ContainerStatsFilter {
-        id,
-        pod_sandbox_id,
-        label_selector: parse_labels(&o.labels)?,
-    };
-    let list = |cri: &mut Cri| {
-        let filter = filter.clone();
-        let mut client = cri.runtime.clone();
-        async move {
-            call(
-                "ListContainerStats",
-                deadlines.quick,
-                client.list_container_stats(request(
-                    ListContainerStatsRequest {
-                        filter: Some(filter),
-                    },
-                    deadlines.quick,
-                )),
-            )
-            .await
-        }
-    };
-    let mut reply = list(cri).await?;
-    let mut first = HashMap::new();
-    let mut elapsed = Duration::ZERO;
-    if o.output == Format::Table
-        && cpu::needs_second_sample(reply.stats.iter().map(|s| s.cpu.as_ref()))
-    {
-        first = cpu::by_id(
-            reply
-                .stats
-                .iter()
-                .map(|s| (s.attributes.clone().unwrap_or_default().id, s.cpu.as_ref())),
-        );
-        let started = Instant::now();
-        tokio::time::sleep(cpu::SAMPLE_INTERVAL).await;
-        reply = list(cri).await?;
-        elapsed = started.elapsed();
-    }
-    if o.output != Format::Table {
-        let doc =
-            json!({ "stats": reply.stats.iter().map(json::container_stats).collect::<Vec<_>>() });
-        return emit_value(out, &doc, o.output);
-    }
-    let mut t = table::Table::new(&["CONTAINER", "NAME", "CPU %", "MEM", "DISK", "INODES"]);
-    for s in &reply.stats {
-        let attrs = s.attributes.clone().unwrap_or_default();
-        let disk = s.writable_layer.clone().unwrap_or_default();
-        t.row(vec![
-            table::short_id(&attrs.id),
-            attrs.metadata.clone().unwrap_or_default().name,
-            cpu::percent(first.get(&attrs.id), s.cpu.as_ref(), elapsed),
-            table::human_size(
-                s.memory
-                    .and_then(|m| m.working_set_bytes)
-                    .map_or(0, |v| v.value),
-            ),
-            table::human_size(disk.used_bytes.map_or(0, |v| v.value)),
-            disk.inodes_used.map_or(0, |v| v.value).to_string(),
-        ]);
-    }
-    emit(out, &t.render())
-}
-
-/// What `logs` prints.
-#[derive(Debug, Clone, Default)]
-pub struct LogsOptions {
-    /// Keep printing as the container writes, until it stops running.
-    pub follow: bool,
-    /// Print only the last N lines (None: all).
-    pub tail: Option<usize>,
-    /// Prefix lines with their timestamps.
-    pub timestamps: bool,
-}
-
-/// How often `logs -f` looks for new output, and how often it asks whether the container still runs.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-const FOLLOW_STATUS_EVERY: u32 = 5;
-
-/// `logs`: prints a container's log (stdout lines to `stdout`, stderr lines to `stderr`).
-pub async fn logs(
-    cri: &mut Cri,
-    id: &str,
-    o: &LogsOptions,
-    deadlines: Deadlines,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
-) -> Result<(), ClientError> {
-    let id = resolve_container(cri, id, deadlines.quick).await?;
-    let status = container_status(cri, &id, false, deadlines)
-        .await?
-        .status
-        .unwrap_or_default();
-    if status.log_path.is_empty() {
-        return Err(ClientError::BadReply(format!(
-            "container {id} has no log path"
-        )));
-    }
-    let mut log = LogFile::open(Path::new(&status.log_path))?;
-    let options = LogOptions {
-        tail: o.tail,
-        timestamps: o.timestamps,
-    };
-    print_log(&mut log, &options, stdout, stderr)?;
-    let mut running = status.state == ContainerState::ContainerRunning as i32;
-    let mut polls = 0u32;
-    while o.follow && running {
-        stdout.flush().map_err(output_error)?;
-        stderr.flush().map_err(output_error)?;
-        tokio::time::sleep(FOLLOW_POLL).await;
-        polls += 1;
-        if polls.is_multiple_of(FOLLOW_STATUS_EVERY) {
-            let state = container_status(cri, &id, false, deadlines)
-                .await?
-                .status
-                .unwrap_or_default()
-                .state;
-            running = state == ContainerState::ContainerRunning as i32;
-        }
-        // Read once more after the container stopped: its last lines.
-        log.read_new(&mut |line| write_line(&line, o.timestamps, stdout, stderr))?;
-    }
-    for line in log.flush() {
-        write_line(&line, o.timestamps, stdout, stderr).map_err(output_error)?;
-    }
-    stdout.flush().map_err(output_error)?;
-    stderr.flush().map_err(output_error)
 }

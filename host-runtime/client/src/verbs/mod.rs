@@ -5,9 +5,11 @@
 mod containers;
 mod cpu;
 mod images;
+mod logs;
 mod pods;
 mod run;
 mod runtime;
+mod stats;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,13 +21,14 @@ use serde_json::Value;
 use crate::error::ClientError;
 
 pub use containers::{
-    create, exec_sync, inspect, list_containers, logs, ps, rm, start, stats, stop, CreateOptions,
-    LogsOptions, PsOptions, StatsOptions,
+    create, exec_sync, inspect, list_containers, ps, rm, start, stop, CreateOptions, PsOptions,
 };
 pub use images::{images, inspecti, pull, rmi, ImagesOptions, PullOptions};
-pub use pods::{inspectp, list_pods, pods, rmp, runp, statsp, stopp, PodsOptions};
+pub use logs::{logs, LogsOptions};
+pub use pods::{inspectp, list_pods, pods, rmp, runp, stopp, PodsOptions};
 pub use run::{run, RunOptions};
 pub use runtime::{info, version};
+pub use stats::{stats, statsp, StatsOptions};
 
 /// How a listing or status is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -5,13 +5,12 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use k8s_cri::v1::{
-    ListPodSandboxRequest, ListPodSandboxStatsRequest, PodSandbox, PodSandboxFilter,
-    PodSandboxState, PodSandboxStateValue, PodSandboxStatsFilter, PodSandboxStatusRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
+    ListPodSandboxRequest, PodSandbox, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
+    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
 };
 use serde_json::{json, Value};
 
-use super::{compile, cpu, emit, emit_value, matches, newest, parse_labels, Deadlines, Format};
+use super::{compile, emit, emit_value, matches, newest, parse_labels, Deadlines, Format};
 use crate::config::load_pod_config;
 use crate::connect::{call, request, Cri};
 use crate::error::ClientError;
@@ -329,84 +328,4 @@ pub async fn inspectp(
         Value::Array(docs)
     };
     emit_value(out, &doc, format)
-}
-
-/// `statsp`: pod resource usage (optionally one pod, by ID prefix, or by labels).
-pub async fn statsp(
-    cri: &mut Cri,
-    id: Option<&str>,
-    labels: &[String],
-    format: Format,
-    deadlines: Deadlines,
-    out: &mut dyn Write,
-) -> Result<(), ClientError> {
-    let id = match id {
-        Some(prefix) => resolve_pod(cri, prefix, deadlines.quick).await?,
-        None => String::new(),
-    };
-    let filter = PodSandboxStatsFilter {
-        id,
-        label_selector: parse_labels(labels)?,
-    };
-    let list = |cri: &mut Cri| {
-        let filter = filter.clone();
-        let mut client = cri.runtime.clone();
-        async move {
-            call(
-                "ListPodSandboxStats",
-                deadlines.quick,
-                client.list_pod_sandbox_stats(request(
-                    ListPodSandboxStatsRequest {
-                        filter: Some(filter),
-                    },
-                    deadlines.quick,
-                )),
-            )
-            .await
-        }
-    };
-    let linux_cpu = |s: &k8s_cri::v1::PodSandboxStats| s.linux.as_ref().and_then(|l| l.cpu);
-    let mut reply = list(cri).await?;
-    let mut first = std::collections::HashMap::new();
-    let mut elapsed = std::time::Duration::ZERO;
-    if format == Format::Table
-        && cpu::needs_second_sample(
-            reply
-                .stats
-                .iter()
-                .map(|s| s.linux.as_ref().and_then(|l| l.cpu.as_ref())),
-        )
-    {
-        let firsts: Vec<_> = reply
-            .stats
-            .iter()
-            .map(|s| (s.attributes.clone().unwrap_or_default().id, linux_cpu(s)))
-            .collect();
-        first = cpu::by_id(firsts.iter().map(|(id, c)| (id.clone(), c.as_ref())));
-        let started = std::time::Instant::now();
-        tokio::time::sleep(cpu::SAMPLE_INTERVAL).await;
-        reply = list(cri).await?;
-        elapsed = started.elapsed();
-    }
-    if format != Format::Table {
-        let doc = json!({ "stats": reply.stats.iter().map(json::pod_stats).collect::<Vec<_>>() });
-        return emit_value(out, &doc, format);
-    }
-    let mut t = table::Table::new(&["POD", "POD ID", "CPU %", "MEM"]);
-    for s in &reply.stats {
-        let attrs = s.attributes.clone().unwrap_or_default();
-        let linux = s.linux.clone().unwrap_or_default();
-        t.row(vec![
-            attrs.metadata.clone().unwrap_or_default().name,
-            table::short_id(&attrs.id),
-            cpu::percent(first.get(&attrs.id), linux.cpu.as_ref(), elapsed),
-            table::human_size(
-                linux
-                    .memory
-                    .and_then(|m| m.working_set_bytes)
-                    .map_or(0, |v| v.value),
-            ),
-        ]);
-    }
-    emit(out, &t.render())
 }
