@@ -807,3 +807,49 @@ async fn statsp_computes_cpu_from_two_samples() {
         "1500000000"
     );
 }
+
+#[tokio::test]
+async fn logs_follow_until_the_container_exits() {
+    let (dir, fake, mut cri) = setup().await;
+    let log = dir.path().join("f.log");
+    std::fs::write(&log, "t1 stdout F first\n").unwrap();
+    fake.state().containers.push((
+        cri::Container {
+            id: "f011".into(),
+            state: cri::ContainerState::ContainerRunning as i32,
+            ..Default::default()
+        },
+        log.display().to_string(),
+    ));
+    let writer = {
+        let (fake, log) = (fake.clone(), log.clone());
+        tokio::spawn(async move {
+            use std::io::Write;
+            let append = |text: &str| {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                f.write_all(text.as_bytes()).unwrap();
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            append("t2 stdout P sec\nt3 stderr F warn\n");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            append("t4 stdout F ond\n");
+            fake.state().containers[0].0.state = cri::ContainerState::ContainerExited as i32;
+        })
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let o = verbs::LogsOptions {
+        follow: true,
+        timestamps: true,
+        ..Default::default()
+    };
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        verbs::logs(&mut cri, "f0", &o, DEADLINES, &mut out, &mut err),
+    )
+    .await
+    .expect("logs -f ends once the container has exited")
+    .unwrap();
+    writer.await.unwrap();
+    assert_eq!(text(out), "t1 first\nt2 second\n");
+    assert_eq!(text(err), "t3 warn\n");
+}

@@ -68,8 +68,13 @@ pub async fn logs(
                 .state;
             running = state == ContainerState::ContainerRunning as i32;
         }
-        // Read once more after the container stopped: its last lines.
         log.read_new(&mut |line| write_line(&line, o.timestamps, stdout, stderr))?;
+        if !running {
+            // The runtime may write the last lines just after the exit shows:
+            // one more read a moment later.
+            tokio::time::sleep(FOLLOW_POLL).await;
+            log.read_new(&mut |line| write_line(&line, o.timestamps, stdout, stderr))?;
+        }
     }
     for line in log.flush() {
         write_line(&line, o.timestamps, stdout, stderr).map_err(output_error)?;
