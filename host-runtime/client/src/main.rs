@@ -238,10 +238,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Err(ClientError::Usage("rm needs container IDs or --all".into()).into());
             }
             let mut err = std::io::stderr();
-            verbs::rm(
-                &mut cri, &ids, force, all, keep_logs, deadlines, &mut out, &mut err,
-            )
-            .await?
+            let o = verbs::RmOptions {
+                force,
+                all,
+                keep_logs,
+            };
+            verbs::rm(&mut cri, &ids, o, deadlines, &mut out, &mut err).await?
         }
         Command::Stopp { ids } => verbs::stopp(&mut cri, &ids, deadlines, &mut out).await?,
         Command::Rmp { ids, force, all } => {

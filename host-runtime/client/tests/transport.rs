@@ -214,6 +214,26 @@ fake_service! {
             }))
         }
 
+        async fn stop_container(
+            &self,
+            r: Request<cri::StopContainerRequest>,
+        ) -> Result<Response<cri::StopContainerResponse>, Status> {
+            let id = r.into_inner().container_id;
+            let mut state = self.state();
+            let (c, _) = state.containers.iter_mut().find(|(c, _)| c.id == id).ok_or_else(|| Status::not_found(id.clone()))?;
+            c.state = cri::ContainerState::ContainerExited as i32;
+            Ok(Response::new(cri::StopContainerResponse {}))
+        }
+
+        async fn remove_container(
+            &self,
+            r: Request<cri::RemoveContainerRequest>,
+        ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+            let id = r.into_inner().container_id;
+            self.state().containers.retain(|(c, _)| c.id != id);
+            Ok(Response::new(cri::RemoveContainerResponse {}))
+        }
+
         async fn exec_sync(
             &self,
             r: Request<cri::ExecSyncRequest>,
@@ -285,8 +305,6 @@ fake_service! {
     unimplemented {
         create_container(CreateContainerRequest) -> CreateContainerResponse;
         start_container(StartContainerRequest) -> StartContainerResponse;
-        stop_container(StopContainerRequest) -> StopContainerResponse;
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         exec(ExecRequest) -> ExecResponse;
@@ -852,4 +870,84 @@ async fn logs_follow_until_the_container_exits() {
     writer.await.unwrap();
     assert_eq!(text(out), "t1 first\nt2 second\n");
     assert_eq!(text(err), "t3 warn\n");
+}
+
+#[tokio::test]
+async fn rm_refuses_running_containers_without_force_and_removes_logs() {
+    let (dir, fake, mut cri) = setup().await;
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    for name in ["a.log", "a.log.1", "a.log.20261202", "ab.log", "b.log"] {
+        std::fs::write(logs.join(name), "t stdout F x\n").unwrap();
+    }
+    for (id, log, state) in [
+        ("aaa1", "a.log", cri::ContainerState::ContainerRunning),
+        ("bbb2", "b.log", cri::ContainerState::ContainerExited),
+    ] {
+        fake.state().containers.push((
+            cri::Container {
+                id: id.into(),
+                state: state as i32,
+                ..Default::default()
+            },
+            logs.join(log).display().to_string(),
+        ));
+    }
+    let err = verbs::rm(
+        &mut cri,
+        &["aaa".into()],
+        Default::default(),
+        DEADLINES,
+        &mut Vec::new(),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Refused(_)), "{err}");
+    assert_eq!(fake.state().containers.len(), 2);
+
+    let keep = verbs::RmOptions {
+        keep_logs: true,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    verbs::rm(
+        &mut cri,
+        &["bbb".into()],
+        keep,
+        DEADLINES,
+        &mut out,
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(out), "bbb2\n");
+    assert!(logs.join("b.log").exists());
+
+    let force = verbs::RmOptions {
+        force: true,
+        ..Default::default()
+    };
+    let (mut out, mut warnings) = (Vec::new(), Vec::new());
+    verbs::rm(
+        &mut cri,
+        &["aaa1".into()],
+        force,
+        DEADLINES,
+        &mut out,
+        &mut warnings,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (text(out), text(warnings)),
+        ("aaa1\n".to_string(), String::new())
+    );
+    assert!(fake.state().containers.is_empty());
+    let mut left: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ab.log", "b.log"]);
 }

@@ -400,19 +400,33 @@ fn remove_logs(log_path: &str) -> Vec<String> {
     failures
 }
 
+/// How `rm` removes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RmOptions {
+    /// Stop a running container first instead of refusing.
+    pub force: bool,
+    /// Remove every container (the IDs are ignored).
+    pub all: bool,
+    /// Keep the container's log file and its rotations.
+    pub keep_logs: bool,
+}
+
 /// `rm`: removes containers; a running one only with `force` (stopped first).
-/// Log files are removed too unless `keep_logs`, as crictl does.
-#[allow(clippy::too_many_arguments)]
+/// Log files are removed too unless `keep_logs`, as crictl does; failures to
+/// remove them are written to `warnings`.
 pub async fn rm(
     cri: &mut Cri,
     ids: &[String],
-    force: bool,
-    all: bool,
-    keep_logs: bool,
+    o: RmOptions,
     deadlines: Deadlines,
     out: &mut dyn Write,
     warnings: &mut dyn Write,
 ) -> Result<(), ClientError> {
+    let RmOptions {
+        force,
+        all,
+        keep_logs,
+    } = o;
     let targets = if all {
         let every = PsOptions {
             all: true,

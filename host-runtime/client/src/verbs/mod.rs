@@ -22,6 +22,7 @@ use crate::error::ClientError;
 
 pub use containers::{
     create, exec_sync, inspect, list_containers, ps, rm, start, stop, CreateOptions, PsOptions,
+    RmOptions,
 };
 pub use images::{images, inspecti, pull, rmi, ImagesOptions, PullOptions};
 pub use logs::{logs, LogsOptions};
@@ -56,13 +57,23 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// Deadlines for the calls a verb makes.
+/// Deadlines for the calls a verb makes (`None`: no deadline).
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     /// Listing, status and other quick calls (crictl's `--timeout`, 2 s by default).
     pub quick: Option<Duration>,
     /// Calls that do real work: run a pod, create, start, stop, remove, pull.
     pub long: Option<Duration>,
+}
+
+impl Default for Deadlines {
+    /// crictl's 2 s for quick calls; the kubelet's 4 minutes for RunPodSandbox for the rest.
+    fn default() -> Self {
+        Deadlines {
+            quick: Some(Duration::from_secs(2)),
+            long: Some(Duration::from_secs(4 * 60)),
+        }
+    }
 }
 
 /// Parses crictl's `--label key=value` arguments.
