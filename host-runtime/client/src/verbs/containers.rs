@@ -522,6 +522,11 @@ pub async fn exec_sync(
     if cmd.is_empty() {
         return Err(ClientError::Usage("exec needs a command".into()));
     }
+    if timeout_secs < 0 {
+        return Err(ClientError::Usage(format!(
+            "--timeout {timeout_secs}: must be 0 (none) or a number of seconds"
+        )));
+    }
     let id = resolve_container(cri, id, deadlines.quick).await?;
     let deadline =
         (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs.unsigned_abs()) + RPC_MARGIN);
