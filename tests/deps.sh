@@ -9,6 +9,7 @@ apt_pkgs=(
   qemu-system-x86                                 # nested test host + peer VMM
   busybox-static                                  # test images
   docker-registry apache2-utils                   # image store tests: local registry, htpasswd
+  containerd                                      # vessel-client tests: a real peer CRI runtime
   protobuf-compiler                               # k8s-cri (CRI protos) builds with the system protoc
   iproute2 util-linux                             # taps, netns, unshare, nsenter
   containernetworking-plugins iptables            # CNI tests: bridge, host-local, portmap
