@@ -196,6 +196,10 @@ pub struct LaunchConfig {
     /// Whether the guest gets a virtio-rng device.
     #[serde(default = "yes")]
     pub rng: bool,
+    /// Whether the guest gets a virtio-balloon device with free page
+    /// reporting, which gives the memory the guest frees back to the host.
+    #[serde(default = "yes")]
+    pub balloon: bool,
     /// Per-thread seccomp filters.
     #[serde(default)]
     pub seccomp: SeccompMode,
@@ -247,6 +251,7 @@ impl LaunchConfig {
             shares: Vec::new(),
             nets: Vec::new(),
             rng: true,
+            balloon: true,
             seccomp: SeccompMode::default(),
             jail: default_jail(),
             shutdown_grace_ms: DEFAULT_GRACE_MS,
@@ -396,6 +401,7 @@ mod tests {
         let c = LaunchConfig::from_json(r#"{"kernel":"/k"}"#).unwrap();
         assert_eq!(c, LaunchConfig::new("/k"));
         assert_eq!((c.cpus, c.memory_mib, c.rng), (1, 256, true));
+        assert!(c.balloon, "the balloon is on by default");
         assert_eq!(c.jail, Some(JailConfig::default()), "jailed by default");
         assert_eq!(c.console, Console::Stdout);
         let c = LaunchConfig::from_json(r#"{"kernel":"k","jail":null}"#).unwrap();

@@ -96,6 +96,7 @@ pub fn virtio_name(id: u32) -> String {
         2 => "virtio-blk".into(),
         3 => "virtio-console".into(),
         4 => "virtio-rng".into(),
+        5 => "virtio-balloon".into(),
         19 => "virtio-vsock".into(),
         26 => "virtio-fs".into(),
         other => format!("virtio-{other}"),

@@ -226,6 +226,9 @@ impl Vm {
         let nets = std::mem::take(&mut cfg.nets);
         let net_counters = devices::attach_nets(&vm, &mut mmio, &mem, nets, &mut virtio)?;
         devices::attach_shares(&vm, &mut mmio, &mem, &cfg.fs, &mut virtio, &exit)?;
+        if cfg.balloon {
+            devices::attach_balloon(&vm, &mut mmio, &mem, &mut virtio)?;
+        }
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
         let control = Arc::new(
             VmControl::new(
