@@ -1,12 +1,13 @@
 //! Memory that comes back: a pod whose container allocates and touches
 //! 200 MiB and then frees it gives that memory back to the host within a
-//! bounded time, through the VMM's virtio-balloon free page reporting.
+//! bounded time, through the VMM's virtio-balloon free page reporting; and,
+//! as the control, a pod whose guest leaves its balloon driver out keeps it.
 //!
 //! The pod's host memory is the guest RAM the host holds (the allocated
 //! size of the VMM's guest-RAM memfd, which virtiofsd maps too) plus the
 //! resident memory of the VMM and of virtiofsd outside that mapping.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vessel_agent_api::proto::agent_client::AgentClient;
@@ -20,6 +21,7 @@ use vessel_agent_api::proto::{
 use vessel_e2e::pod::{boot, pod_share, read, share_busybox_rootfs, spec, SHARED};
 use vessel_e2e::rss::{guest_ram_held_bytes, rss_excluding_guest_kib};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, SHUTDOWN_TIMEOUT};
+use vessel_host_runtime::virtiofsd::Virtiofsd;
 use vessel_host_runtime::vm::{VmExit, VmProcess};
 
 const MIB: u64 = 1 << 20;
@@ -154,11 +156,13 @@ impl Pod {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_a_container_frees_goes_back_to_the_host() {
-    let mut config = vm_config("balloon", 1, GUEST_MIB);
+/// Boots a pod (a VM with a busybox share from a real virtiofsd, the
+/// sandbox set up) with `cmdline` added to the guest's command line.
+async fn pod(name: &str, cmdline: Option<&str>) -> (Pod, Virtiofsd, PathBuf) {
+    let mut config = vm_config(name, 1, GUEST_MIB);
+    config.extra_cmdline = cmdline.map(String::from);
     let state_dir = config.state_dir.clone();
-    let (shared, mut virtiofsd) = share_busybox_rootfs(&mut config).await;
+    let (shared, virtiofsd) = share_busybox_rootfs(&mut config).await;
     let (vm, vmm_pid, channel) = boot(config).await;
     let virtiofsd_pid = virtiofsd.pid().expect("virtiofsd pid");
     let mut pod = Pod {
@@ -170,8 +174,8 @@ async fn memory_a_container_frees_goes_back_to_the_host() {
         sandbox: SandboxInfo::default(),
     };
     let setup = SetupSandboxRequest {
-        sandbox_id: "balloon".into(),
-        hostname: "balloon".into(),
+        sandbox_id: name.into(),
+        hostname: name.into(),
         mounts: vec![pod_share()],
         ..SetupSandboxRequest::default()
     };
@@ -184,67 +188,110 @@ async fn memory_a_container_frees_goes_back_to_the_host() {
         Ok(reply) => pod.sandbox = reply.into_inner().sandbox.unwrap_or_default(),
         Err(s) => pod.fail("Sandbox.Setup", s),
     }
+    (pod, virtiofsd, state_dir)
+}
 
-    // The guest bound its balloon driver (the device is on by default), and
-    // a first container has run, so the idle figure holds what any
-    // container leaves behind (busybox in the page cache, cgroups).
-    pod.start("driver", "ls /sys/bus/virtio/drivers/virtio_balloon/")
+impl Pod {
+    /// Runs a first container, which lists the devices bound to the
+    /// guest's balloon driver (its output is returned), so the idle figure
+    /// holds what any container leaves behind (busybox in the page cache,
+    /// cgroups); then waits for the memory to settle and returns it.
+    async fn idle(&self) -> (String, PodMemory) {
+        self.start(
+            "driver",
+            "ls /sys/bus/virtio/drivers/virtio_balloon/ 2>&1; true",
+        )
         .await;
-    let exit = pod.wait_and_delete("driver").await;
-    let out = read(&pod.shared.join("driver.out"));
-    assert_eq!(
-        exit.exit_code,
-        0,
-        "{}",
-        read(&pod.shared.join("driver.err"))
-    );
+        let exit = self.wait_and_delete("driver").await;
+        let out = read(&self.shared.join("driver.out"));
+        assert_eq!(
+            exit.exit_code,
+            0,
+            "{}",
+            read(&self.shared.join("driver.err"))
+        );
+        (out, self.settled("idle").await)
+    }
+
+    /// The spike: dd reads 200 MiB of zeroes into one buffer (touching every
+    /// page), then blocks writing it into a pipe nobody reads, holding it
+    /// until the container is killed. Returns the highest sample once the
+    /// spike showed on the host, after the container is gone.
+    async fn spike(&self, idle: PodMemory) -> PodMemory {
+        self.start(
+            "spike",
+            &format!("dd if=/dev/zero bs={SPIKE_MIB}M count=1 | sleep 600"),
+        )
+        .await;
+        let deadline = Instant::now() + PATIENCE;
+        let mut peak = self.memory();
+        while peak.total() < idle.total() + (SPIKE_MIB - 40) * MIB {
+            if Instant::now() > deadline {
+                self.fail(
+                    "the container's 200 MiB never showed on the host",
+                    (idle, peak),
+                );
+            }
+            tokio::time::sleep(SAMPLE).await;
+            let m = self.memory();
+            if m.total() > peak.total() {
+                peak = m;
+            }
+        }
+        // Let dd finish touching its buffer, keeping the highest sample.
+        for _ in 0..8 {
+            tokio::time::sleep(SAMPLE).await;
+            let m = self.memory();
+            if m.total() > peak.total() {
+                peak = m;
+            }
+        }
+        // Free it: SIGKILL ends the container (its PID 1, so its pid namespace).
+        let req = SignalContainerRequest {
+            container_id: "spike".into(),
+            signal: 9,
+        };
+        if let Err(s) = within("Containers.Signal", self.containers().signal(req)).await {
+            self.fail("signal", s);
+        }
+        let exit = self.wait_and_delete("spike").await;
+        assert_eq!(exit.signal, 9, "{exit:?}");
+        peak
+    }
+
+    /// Shutdown: the VMM exits 0 and nothing of the pod is left.
+    async fn shut_down(self, mut virtiofsd: Virtiofsd, state_dir: PathBuf) {
+        within(
+            "Agent.Shutdown",
+            AgentClient::new(self.channel.clone()).shutdown(ShutdownRequest {}),
+        )
+        .await
+        .expect("Shutdown");
+        let mut vm = self.vm;
+        let exit = vm.wait_exit(SHUTDOWN_TIMEOUT).await.expect("VMM exits");
+        assert_eq!(exit, VmExit::Code(0), "{}", console_tail(&vm));
+        assert!(!Path::new(&format!("/proc/{}", self.vmm_pid)).exists());
+        assert_eq!(running_vmms(), Vec::<u32>::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut running = || virtiofsd.running().expect("wait for virtiofsd");
+        while running() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!running(), "virtiofsd outlived its VM");
+        std::fs::remove_dir_all(&state_dir).expect("state dir removable");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_container_frees_goes_back_to_the_host() {
+    let (pod, virtiofsd, state_dir) = pod("balloon", None).await;
+    // The guest bound its balloon driver: the device is on by default.
+    let (driver, idle) = pod.idle().await;
     assert!(
-        out.contains("virtio"),
-        "no device bound to virtio_balloon: {out:?}"
+        driver.lines().any(|l| l.starts_with("virtio")),
+        "no device bound to virtio_balloon: {driver:?}"
     );
-    let idle = pod.settled("idle").await;
-
-    // The spike: dd reads 200 MiB of zeroes into one buffer (touching every
-    // page), then blocks writing it into a pipe nobody reads, holding it.
-    pod.start(
-        "spike",
-        &format!("dd if=/dev/zero bs={SPIKE_MIB}M count=1 | sleep 600"),
-    )
-    .await;
-    let deadline = Instant::now() + PATIENCE;
-    let mut peak = pod.memory();
-    while peak.total() < idle.total() + (SPIKE_MIB - 40) * MIB {
-        if Instant::now() > deadline {
-            pod.fail(
-                "the container's 200 MiB never showed on the host",
-                (idle, peak),
-            );
-        }
-        tokio::time::sleep(SAMPLE).await;
-        let m = pod.memory();
-        if m.total() > peak.total() {
-            peak = m;
-        }
-    }
-    // Let dd finish touching its buffer, keeping the highest sample.
-    for _ in 0..8 {
-        tokio::time::sleep(SAMPLE).await;
-        let m = pod.memory();
-        if m.total() > peak.total() {
-            peak = m;
-        }
-    }
-
-    // Free it: SIGKILL ends the container (its PID 1 and so its pid namespace).
-    let req = SignalContainerRequest {
-        container_id: "spike".into(),
-        signal: 9,
-    };
-    if let Err(s) = within("Containers.Signal", pod.containers().signal(req)).await {
-        pod.fail("signal", s);
-    }
-    let exit = pod.wait_and_delete("spike").await;
-    assert_eq!(exit.signal, 9, "{exit:?}");
+    let peak = pod.spike(idle).await;
     let freed = Instant::now();
     let target = idle.total() + SLACK;
     let after = loop {
@@ -282,24 +329,36 @@ async fn memory_a_container_frees_goes_back_to_the_host() {
         mib(after.guest_ram),
         returned_in.as_millis()
     );
+    pod.shut_down(virtiofsd, state_dir).await;
+}
 
-    // Shutdown: the VMM exits 0 and nothing of the pod is left.
-    within(
-        "Agent.Shutdown",
-        AgentClient::new(pod.channel.clone()).shutdown(ShutdownRequest {}),
-    )
-    .await
-    .expect("Shutdown");
-    let mut vm = pod.vm;
-    let exit = vm.wait_exit(SHUTDOWN_TIMEOUT).await.expect("VMM exits");
-    assert_eq!(exit, VmExit::Code(0), "{}", console_tail(&vm));
-    assert!(!Path::new(&format!("/proc/{vmm_pid}")).exists());
-    assert_eq!(running_vmms(), Vec::<u32>::new());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut running = || virtiofsd.running().expect("wait for virtiofsd");
-    while running() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!running(), "virtiofsd outlived its VM");
-    std::fs::remove_dir_all(&state_dir).expect("state dir removable");
+/// The control: the same spike in a guest whose balloon driver is left
+/// out (its initcall blacklisted) stays on the host, so what the test
+/// above sees is the balloon's doing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_guest_driver_freed_memory_stays_on_the_host() {
+    let no_driver = "initcall_blacklist=virtio_balloon_driver_init";
+    let (pod, virtiofsd, state_dir) = pod("no-balloon", Some(no_driver)).await;
+    let (driver, idle) = pod.idle().await;
+    assert!(
+        driver.contains("No such file"),
+        "the balloon driver is still there: {driver:?}"
+    );
+    let peak = pod.spike(idle).await;
+    // Five reporting periods: long enough for the memory to come back if
+    // anything but the balloon gave it back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = pod.memory();
+    eprintln!(
+        "no balloon driver: pod host memory idle {:.1} MiB, peak {:.1} MiB, \
+         {:.1} MiB 10 s after the container was gone",
+        mib(idle.total()),
+        mib(peak.total()),
+        mib(after.total())
+    );
+    assert!(
+        after.total() >= idle.total() + (SPIKE_MIB - 40) * MIB,
+        "memory came back without the balloon: idle {idle:?}, peak {peak:?}, after {after:?}"
+    );
+    pod.shut_down(virtiofsd, state_dir).await;
 }
