@@ -226,7 +226,13 @@ impl Vm {
         let nets = std::mem::take(&mut cfg.nets);
         let net_counters = devices::attach_nets(&vm, &mut mmio, &mem, nets, &mut virtio)?;
         devices::attach_shares(&vm, &mut mmio, &mem, &cfg.fs, &mut virtio, &exit)?;
-        if cfg.balloon {
+        if cfg.balloon && backing == Backing::Hugetlb {
+            // A punched hugetlb page goes back to the host's pool with its
+            // reservation, so the guest's next touch could find the pool
+            // empty and kill the VM with SIGBUS: --hugepages promises the
+            // pages for the VM's whole life instead.
+            tracing::info!("virtio-balloon left out: guest RAM is on reserved hugetlb pages");
+        } else if cfg.balloon {
             devices::attach_balloon(&vm, &mut mmio, &mem, &mut virtio)?;
         }
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
