@@ -23,6 +23,7 @@ use vessel_e2e::rss::{guest_ram_held_bytes, rss_excluding_guest_kib};
 use vessel_e2e::{console_tail, running_vmms, vm_config, within, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::virtiofsd::Virtiofsd;
 use vessel_host_runtime::vm::{VmExit, VmProcess};
+use vessel_vmm_api::{ApiClient, Request};
 
 const MIB: u64 = 1 << 20;
 /// Guest memory of the pod.
@@ -84,6 +85,20 @@ impl Pod {
             guest_ram,
             vmm: vmm * 1024,
             virtiofsd: virtiofsd * 1024,
+        }
+    }
+
+    /// The VMM's balloon counters (control API `counters`):
+    /// `(reported_bytes, refused_ranges)`.
+    fn balloon_counters(&self) -> (u64, u64) {
+        let api = ApiClient::new(self.vm.config().api_path(), Duration::from_secs(30));
+        let counters = api
+            .call(Request::Counters)
+            .unwrap_or_else(|e| self.fail("control API counters", e));
+        let b = &counters["devices"]["balloon"];
+        match (b["reported_bytes"].as_u64(), b["refused_ranges"].as_u64()) {
+            (Some(reported), Some(refused)) => (reported, refused),
+            _ => self.fail("no balloon counters", counters),
         }
     }
 
@@ -291,6 +306,7 @@ async fn memory_a_container_frees_goes_back_to_the_host() {
         driver.lines().any(|l| l.starts_with("virtio")),
         "no device bound to virtio_balloon: {driver:?}"
     );
+    let (reported_idle, _) = pod.balloon_counters();
     let peak = pod.spike(idle).await;
     let freed = Instant::now();
     let target = idle.total() + SLACK;
@@ -315,6 +331,15 @@ async fn memory_a_container_frees_goes_back_to_the_host() {
         tokio::time::sleep(SAMPLE).await;
     };
     let returned_in = freed.elapsed();
+    // It came back through the balloon: the guest reported at least the
+    // spike, and a real Linux guest sends nothing the VMM refuses.
+    let (reported, refused) = pod.balloon_counters();
+    assert!(
+        reported.saturating_sub(reported_idle) >= (SPIKE_MIB - 40) * MIB,
+        "the balloon reported {} MiB since idle",
+        reported.saturating_sub(reported_idle) / MIB
+    );
+    assert_eq!(refused, 0, "ranges the VMM refused");
     eprintln!(
         "balloon: pod host memory idle {:.1} MiB (guest RAM {:.1}, VMM {:.1}, virtiofsd {:.1}), \
          peak {:.1} MiB (guest RAM {:.1}), after {:.1} MiB (guest RAM {:.1}) \
@@ -349,6 +374,7 @@ async fn without_the_guest_driver_freed_memory_stays_on_the_host() {
     // anything but the balloon gave it back.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = pod.memory();
+    assert_eq!(pod.balloon_counters(), (0, 0), "reports without a driver");
     eprintln!(
         "no balloon driver: pod host memory idle {:.1} MiB, peak {:.1} MiB, \
          {:.1} MiB 10 s after the container was gone",
