@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tracing::{debug, error};
+use tracing::error;
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{Epoll, EpollEvent};
@@ -146,7 +146,10 @@ impl Worker {
                 // Inflate/deflate: the host never sets a target (num_pages
                 // stays 0), so a driver has no reason to move pages; what
                 // one sends anyway is acknowledged and left alone.
-                debug!(queue = index, "virtio-balloon: unrequested balloon buffer");
+                crate::guest_warn!(
+                    queue = index,
+                    "virtio-balloon: inflate/deflate buffer nobody asked for, ignored"
+                );
             }
             // The device writes nothing into the buffers.
             queue
