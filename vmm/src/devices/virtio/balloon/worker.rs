@@ -4,7 +4,7 @@
 //! their buffer goes back to the guest: once it is back, the guest may
 //! reuse the pages, and a late punch would wipe live data.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -58,7 +58,7 @@ pub fn spawn(
 ) -> std::io::Result<WorkerHandle> {
     let stop = EventFd::new(EFD_NONBLOCK)?;
     let epoll = Epoll::new()?;
-    let mut inputs: Vec<(u64, i32)> = (0u64..).zip(evts.iter().map(|e| e.as_raw_fd())).collect();
+    let mut inputs: Vec<(u64, RawFd)> = (0u64..).zip(evts.iter().map(|e| e.as_raw_fd())).collect();
     inputs.push((TOKEN_STOP, stop.as_raw_fd()));
     watch_inputs(&epoll, &inputs)?;
     let worker = Worker {
@@ -113,10 +113,11 @@ impl Worker {
                 if token == TOKEN_STOP {
                     return;
                 }
-                if let Some(evt) = usize::try_from(token).ok().and_then(|i| self.evts.get(i)) {
+                let queue = usize::try_from(token).ok().filter(|&i| i < self.evts.len());
+                if let Some(i) = queue {
                     // Non-blocking: EAGAIN only means it is drained already.
-                    let _ = evt.read();
-                    pending[token as usize] = true;
+                    let _ = self.evts[i].read();
+                    pending[i] = true;
                 }
             }
         }
