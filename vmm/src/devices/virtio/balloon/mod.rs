@@ -7,9 +7,12 @@
 //! The host never sets a target (`num_pages` stays 0), so the balloon
 //! itself is never inflated; the inflate and deflate queues exist because
 //! the driver always sets them up. Not offered: the stats and free-page-hint
-//! queues, DEFLATE_ON_OOM (nothing to deflate) and PAGE_POISON (Linux only
-//! needs it with init_on_free or page poisoning, which the vessel guest
-//! kernel does not enable; without it such a guest turns reporting off itself).
+//! queues and DEFLATE_ON_OOM (nothing to deflate). PAGE_POISON is offered:
+//! Linux turns reporting off without it when the guest fills freed pages
+//! (`init_on_free=1`, page poisoning). The driver then writes the value
+//! free pages hold; a punched page reads as zeroes, so ranges are given
+//! back only while that value is 0 (init_on_free), and otherwise just
+//! acknowledged.
 
 mod hole;
 pub mod spec;
@@ -23,7 +26,10 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON;
 use super::device_worker::DeviceWorker;
 use super::{read_config_space, ActivateError, Activation, VirtioDevice};
 pub use hole::{punch, HoleError, PUNCH_HOLE_MODE};
-use spec::{CONFIG_ACTUAL, CONFIG_NUM_PAGES, CONFIG_SIZE, F_REPORTING, REPORTING_QUEUE};
+use spec::{
+    CONFIG_ACTUAL, CONFIG_NUM_PAGES, CONFIG_POISON_VAL, CONFIG_SIZE, F_PAGE_POISON, F_REPORTING,
+    REPORTING_QUEUE,
+};
 pub use worker::{BalloonCounters, MAX_RANGES_PER_CHAIN};
 
 /// Size of each queue (Linux needs at least 32 on the reporting queue).
@@ -38,6 +44,8 @@ pub struct Balloon {
     acked: u64,
     /// What the driver last wrote to `actual` (pages in its balloon).
     actual: u32,
+    /// What the driver wrote to `poison_val` (the content of its free pages).
+    poison_val: u32,
     counters: Arc<BalloonCounters>,
     worker: DeviceWorker,
 }
@@ -48,6 +56,7 @@ impl Balloon {
         Balloon {
             acked: 0,
             actual: 0,
+            poison_val: 0,
             counters: Arc::new(BalloonCounters::default()),
             worker: DeviceWorker::new("virtio-balloon"),
         }
@@ -62,11 +71,18 @@ impl Balloon {
         self.acked & (1u64 << F_REPORTING) != 0
     }
 
+    /// Whether a reported page may become a hole (which reads as zeroes):
+    /// unless the driver said its free pages hold a non-zero poison value.
+    fn may_punch(&self) -> bool {
+        self.acked & (1u64 << F_PAGE_POISON) == 0 || self.poison_val == 0
+    }
+
     fn config(&self) -> [u8; CONFIG_SIZE] {
         let mut c = [0u8; CONFIG_SIZE];
         // num_pages: no target, ever.
         c[CONFIG_NUM_PAGES..CONFIG_NUM_PAGES + 4].copy_from_slice(&0u32.to_le_bytes());
         c[CONFIG_ACTUAL..CONFIG_ACTUAL + 4].copy_from_slice(&self.actual.to_le_bytes());
+        c[CONFIG_POISON_VAL..CONFIG_POISON_VAL + 4].copy_from_slice(&self.poison_val.to_le_bytes());
         c
     }
 }
@@ -87,7 +103,9 @@ impl VirtioDevice for Balloon {
     }
 
     fn features(&self) -> u64 {
-        (1u64 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1) | (1u64 << F_REPORTING)
+        (1u64 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1)
+            | (1u64 << F_REPORTING)
+            | (1u64 << F_PAGE_POISON)
     }
 
     fn ack_features(&mut self, features: u64) {
@@ -107,10 +125,13 @@ impl VirtioDevice for Balloon {
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // Only `actual` is the driver's to write (§5.5.6.3); Linux writes it
-        // whole, as a le32.
+        // Only `actual` and `poison_val` are the driver's to write
+        // (§5.5.6.3); Linux writes each whole, as a le32.
         match <[u8; 4]>::try_from(data) {
             Ok(v) if offset == CONFIG_ACTUAL as u64 => self.actual = u32::from_le_bytes(v),
+            Ok(v) if offset == CONFIG_POISON_VAL as u64 => {
+                self.poison_val = u32::from_le_bytes(v);
+            }
             _ => debug!(
                 offset,
                 len = data.len(),
@@ -128,13 +149,23 @@ impl VirtioDevice for Balloon {
             let (q, e) = activation.take_queues::<2>("virtio-balloon")?;
             (Vec::from(q), Vec::from(e))
         };
+        let punch = self.may_punch();
+        if self.reporting() && !punch {
+            tracing::info!(
+                poison_val = self.poison_val,
+                "virtio-balloon: the guest poisons its free pages; reported pages are kept"
+            );
+        }
         debug!(reporting = self.reporting(), "virtio-balloon: activated");
         self.worker.start(worker::spawn(
             activation.mem,
             activation.interrupt,
             queues,
             evts,
-            self.counters.clone(),
+            worker::Reporting {
+                punch,
+                counters: self.counters.clone(),
+            },
         ))
     }
 
@@ -142,6 +173,7 @@ impl VirtioDevice for Balloon {
         let stopped = self.worker.stop();
         self.acked = 0;
         self.actual = 0;
+        self.poison_val = 0;
         stopped
     }
 }

@@ -8,7 +8,8 @@ pub const F_STATS_VQ: u32 = 1;
 pub const F_DEFLATE_ON_OOM: u32 = 2;
 /// VIRTIO_BALLOON_F_FREE_PAGE_HINT (not offered).
 pub const F_FREE_PAGE_HINT: u32 = 3;
-/// VIRTIO_BALLOON_F_PAGE_POISON (not offered: see `Balloon`).
+/// VIRTIO_BALLOON_F_PAGE_POISON: the driver tells the content of its free
+/// pages in `poison_val`.
 pub const F_PAGE_POISON: u32 = 4;
 /// VIRTIO_BALLOON_F_REPORTING (the spec's F_PAGE_REPORTING): the guest
 /// reports free pages on a queue of their own.
@@ -30,6 +31,8 @@ pub const REPORTING_QUEUE: usize = 2;
 pub const CONFIG_NUM_PAGES: usize = 0;
 /// Byte offset of `actual` (the pages the driver holds in the balloon).
 pub const CONFIG_ACTUAL: usize = 4;
+/// Byte offset of `poison_val` (with F_PAGE_POISON: what free guest pages hold).
+pub const CONFIG_POISON_VAL: usize = 12;
 /// Size of the config space: num_pages, actual, free_page_hint_cmd_id,
 /// poison_val, each a le32.
 pub const CONFIG_SIZE: usize = 16;

@@ -23,6 +23,7 @@ const MEM_SIZE: u64 = 32 * MIB;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const V1: u64 = 1 << VIRTIO_F_VERSION_1;
 const REPORTING: u64 = 1 << F_REPORTING;
+const POISON: u64 = 1 << spec::F_PAGE_POISON;
 
 /// Guest RAM as the VMM makes it: a sealed memfd mapped shared.
 fn guest_ram(size: u64) -> GuestMemory {
@@ -70,9 +71,15 @@ struct Guest {
 
 impl Guest {
     fn new(features: u64) -> Guest {
+        Guest::poisoned(features, 0)
+    }
+
+    /// A driver that also wrote `poison_val` before DRIVER_OK, as Linux does.
+    fn poisoned(features: u64, poison_val: u32) -> Guest {
         let mem = guest_ram(MEM_SIZE);
         let mut dev = Balloon::new();
         dev.ack_features(features);
+        dev.write_config(12, &poison_val.to_le_bytes());
         let n = dev.queues_in_use();
         let queues: Vec<TestQueue> = (0..n as u64)
             .map(|i| TestQueue::new(&mem, 0x1_0000 + i * 0x1_0000, QUEUE_SIZE))
@@ -121,12 +128,11 @@ impl Guest {
 fn offers_reporting_only_and_numbers_its_queues_by_the_features() {
     let mut dev = Balloon::new();
     assert_eq!(dev.device_type(), 5);
-    assert_eq!(dev.features(), V1 | REPORTING);
+    assert_eq!(dev.features(), V1 | REPORTING | POISON);
     for absent in [
         spec::F_STATS_VQ,
         spec::F_DEFLATE_ON_OOM,
         spec::F_FREE_PAGE_HINT,
-        spec::F_PAGE_POISON,
     ] {
         assert_eq!(dev.features() & (1 << absent), 0, "bit {absent}");
     }
@@ -154,11 +160,14 @@ fn config_space_has_no_target_and_takes_actual() {
     dev.write_config(0, &9u32.to_le_bytes());
     dev.write_config(5, &[1]);
     dev.write_config(u64::MAX, &[1, 2, 3, 4]);
+    dev.write_config(12, &0xaau32.to_le_bytes());
     let mut all = [0xffu8; 24];
     dev.read_config(0, &mut all);
     assert_eq!(&all[..4], &[0; 4]);
     assert_eq!(&all[4..8], &7u32.to_le_bytes());
-    assert!(all[8..].iter().all(|&b| b == 0));
+    assert_eq!(&all[8..12], &[0; 4]);
+    assert_eq!(&all[12..16], &0xaau32.to_le_bytes());
+    assert!(all[16..].iter().all(|&b| b == 0));
     dev.read_config(u64::MAX - 1, &mut all);
 }
 
@@ -190,6 +199,28 @@ fn reported_ranges_are_punched_out_of_the_memfd() {
     assert_eq!(seek_data(&file, 2 * MIB), Some(8 * MIB));
     assert!(g.irq.count.load(Ordering::SeqCst) >= 1);
     assert!(!g.irq.needs_reset());
+}
+
+#[test]
+fn poisoned_free_pages_are_kept_zeroed_ones_go_back() {
+    // init_on_free: free pages hold zeroes, which a hole keeps.
+    let mut g = Guest::poisoned(V1 | REPORTING | POISON, 0);
+    touch(&g.mem, 4 * MIB, 2 * MIB);
+    g.report(&[(4 * MIB, 2 << 20)]);
+    assert_eq!(g.reported(), 2 * MIB);
+    assert!(all_bytes(&g.mem, 4 * MIB, 2 * MIB, 0));
+    // Page poisoning with 0xaa: a hole would read as zeroes, so nothing is
+    // punched; the buffer still comes back.
+    let mut g = Guest::poisoned(V1 | REPORTING | POISON, 0xaaaa_aaaa);
+    touch(&g.mem, 4 * MIB, 2 * MIB);
+    g.report(&[(4 * MIB, 2 << 20)]);
+    assert_eq!((g.reported(), g.refused()), (0, 0));
+    assert!(all_bytes(&g.mem, 4 * MIB, 2 * MIB, 0x5a));
+    // Without PAGE_POISON negotiated, a stray poison_val write is meaningless.
+    let mut g = Guest::poisoned(V1 | REPORTING, 0xaaaa_aaaa);
+    touch(&g.mem, 4 * MIB, 2 * MIB);
+    g.report(&[(4 * MIB, 2 << 20)]);
+    assert_eq!(g.reported(), 2 * MIB);
 }
 
 #[test]
@@ -369,7 +400,7 @@ fn the_transport_activates_without_the_reporting_queue() {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut t = MmioTransport::new(Box::new(Balloon::new()), mem.clone(), irq).unwrap();
         wr(&mut t, FEATURES_SEL, 0);
-        assert_eq!(u64::from(rd(&mut t, FEATURES)), REPORTING);
+        assert_eq!(u64::from(rd(&mut t, FEATURES)), REPORTING | POISON);
         wr(&mut t, STATUS, 1 | 2);
         wr(&mut t, DRIVER_FEATURES_SEL, 0);
         wr(&mut t, DRIVER_FEATURES, features as u32);

@@ -37,6 +37,16 @@ pub struct BalloonCounters {
     pub refused_ranges: AtomicU64,
 }
 
+/// What the worker does with reported ranges.
+pub struct Reporting {
+    /// Punch them out (false: the guest's free pages hold a poison value
+    /// that a hole, reading as zeroes, would not keep; they are only
+    /// acknowledged).
+    pub punch: bool,
+    /// Where the worker counts what it did.
+    pub counters: Arc<BalloonCounters>,
+}
+
 /// The device's side of its queues.
 struct Worker {
     mem: GuestMemory,
@@ -44,17 +54,18 @@ struct Worker {
     queues: Vec<Queue>,
     evts: Vec<EventFd>,
     epoll: Epoll,
-    counters: Arc<BalloonCounters>,
+    reporting: Reporting,
 }
 
 /// Starts the worker thread over `queues` (inflate, deflate, then
-/// reporting if negotiated), each notified through the same index of `evts`.
+/// reporting if negotiated), each notified through the same index of `evts`;
+/// `reporting` says what becomes of reported ranges.
 pub fn spawn(
     mem: GuestMemory,
     interrupt: Arc<dyn Interrupt>,
     queues: Vec<Queue>,
     evts: Vec<EventFd>,
-    counters: Arc<BalloonCounters>,
+    reporting: Reporting,
 ) -> std::io::Result<WorkerHandle> {
     let stop = EventFd::new(EFD_NONBLOCK)?;
     let epoll = Epoll::new()?;
@@ -67,7 +78,7 @@ pub fn spawn(
         queues,
         evts,
         epoll,
-        counters,
+        reporting,
     };
     // The epoll set holds `stop`'s fd number; the handle keeps it open.
     WorkerHandle::spawn_as(
@@ -142,7 +153,9 @@ impl Worker {
             };
             let head = chain.head_index();
             if index == REPORTING_QUEUE {
-                report(mem, chain, &self.counters);
+                if self.reporting.punch {
+                    report(mem, chain, &self.reporting.counters);
+                }
             } else {
                 // Inflate/deflate: the host never sets a target (num_pages
                 // stays 0), so a driver has no reason to move pages; what
