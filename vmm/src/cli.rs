@@ -121,6 +121,12 @@ pub struct Cli {
     #[arg(long)]
     pub no_rng: bool,
 
+    /// Leave out the virtio-balloon device. By default the guest gets one
+    /// with free page reporting: memory the guest frees (in 2 MiB blocks)
+    /// goes back to the host within seconds.
+    #[arg(long)]
+    pub no_balloon: bool,
+
     /// Per-thread seccomp filters: `kill` ends the VMM (SIGSYS) on a
     /// syscall its thread's role does not need, `log` only logs it to the
     /// kernel log (to find a missing one), `off` installs no filters.
@@ -254,6 +260,7 @@ impl Cli {
             .map(|a| a.parse())
             .collect::<Result<_, _>>()?;
         c.rng = !self.no_rng;
+        c.balloon = !self.no_balloon;
         c.seccomp = match self.seccomp {
             crate::seccomp::Mode::Kill => SeccompMode::Kill,
             crate::seccomp::Mode::Log => SeccompMode::Log,
@@ -338,9 +345,11 @@ mod tests {
             "--seccomp",
             "log",
             "--no-rng",
+            "--no-balloon",
         ])
         .unwrap();
         assert_eq!((c.cpus, c.memory_mib, c.rng), (2, 512, false));
+        assert!(!c.balloon);
         assert_eq!(
             c.console,
             Console::File(LogFile {

@@ -119,6 +119,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskImage>,
     /// Whether the guest gets a virtio-rng device.
     pub rng: bool,
+    /// Whether the guest gets a virtio-balloon with free page reporting.
+    pub balloon: bool,
     /// Whether guest memory is on 2 MiB hugepages.
     pub hugepages: bool,
     /// virtio-fs shares, in flag order.
@@ -165,6 +167,7 @@ impl VmConfig {
             console,
             disks,
             rng: launch.rng,
+            balloon: launch.balloon,
             hugepages: launch.hugepages,
             fs: launch.shares.clone(),
             nets,
@@ -376,6 +379,9 @@ mod tests {
         assert!(c.disks.is_empty());
         let c = cfg(&["--kernel", k, "--no-rng"]).unwrap();
         assert!(!c.rng);
+        assert!(c.balloon, "the balloon is on by default");
+        let c = cfg(&["--kernel", k, "--no-balloon"]).unwrap();
+        assert!(!c.balloon && c.rng);
 
         let img = |name: &str, len: usize| {
             let p =

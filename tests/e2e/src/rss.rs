@@ -1,4 +1,5 @@
-//! Resident memory of a VMM process, excluding its guest's RAM.
+//! Resident memory of a VMM process, excluding its guest's RAM, and the
+//! guest RAM it holds.
 
 /// RSS in KiB of the mappings of `pid` that are not guest RAM.
 ///
@@ -8,6 +9,32 @@
 pub fn rss_excluding_guest_kib(pid: u32, guest_bytes: u64) -> std::io::Result<u64> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
     Ok(parse_smaps(&smaps, guest_bytes))
+}
+
+/// Bytes of guest RAM the host holds for VMM `pid`: the allocated size of
+/// its memfd named `vessel-guest-ram` (shared with virtiofsd, so counted
+/// once here and never in either process's RSS figure above). Holes the
+/// balloon punched are not counted.
+pub fn guest_ram_held_bytes(pid: u32) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = format!("/proc/{pid}/fd");
+    for entry in std::fs::read_dir(&fds)? {
+        let path = entry?.path();
+        let Ok(target) = std::fs::read_link(&path) else {
+            continue; // closed meanwhile
+        };
+        if target
+            .to_string_lossy()
+            .starts_with("/memfd:vessel-guest-ram")
+        {
+            // stat through the magic link: the memfd itself.
+            return Ok(std::fs::metadata(&path)?.blocks() * 512);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("no vessel-guest-ram memfd among {fds}"),
+    ))
 }
 
 fn parse_smaps(smaps: &str, guest_bytes: u64) -> u64 {

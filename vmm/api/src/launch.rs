@@ -26,6 +26,9 @@ pub const MAX_DISKS: usize = 8;
 pub const MAX_SHARES: usize = 6;
 /// Most NICs.
 pub const MAX_NETS: usize = 4;
+/// Most virtio devices of one VM in all (one virtio-mmio slot and IRQ each:
+/// IO-APIC pins 5 to 23).
+pub const MAX_VIRTIO_DEVICES: usize = 19;
 /// Default and bounds of how long SIGTERM waits for a graceful shutdown.
 pub const DEFAULT_GRACE_MS: u64 = 5000;
 /// Longest graceful-shutdown wait.
@@ -196,6 +199,10 @@ pub struct LaunchConfig {
     /// Whether the guest gets a virtio-rng device.
     #[serde(default = "yes")]
     pub rng: bool,
+    /// Whether the guest gets a virtio-balloon device with free page
+    /// reporting, which gives the memory the guest frees back to the host.
+    #[serde(default = "yes")]
+    pub balloon: bool,
     /// Per-thread seccomp filters.
     #[serde(default)]
     pub seccomp: SeccompMode,
@@ -247,6 +254,7 @@ impl LaunchConfig {
             shares: Vec::new(),
             nets: Vec::new(),
             rng: true,
+            balloon: true,
             seccomp: SeccompMode::default(),
             jail: default_jail(),
             shutdown_grace_ms: DEFAULT_GRACE_MS,
@@ -324,6 +332,28 @@ impl LaunchConfig {
                 ));
             }
         }
+        // The balloon is left out on hugetlb pages (the VMM says why).
+        let balloon = self.balloon && !self.hugepages;
+        let devices = usize::from(self.vsock.is_some())
+            + self.disks.len()
+            + usize::from(self.rng)
+            + self.nets.len()
+            + self.shares.len()
+            + usize::from(balloon);
+        if devices > MAX_VIRTIO_DEVICES {
+            return Err(invalid(
+                format!(
+                    "disks, nets, shares, rng, balloon, vsock ({} + {} + {} + {} + {} + {})",
+                    self.disks.len(),
+                    self.nets.len(),
+                    self.shares.len(),
+                    usize::from(self.rng),
+                    usize::from(balloon),
+                    usize::from(self.vsock.is_some())
+                ),
+                format!("{devices} virtio devices, at most {MAX_VIRTIO_DEVICES} fit"),
+            ));
+        }
         for (i, d) in self.disks.iter().enumerate() {
             d.check()
                 .map_err(|r| invalid(format!("disks[{i}] {d}"), r))?;
@@ -396,6 +426,7 @@ mod tests {
         let c = LaunchConfig::from_json(r#"{"kernel":"/k"}"#).unwrap();
         assert_eq!(c, LaunchConfig::new("/k"));
         assert_eq!((c.cpus, c.memory_mib, c.rng), (1, 256, true));
+        assert!(c.balloon, "the balloon is on by default");
         assert_eq!(c.jail, Some(JailConfig::default()), "jailed by default");
         assert_eq!(c.console, Console::Stdout);
         let c = LaunchConfig::from_json(r#"{"kernel":"k","jail":null}"#).unwrap();
@@ -449,6 +480,27 @@ mod tests {
         c.hugepages = true;
         c.memory_mib = 255;
         assert!(err(&c).contains("multiple of 2 MiB"));
+        let mut c = base();
+        c.vsock = Some("/v.sock".into());
+        c.disks = (0..MAX_DISKS)
+            .map(|i| format!("/d{i}.img").parse().unwrap())
+            .collect();
+        c.shares = (0..MAX_SHARES)
+            .map(|i| format!("tag=t{i},socket=/s{i}").parse().unwrap())
+            .collect();
+        c.nets = (0..MAX_NETS - 1)
+            .map(|i| format!("tap=t{i}").parse().unwrap())
+            .collect();
+        assert_eq!(
+            err(&c),
+            "disks, nets, shares, rng, balloon, vsock (8 + 3 + 6 + 1 + 1 + 1): \
+             20 virtio devices, at most 19 fit"
+        );
+        c.balloon = false;
+        c.validate().unwrap();
+        c.balloon = true;
+        c.hugepages = true;
+        c.validate().unwrap();
         let mut c = base();
         c.shutdown_grace_ms = 600_001;
         assert!(err(&c).starts_with("shutdown_grace_ms"));

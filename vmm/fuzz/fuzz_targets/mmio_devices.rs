@@ -1,5 +1,6 @@
 //! The virtio-mmio transport with a REAL device behind it (rng, block on a
-//! scratch image read-write or read-only, hybrid vsock on a scratch socket)
+//! scratch image read-write or read-only, hybrid vsock on a scratch socket,
+//! balloon with free page reporting)
 //! driven by a guest that does anything in any order: the init sequence
 //! with chosen features, queue sizes and ring addresses, register accesses
 //! of any offset and width, resets, notifications while the device's own

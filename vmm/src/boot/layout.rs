@@ -85,3 +85,5 @@ pub fn virtio_mmio_slot(index: u32) -> u64 {
 
 /// Most virtio-mmio devices the VM can have (one IRQ each).
 pub const MAX_VIRTIO_DEVICES: u32 = VIRTIO_IRQ_MAX - VIRTIO_IRQ_BASE + 1;
+// LaunchConfig::validate counts the devices against the same number.
+const _: () = assert!(MAX_VIRTIO_DEVICES as usize == vessel_vmm_api::launch::MAX_VIRTIO_DEVICES);

@@ -24,6 +24,7 @@ use crate::boot::cmdline::VirtioMmioArg;
 use crate::boot::layout::{I8042_PORT_BASE, KEYBOARD_IRQ, SERIAL_IRQ, SERIAL_PORT_BASE};
 use crate::bus::Bus;
 use crate::devices::legacy::i8042::{I8042Error, SharedCtrlAltDel};
+use crate::devices::virtio::balloon::BalloonCounters;
 use crate::devices::virtio::net::counters::NetCounters;
 use crate::devices::virtio::vsock::VsockBytes;
 use crate::exit::{ExitLatch, ExitReason};
@@ -96,6 +97,7 @@ pub fn virtio_name(id: u32) -> String {
         2 => "virtio-blk".into(),
         3 => "virtio-console".into(),
         4 => "virtio-rng".into(),
+        5 => "virtio-balloon".into(),
         19 => "virtio-vsock".into(),
         26 => "virtio-fs".into(),
         other => format!("virtio-{other}"),
@@ -168,6 +170,7 @@ pub struct VmControl {
     devices: Vec<DeviceInfo>,
     vsock_bytes: Option<Arc<VsockBytes>>,
     nets: Vec<(String, Arc<NetCounters>)>,
+    balloon: Option<Arc<BalloonCounters>>,
     keyboard: Option<SharedCtrlAltDel>,
     shutdown_requested: AtomicBool,
     first_entry: OnceLock<Instant>,
@@ -196,6 +199,7 @@ impl VmControl {
             devices,
             vsock_bytes,
             nets: Vec::new(),
+            balloon: None,
             keyboard: None,
             shutdown_requested: AtomicBool::new(false),
             first_entry: OnceLock::new(),
@@ -230,6 +234,12 @@ impl VmControl {
     /// Adds the NICs' counters, as `(tap name, counters)` in guest order.
     pub fn with_net_counters(mut self, nets: Vec<(String, Arc<NetCounters>)>) -> Self {
         self.nets = nets;
+        self
+    }
+
+    /// Adds the balloon's counters (memory given back to the host).
+    pub fn with_balloon_counters(mut self, balloon: Option<Arc<BalloonCounters>>) -> Self {
+        self.balloon = balloon;
         self
     }
 
@@ -395,6 +405,15 @@ impl protocol::Controller for VmControl {
                 .collect();
             devices.insert("net".into(), Value::Array(nets));
         }
+        if let Some(b) = &self.balloon {
+            devices.insert(
+                "balloon".into(),
+                json!({
+                    "reported_bytes": b.reported_bytes.load(Ordering::Relaxed),
+                    "refused_ranges": b.refused_ranges.load(Ordering::Relaxed),
+                }),
+            );
+        }
         json!({ "exits": self.exits.totals(), "devices": devices })
     }
 
@@ -429,8 +448,11 @@ mod tests {
         bytes.host_to_guest.store(5, Ordering::Relaxed);
         let net = Arc::new(NetCounters::default());
         net.tx_packets.store(2, Ordering::Relaxed);
+        let balloon = Arc::new(BalloonCounters::default());
+        balloon.reported_bytes.store(2 << 20, Ordering::Relaxed);
         VmControl::new(config, Vec::new(), Some(bytes), Arc::new(ExitLatch::new()))
             .with_net_counters(vec![("tap0".into(), net)])
+            .with_balloon_counters(Some(balloon))
     }
 
     #[test]
@@ -460,6 +482,8 @@ mod tests {
         assert_eq!(v["devices"]["net"][0]["tap"], "tap0");
         assert_eq!(v["devices"]["net"][0]["tx_packets"], 2);
         assert_eq!(v["devices"]["net"][0]["rx_dropped"], 0);
+        assert_eq!(v["devices"]["balloon"]["reported_bytes"], 2 << 20);
+        assert_eq!(v["devices"]["balloon"]["refused_ranges"], 0);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The virtio-mmio transport with a real device behind it (rng, block on a
-//! scratch image, vsock on a scratch socket), for the `mmio_devices` fuzz
+//! scratch image, vsock on a scratch socket, balloon), for the `mmio_devices` fuzz
 //! target: activation, notifications, resets and config accesses in any
 //! order, with the device's own worker thread running as in a VM.
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::bus::BusDevice;
+use crate::devices::virtio::balloon::Balloon;
 use crate::devices::virtio::block::disk::{DiskImage, DiskSpec};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
@@ -30,16 +31,21 @@ pub enum DeviceKind {
     },
     /// Hybrid vsock on a scratch socket.
     Vsock,
+    /// virtio-balloon with free page reporting. The fuzz target's RAM is
+    /// anonymous, so every range that passes the checks ends in "not
+    /// file-backed" instead of a punch: the checks are what is fuzzed.
+    Balloon,
 }
 
 impl DeviceKind {
     /// A kind from a fuzzed byte.
     pub fn from_byte(b: u8) -> DeviceKind {
-        match b % 4 {
+        match b % 5 {
             0 => DeviceKind::Rng,
             1 => DeviceKind::Block { read_only: false },
             2 => DeviceKind::Block { read_only: true },
-            _ => DeviceKind::Vsock,
+            3 => DeviceKind::Vsock,
+            _ => DeviceKind::Balloon,
         }
     }
 }
@@ -86,6 +92,7 @@ impl DevicesHarness {
                 vsock = Some(path);
                 Box::new(dev)
             }
+            DeviceKind::Balloon => Box::new(Balloon::new()),
         };
         let irq = EventFd::new(EFD_NONBLOCK)?;
         let transport =

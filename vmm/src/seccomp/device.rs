@@ -1,5 +1,5 @@
 //! The device role: the worker threads of the virtio devices (rng, block,
-//! vsock, and net and fs as they come). Each waits on epoll and does the
+//! net, vsock, balloon). Each waits on epoll and does the
 //! host I/O of its device.
 
 use super::rules::RuleSet;
@@ -51,11 +51,28 @@ pub fn vsock_rules() -> Result<RuleSet, SeccompError> {
     Ok(r)
 }
 
+/// The rules of the balloon's worker: a device worker that also gives
+/// reported guest pages back by punching holes in guest RAM's memfd, with
+/// that one `fallocate` mode only (never allocating or resizing).
+pub fn balloon_rules() -> Result<RuleSet, SeccompError> {
+    let mut r = rules()?;
+    punch_hole(&mut r)?;
+    Ok(r)
+}
+
+fn punch_hole(r: &mut RuleSet) -> Result<(), SeccompError> {
+    let mode = crate::devices::virtio::balloon::PUNCH_HOLE_MODE;
+    // The mode is a small positive flag set, so the cast is exact.
+    r.allow_arg_in(libc::SYS_fallocate, 1, &[mode as u64])?;
+    Ok(())
+}
+
 /// The rules of the launcher thread, which starts device workers: the
 /// union of theirs (a worker inherits this filter under its own), plus
 /// creating a thread and installing the worker's own filter in it.
 pub fn launcher_rules() -> Result<RuleSet, SeccompError> {
     let mut r = vsock_rules()?;
+    punch_hole(&mut r)?;
     common::thread_creation(&mut r)?;
     // seccompiler's apply_filter: no_new_privs, then the filter.
     r.allow_arg_in(libc::SYS_prctl, 0, &[libc::PR_SET_NO_NEW_PRIVS as u64])?;

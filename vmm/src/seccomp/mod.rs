@@ -50,6 +50,8 @@ pub enum Role {
     Device,
     /// The vsock device's worker thread (Unix sockets too).
     Vsock,
+    /// The balloon's worker thread (punches holes in guest RAM's memfd too).
+    Balloon,
     /// The thread that starts device workers.
     Launcher,
     /// The control API threads.
@@ -62,10 +64,11 @@ pub enum Role {
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Vcpu,
         Role::Device,
         Role::Vsock,
+        Role::Balloon,
         Role::Launcher,
         Role::Api,
         Role::Signals,
@@ -79,6 +82,7 @@ impl Role {
             Role::Vcpu => vcpu::rules(),
             Role::Device => device::rules(),
             Role::Vsock => device::vsock_rules(),
+            Role::Balloon => device::balloon_rules(),
             Role::Launcher => device::launcher_rules(),
             Role::Api => api::rules(kick),
             Role::Signals => signals::rules(kick),

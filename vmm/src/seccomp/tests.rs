@@ -104,6 +104,14 @@ fn roles_get_only_their_own_powers() {
     for nr in [libc::SYS_readv, libc::SYS_writev, libc::SYS_pread64] {
         assert!(device.allows_always(nr));
     }
+    // Only the balloon worker (and the launcher that starts it) may
+    // fallocate, and only to punch holes.
+    for role in Role::ALL {
+        let r = role.rules().unwrap();
+        let may = matches!(role, Role::Balloon | Role::Launcher);
+        assert_eq!(r.mentions(libc::SYS_fallocate), may, "{role:?}");
+        assert!(!r.allows_always(libc::SYS_fallocate), "{role:?}");
+    }
     let launcher = Role::Launcher.rules().unwrap();
     assert!(launcher.allows_always(libc::SYS_clone3));
     assert!(launcher.mentions(libc::SYS_seccomp));

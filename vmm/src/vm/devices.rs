@@ -17,6 +17,7 @@ use crate::bus::{Bus, BusError};
 use crate::devices::legacy::i8042::{SharedCtrlAltDel, I8042};
 use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::devices::legacy::EventFdTrigger;
+use crate::devices::virtio::balloon::{Balloon, BalloonCounters};
 use crate::devices::virtio::block::disk::DiskImage;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::fs::{BackendLost, Fs, FsSpec};
@@ -235,6 +236,30 @@ pub fn attach_disks_and_rng(
         virtio.push(attach_virtio(vm, mmio, mem, "rng device", dev, slot)?);
     }
     Ok(())
+}
+
+/// Attaches the virtio-balloon (free page reporting) in the next free slot;
+/// appends what the command line must announce to `virtio` and returns its
+/// counters. It comes after every other device, so adding it moved none of
+/// them.
+pub fn attach_balloon(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    mem: &GuestMemory,
+    virtio: &mut Vec<VirtioMmioArg>,
+) -> Result<Arc<BalloonCounters>, DeviceError> {
+    let slot = u32::try_from(virtio.len()).map_err(|_| DeviceError::NoSlot)?;
+    let dev = Balloon::new();
+    let counters = dev.counters();
+    virtio.push(attach_virtio(
+        vm,
+        mmio,
+        mem,
+        "balloon device",
+        Box::new(dev),
+        slot,
+    )?);
+    Ok(counters)
 }
 
 /// Connects every virtio-fs share to its virtiofsd (failing if one is not

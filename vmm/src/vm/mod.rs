@@ -226,6 +226,16 @@ impl Vm {
         let nets = std::mem::take(&mut cfg.nets);
         let net_counters = devices::attach_nets(&vm, &mut mmio, &mem, nets, &mut virtio)?;
         devices::attach_shares(&vm, &mut mmio, &mem, &cfg.fs, &mut virtio, &exit)?;
+        let mut balloon = None;
+        if cfg.balloon && backing == Backing::Hugetlb {
+            // A punched hugetlb page goes back to the host's pool with its
+            // reservation, so the guest's next touch could find the pool
+            // empty and kill the VM with SIGBUS: --hugepages promises the
+            // pages for the VM's whole life instead.
+            tracing::info!("virtio-balloon left out: guest RAM is on reserved hugetlb pages");
+        } else if cfg.balloon {
+            balloon = Some(devices::attach_balloon(&vm, &mut mmio, &mem, &mut virtio)?);
+        }
         let cmdline = cmdline::build(serial_console, &virtio, cfg.cmdline_extra.as_deref())?;
         let control = Arc::new(
             VmControl::new(
@@ -235,6 +245,7 @@ impl Vm {
                 exit.clone(),
             )
             .with_net_counters(net_counters)
+            .with_balloon_counters(balloon)
             .with_keyboard(keyboard)
             .with_mmio(mmio.clone())
             .with_console_tail(console_tail),

@@ -448,8 +448,11 @@ impl MmioTransport {
 
     fn activate(&mut self) {
         let event_idx = self.driver_features & (1u64 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        let mut queues = Vec::with_capacity(self.queues.len());
-        for (i, regs) in self.queues.iter().enumerate() {
+        // Queues of features the driver declined stay unused (and may be
+        // left unset); the device's own answer is capped at what it declared.
+        let in_use = self.device.queues_in_use().min(self.queues.len());
+        let mut queues = Vec::with_capacity(in_use);
+        for (i, regs) in self.queues.iter().take(in_use).enumerate() {
             match regs.build(&self.mem, event_idx) {
                 Ok(q) => queues.push(q),
                 Err(e) => {
@@ -459,8 +462,8 @@ impl MmioTransport {
                 }
             }
         }
-        let mut evts = Vec::with_capacity(self.queue_evts.len());
-        for evt in &self.queue_evts {
+        let mut evts = Vec::with_capacity(in_use);
+        for evt in self.queue_evts.iter().take(in_use) {
             match evt.try_clone() {
                 Ok(e) => evts.push(e),
                 Err(e) => {

@@ -1,5 +1,6 @@
 //! Virtio devices on the virtio-mmio transport (virtio 1.x, modern only).
 
+pub mod balloon;
 pub mod block;
 mod device_worker;
 pub mod fs;
@@ -54,7 +55,8 @@ pub struct Activation {
     pub mem: GuestMemory,
     /// The device's interrupt line.
     pub interrupt: Arc<dyn Interrupt>,
-    /// The queues the driver set up, one per `queue_max_sizes` entry.
+    /// The queues the driver set up: the first `queues_in_use` of the
+    /// `queue_max_sizes` entries.
     pub queues: Vec<Queue>,
     /// `queue_evts[i]` is signalled when the driver notifies queue `i`.
     pub queue_evts: Vec<EventFd>,
@@ -100,6 +102,14 @@ pub trait VirtioDevice: Send {
     /// it offered them). The default forgets them: a device that offers no
     /// optional feature has nothing to act on.
     fn ack_features(&mut self, _features: u64) {}
+    /// How many of the declared queues the driver sets up and the device
+    /// gets at activation, given the features it accepted: a queue that
+    /// belongs to a declined feature is absent, and Linux numbers the queues
+    /// after it one lower, so only a tail of optional queues can be left
+    /// out. The default: every declared queue.
+    fn queues_in_use(&self) -> usize {
+        self.queue_max_sizes().len()
+    }
     /// Reads the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes the device-specific configuration space. The default ignores
