@@ -538,7 +538,7 @@ mod tests {
             "5",
         ])
         .unwrap();
-        let Command::RunPod(args) = cli.command else {
+        let Some(Command::RunPod(args)) = cli.command else {
             panic!("not run-pod")
         };
         assert_eq!(args.container_timeout, Duration::from_secs(5));
@@ -547,8 +547,10 @@ mod tests {
             Cli::try_parse_from(["vesseld", "config", "check", "--socket", "/run/x.sock"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Config(ConfigCommand::Check { .. })
+            Some(Command::Config(ConfigCommand::Check { .. }))
         ));
+        let cli = Cli::try_parse_from(["vesseld"]).unwrap();
+        assert!(cli.command.is_none(), "no subcommand: serve");
     }
 
     #[test]

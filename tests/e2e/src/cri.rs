@@ -129,7 +129,11 @@ plain_http = true
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("vesseld exited with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "vesseld did not serve:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "vesseld did not serve:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -189,8 +193,7 @@ pub async fn connect(socket: &Path) -> Cri {
         .await
         .expect("connect to the CRI socket");
     Cri {
-        runtime: RuntimeServiceClient::new(channel.clone())
-            .max_decoding_message_size(40 << 20),
+        runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(40 << 20),
         image: ImageServiceClient::new(channel),
     }
 }

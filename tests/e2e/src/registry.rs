@@ -31,7 +31,10 @@ impl Registry {
     /// Starts one with its storage under `dir`, on a free port.
     pub fn start(dir: &Path) -> Registry {
         let bin = Path::new("/usr/bin/docker-registry");
-        assert!(bin.exists(), "Debian's docker-registry is needed (tests/deps.sh installs it)");
+        assert!(
+            bin.exists(),
+            "Debian's docker-registry is needed (tests/deps.sh installs it)"
+        );
         std::fs::create_dir_all(dir).expect("registry dir");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -73,15 +76,18 @@ impl Registry {
 }
 
 fn sha256(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("sha256:{hex}")
 }
 
 /// The applets the busybox image links.
 const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "ls", "ping", "sleep", "true", "false", "id", "hostname", "ip", "nc",
-    "head", "wc", "grep", "mkdir", "rm", "env", "pwd", "touch", "ln", "readlink", "wget",
-    "httpd", "stat", "test", "dd",
+    "head", "wc", "grep", "mkdir", "rm", "env", "pwd", "touch", "ln", "readlink", "wget", "httpd",
+    "stat", "test", "dd",
 ];
 
 /// One layer: busybox with its applets, /etc/passwd and /etc/group, /tmp.
@@ -104,14 +110,38 @@ fn busybox_layer() -> (Vec<u8>, Vec<u8>) {
         b.append(&h, data).expect("tar entry");
     };
     for dir in ["bin/", "etc/", "tmp/", "root/", "proc/", "sys/", "dev/"] {
-        add(dir, tar::EntryType::Directory, b"", "", if dir == "tmp/" { 0o1777 } else { 0o755 });
+        add(
+            dir,
+            tar::EntryType::Directory,
+            b"",
+            "",
+            if dir == "tmp/" { 0o1777 } else { 0o755 },
+        );
     }
     add("bin/busybox", tar::EntryType::Regular, &bb, "", 0o755);
     for applet in APPLETS {
-        add(&format!("bin/{applet}"), tar::EntryType::Symlink, b"", "busybox", 0o777);
+        add(
+            &format!("bin/{applet}"),
+            tar::EntryType::Symlink,
+            b"",
+            "busybox",
+            0o777,
+        );
     }
-    add("etc/passwd", tar::EntryType::Regular, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n", "", 0o644);
-    add("etc/group", tar::EntryType::Regular, b"root:x:0:\nnogroup:x:65534:\n", "", 0o644);
+    add(
+        "etc/passwd",
+        tar::EntryType::Regular,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+        "",
+        0o644,
+    );
+    add(
+        "etc/group",
+        tar::EntryType::Regular,
+        b"root:x:0:\nnogroup:x:65534:\n",
+        "",
+        0o644,
+    );
     let tar = b.into_inner().expect("tar");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).expect("gzip");
@@ -148,8 +178,14 @@ pub async fn push_busybox(reg: &Registry) -> String {
     client
         .store_auth_if_needed(&reg.host(), &RegistryAuth::Anonymous)
         .await;
-    client.push_blob(&r, config.clone(), &sha256(&config)).await.expect("push config");
-    client.push_blob(&r, blob.clone(), &sha256(&blob)).await.expect("push layer");
+    client
+        .push_blob(&r, config.clone(), &sha256(&config))
+        .await
+        .expect("push config");
+    client
+        .push_blob(&r, blob.clone(), &sha256(&blob))
+        .await
+        .expect("push layer");
     client
         .push_manifest_raw(
             &r,

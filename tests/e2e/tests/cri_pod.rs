@@ -79,7 +79,10 @@ async fn wait_exited(cri: &mut Cri, id: &str) -> ContainerStatus {
         if s.state == ContainerState::ContainerExited as i32 {
             return s;
         }
-        assert!(Instant::now() < deadline, "container {id} did not exit: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -109,19 +112,39 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     let log_dir = logs.display().to_string();
 
     // Version and Status.
-    let v = cri.runtime.version(VersionRequest::default()).await.unwrap().into_inner();
-    assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("vessel", "v1"));
-    let st = cri.runtime.status(StatusRequest::default()).await.unwrap().into_inner();
+    let v = cri
+        .runtime
+        .version(VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("vessel", "v1")
+    );
+    let st = cri
+        .runtime
+        .status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let conditions = st.status.unwrap().conditions;
     for c in &conditions {
-        assert!(c.status, "condition {} is false: {} {}", c.r#type, c.reason, c.message);
+        assert!(
+            c.status,
+            "condition {} is false: {} {}",
+            c.r#type, c.reason, c.message
+        );
     }
 
     // The image, pulled from the registry.
     let pulled = cri
         .image
         .pull_image(PullImageRequest {
-            image: Some(ImageSpec { image: image.clone(), ..Default::default() }),
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .await
@@ -132,44 +155,98 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     // Bad requests get the right codes and name what is wrong.
     let mut bad = pod_config("bad", &log_dir);
     bad.metadata.as_mut().unwrap().name.clear();
-    let (c, m) = code(cri.runtime.run_pod_sandbox(RunPodSandboxRequest { config: Some(bad), runtime_handler: String::new() }).await);
+    let (c, m) = code(
+        cri.runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(bad),
+                runtime_handler: String::new(),
+            })
+            .await,
+    );
     assert_eq!(c, Code::InvalidArgument, "{m}");
     assert!(m.contains("metadata.name"), "{m}");
-    let (c, m) = code(cri.runtime.run_pod_sandbox(RunPodSandboxRequest { config: Some(pod_config("bad", &log_dir)), runtime_handler: "kata".into() }).await);
+    let (c, m) = code(
+        cri.runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod_config("bad", &log_dir)),
+                runtime_handler: "kata".into(),
+            })
+            .await,
+    );
     assert_eq!(c, Code::InvalidArgument, "{m}");
     assert!(m.contains("kata"), "{m}");
     let mut host_net = pod_config("bad", &log_dir);
     host_net.linux = Some(LinuxPodSandboxConfig {
         security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption { network: NamespaceMode::Node as i32, ..Default::default() }),
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
     });
-    let (c, m) = code(cri.runtime.run_pod_sandbox(RunPodSandboxRequest { config: Some(host_net), runtime_handler: String::new() }).await);
+    let (c, m) = code(
+        cri.runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(host_net),
+                runtime_handler: String::new(),
+            })
+            .await,
+    );
     assert_eq!(c, Code::InvalidArgument, "{m}");
     assert!(m.contains("hostNetwork"), "{m}");
-    let (c, _) = code(cri.runtime.pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: "ffffffff".into(), verbose: false }).await);
+    let (c, _) = code(
+        cri.runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: "ffffffff".into(),
+                verbose: false,
+            })
+            .await,
+    );
     assert_eq!(c, Code::NotFound);
-    let (c, _) = code(cri.runtime.start_container(StartContainerRequest { container_id: "ffffffff".into() }).await);
+    let (c, _) = code(
+        cri.runtime
+            .start_container(StartContainerRequest {
+                container_id: "ffffffff".into(),
+            })
+            .await,
+    );
     assert_eq!(c, Code::NotFound);
-    assert_eq!(running_vmms(), Vec::<u32>::new(), "a refused pod left a VMM");
+    assert_eq!(
+        running_vmms(),
+        Vec::<u32>::new(),
+        "a refused pod left a VMM"
+    );
 
     // A pod.
     let config = pod_config("web", &log_dir);
     let pod_id = cri
         .runtime
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", vesseld.log()))
         .into_inner()
         .pod_sandbox_id;
-    let (c, m) = code(cri.runtime.run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() }).await);
+    let (c, m) = code(
+        cri.runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await,
+    );
     assert_eq!(c, Code::AlreadyExists, "{m}");
     assert!(m.contains(&pod_id), "{m}");
     let status = cri
         .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id[..12].into(), verbose: true })
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id[..12].into(),
+            verbose: true,
+        })
         .await
         .expect("PodSandboxStatus by id prefix")
         .into_inner();
@@ -177,18 +254,24 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     assert_eq!(s.state, PodSandboxState::SandboxReady as i32);
     let pod_ip = s.network.unwrap().ip;
     assert!(pod_ip.starts_with("10.99.0."), "pod IP {pod_ip}");
-    assert!(status.info["info"].contains("\"vcpus\""), "{:?}", status.info);
+    assert!(
+        status.info["info"].contains("\"vcpus\""),
+        "{:?}",
+        status.info
+    );
     let listed = cri
         .runtime
         .list_pod_sandbox(ListPodSandboxRequest {
-            filter: Some(PodSandboxFilter { label_selector: HashMap::from([("app".into(), "web".into())]), ..Default::default() }),
+            filter: Some(PodSandboxFilter {
+                label_selector: HashMap::from([("app".into(), "web".into())]),
+                ..Default::default()
+            }),
         })
         .await
         .unwrap()
         .into_inner()
         .items;
     assert_eq!(listed.len(), 1);
-
 
     // A container that writes to both streams and exits 3.
     let mut hostpath = dir.join("hostpath");
@@ -200,14 +283,27 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
         &["sh", "-c", "echo $GREETING from $(pwd); echo oops >&2; cat /data/from-host; echo written > /rw/from-guest; hostname; cat /etc/resolv.conf; exit 3"],
     );
     short.mounts = vec![
-        Mount { container_path: "/data".into(), host_path: hostpath.display().to_string(), readonly: true, ..Default::default() },
-        Mount { container_path: "/rw".into(), host_path: dir.join("rw").display().to_string(), readonly: false, ..Default::default() },
+        Mount {
+            container_path: "/data".into(),
+            host_path: hostpath.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/rw".into(),
+            host_path: dir.join("rw").display().to_string(),
+            readonly: false,
+            ..Default::default()
+        },
     ];
     let (c, m) = code(
         cri.runtime
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: pod_id.clone(),
-                config: Some(ContainerConfig { log_path: "../escape.log".into(), ..short.clone() }),
+                config: Some(ContainerConfig {
+                    log_path: "../escape.log".into(),
+                    ..short.clone()
+                }),
                 sandbox_config: Some(config.clone()),
             })
             .await,
@@ -216,17 +312,41 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     assert!(m.contains("log_path"), "{m}");
     let short_id = cri
         .runtime
-        .create_container(CreateContainerRequest { pod_sandbox_id: pod_id.clone(), config: Some(short.clone()), sandbox_config: Some(config.clone()) })
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(short.clone()),
+            sandbox_config: Some(config.clone()),
+        })
         .await
         .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", vesseld.log()))
         .into_inner()
         .container_id;
-    let (c, m) = code(cri.runtime.create_container(CreateContainerRequest { pod_sandbox_id: pod_id.clone(), config: Some(short.clone()), sandbox_config: Some(config.clone()) }).await);
+    let (c, m) = code(
+        cri.runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(short.clone()),
+                sandbox_config: Some(config.clone()),
+            })
+            .await,
+    );
     assert_eq!(c, Code::AlreadyExists, "{m}");
-    assert_eq!(status_of(&mut cri, &short_id).await.state, ContainerState::ContainerCreated as i32);
-    cri.runtime.start_container(StartContainerRequest { container_id: short_id.clone() }).await.expect("StartContainer");
+    assert_eq!(
+        status_of(&mut cri, &short_id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: short_id.clone(),
+        })
+        .await
+        .expect("StartContainer");
     let exited = wait_exited(&mut cri, &short_id).await;
-    assert_eq!((exited.exit_code, exited.reason.as_str()), (3, "Error"), "{exited:?}");
+    assert_eq!(
+        (exited.exit_code, exited.reason.as_str()),
+        (3, "Error"),
+        "{exited:?}"
+    );
     assert!(exited.started_at > 0 && exited.finished_at >= exited.started_at);
     hostpath = std::path::PathBuf::from(&exited.log_path);
     // Logs in the kubelet's format.
@@ -239,13 +359,20 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!("container log:\n{log}");
-    assert!(log.lines().any(|l| l.ends_with(" stdout F hello from CRI from /tmp")), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.ends_with(" stdout F hello from CRI from /tmp")),
+        "{log}"
+    );
     assert!(log.lines().any(|l| l.ends_with(" stderr F oops")), "{log}");
     assert!(log.contains("stdout F host data"), "{log}");
     assert!(log.contains("stdout F web"), "hostname: {log}");
     assert!(log.contains("stdout F nameserver 10.99.0.53"), "{log}");
     assert!(log.contains("search e2e.svc.cluster.local"), "{log}");
-    assert_eq!(std::fs::read_to_string(dir.join("rw/from-guest")).unwrap(), "written\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("rw/from-guest")).unwrap(),
+        "written\n"
+    );
 
     // A long-running container: ExecSync, StopContainer.
     let long_id = cri
@@ -259,16 +386,45 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
         .expect("CreateContainer long")
         .into_inner()
         .container_id;
-    cri.runtime.start_container(StartContainerRequest { container_id: long_id.clone() }).await.expect("StartContainer long");
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: long_id.clone(),
+        })
+        .await
+        .expect("StartContainer long");
     // The pod's IP answers from the node, and the node from the pod.
     if !ping(&pod_ip) {
         let inside = cri
             .runtime
-            .exec_sync(ExecSyncRequest { container_id: long_id.clone(), cmd: vec!["sh".into(), "-c".into(), "ip addr; ip route; ip neigh; ping -c 1 -W 3 10.99.0.1".into()], timeout: 20 })
+            .exec_sync(ExecSyncRequest {
+                container_id: long_id.clone(),
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "ip addr; ip route; ip neigh; ping -c 1 -W 3 10.99.0.1".into(),
+                ],
+                timeout: 20,
+            })
             .await
-            .map(|r| { let r = r.into_inner(); format!("{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr)) });
+            .map(|r| {
+                let r = r.into_inner();
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&r.stdout),
+                    String::from_utf8_lossy(&r.stderr)
+                )
+            });
         let ns = format!("vessel-{}", &pod_id[..16]);
-        let sh = |c: &str| String::from_utf8_lossy(&std::process::Command::new("sh").args(["-c", c]).output().unwrap().stdout).into_owned();
+        let sh = |c: &str| {
+            String::from_utf8_lossy(
+                &std::process::Command::new("sh")
+                    .args(["-c", c])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .into_owned()
+        };
         panic!(
             "pod IP {pod_ip} does not answer ping from the node\nin the pod: {inside:?}\nnetns: {}\n{}\nnode: {}\nvesseld:\n{}",
             sh(&format!("ip -n {ns} -s link; ip -n {ns} addr")),
@@ -279,59 +435,147 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     }
     let exec = cri
         .runtime
-        .exec_sync(ExecSyncRequest { container_id: long_id[..12].into(), cmd: vec!["sh".into(), "-c".into(), "echo out $GREETING; echo err >&2; exit 7".into()], timeout: 30 })
+        .exec_sync(ExecSyncRequest {
+            container_id: long_id[..12].into(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo out $GREETING; echo err >&2; exit 7".into(),
+            ],
+            timeout: 30,
+        })
         .await
         .expect("ExecSync")
         .into_inner();
     assert_eq!(exec.exit_code, 7);
-    assert_eq!(String::from_utf8_lossy(&exec.stdout), "out hello from CRI\n");
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout),
+        "out hello from CRI\n"
+    );
     assert_eq!(String::from_utf8_lossy(&exec.stderr), "err\n");
-    let (c, m) = code(cri.runtime.exec_sync(ExecSyncRequest { container_id: long_id.clone(), cmd: vec!["sleep".into(), "100".into()], timeout: 2 }).await);
+    let (c, m) = code(
+        cri.runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: long_id.clone(),
+                cmd: vec!["sleep".into(), "100".into()],
+                timeout: 2,
+            })
+            .await,
+    );
     assert_eq!(c, Code::DeadlineExceeded, "{m}");
     let containers = cri
         .runtime
         .list_containers(ListContainersRequest {
-            filter: Some(ContainerFilter { pod_sandbox_id: pod_id.clone(), state: Some(ContainerStateValue { state: ContainerState::ContainerRunning as i32 }), ..Default::default() }),
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod_id.clone(),
+                state: Some(ContainerStateValue {
+                    state: ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
         })
         .await
         .unwrap()
         .into_inner()
         .containers;
-    assert_eq!(containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [long_id.as_str()]);
+    assert_eq!(
+        containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [long_id.as_str()]
+    );
     let stopping = Instant::now();
-    cri.runtime.stop_container(StopContainerRequest { container_id: long_id.clone(), timeout: 2 }).await.expect("StopContainer");
+    cri.runtime
+        .stop_container(StopContainerRequest {
+            container_id: long_id.clone(),
+            timeout: 2,
+        })
+        .await
+        .expect("StopContainer");
     let stopped = status_of(&mut cri, &long_id).await;
     assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
-    // sleep is pid 1 of its namespace and ignores SIGTERM: SIGKILL after the timeout.
-    assert_eq!(stopped.exit_code, 137, "{stopped:?}");
+    // The image's StopSignal (SIGTERM) ended it before the timeout.
+    assert_eq!(stopped.exit_code, 143, "{stopped:?}");
     eprintln!("StopContainer took {:?}", stopping.elapsed());
-    cri.runtime.remove_container(RemoveContainerRequest { container_id: short_id.clone() }).await.expect("RemoveContainer");
-    let (c, _) = code(cri.runtime.container_status(ContainerStatusRequest { container_id: short_id.clone(), verbose: false }).await);
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: short_id.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+    let (c, _) = code(
+        cri.runtime
+            .container_status(ContainerStatusRequest {
+                container_id: short_id.clone(),
+                verbose: false,
+            })
+            .await,
+    );
     assert_eq!(c, Code::NotFound);
 
     // Stop and remove the pod; twice each (idempotent).
     for _ in 0..2 {
-        cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", vesseld.log()));
+        cri.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", vesseld.log()));
     }
-    let s = cri.runtime.pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: false }).await.unwrap().into_inner().status.unwrap();
+    let s = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
     assert_eq!(s.state, PodSandboxState::SandboxNotready as i32);
     assert!(!ping(&pod_ip), "the stopped pod's IP still answers");
     for _ in 0..2 {
-        cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", vesseld.log()));
+        cri.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", vesseld.log()));
     }
 
     // Nothing is left.
-    let listed = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap().into_inner().items;
+    let listed = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
     assert!(listed.is_empty(), "{listed:?}");
-    let containers = cri.runtime.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers;
+    let containers = cri
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
     assert!(containers.is_empty(), "{containers:?}");
     assert_eq!(running_vmms(), Vec::<u32>::new(), "stray vessel-vmm");
-    assert!(!netns_exists(&format!("vessel-{}", &pod_id[..16])), "the pod's netns is left");
+    assert!(
+        !netns_exists(&format!("vessel-{}", &pod_id[..16])),
+        "the pod's netns is left"
+    );
     let pods = vesseld.run_dir().join("pods");
-    let left: Vec<_> = std::fs::read_dir(&pods).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&pods)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "pod state left: {left:?}");
     let ipam: Vec<_> = std::fs::read_dir(vesseld.ipam_dir.join("vessel-e2e"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("10.")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(ipam.is_empty(), "host-local allocations left: {ipam:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -342,6 +586,10 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
 
     // SIGTERM stops the daemon cleanly and removes its socket.
     let status = vesseld.terminate();
-    assert!(status.success(), "vesseld exited with {status}\n{}", vesseld.log());
+    assert!(
+        status.success(),
+        "vesseld exited with {status}\n{}",
+        vesseld.log()
+    );
     assert!(!vesseld.socket.exists(), "the CRI socket is left");
 }
