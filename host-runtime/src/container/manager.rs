@@ -19,8 +19,8 @@ use vessel_agent_api::proto::containers_client::ContainersClient;
 use vessel_agent_api::proto::processes_client::ProcessesClient;
 use vessel_agent_api::proto::{
     CreateContainerRequest, DeleteContainerRequest, DeleteProcessRequest, ExecProcessRequest,
-    SignalContainerRequest, SignalProcessRequest, StartContainerRequest, StdioStream, StreamStdio,
-    WaitContainerRequest, WaitProcessRequest,
+    ListContainersRequest, SignalContainerRequest, SignalProcessRequest, StartContainerRequest,
+    StdioStream, StreamStdio, WaitContainerRequest, WaitProcessRequest,
 };
 
 use super::cri_log::{resolve_log_path, CriLogWriter, Stream, DEFAULT_MAX_LINE};
@@ -277,6 +277,17 @@ impl Runtime {
         .await
         .map_err(agent_status)?;
         // The copiers attach now: the agent holds the output until they read.
+        self.attach_output(&pod.channel, &id, log_path)
+    }
+
+    /// Starts the two copiers of a container's output into its CRI log
+    /// (opened for appending).
+    fn attach_output(
+        &self,
+        channel: &Channel,
+        id: &str,
+        log_path: Option<PathBuf>,
+    ) -> Result<(), Status> {
         let log = match log_path {
             Some(path) => Some(Arc::new(Mutex::new(
                 CriLogWriter::open(&path, DEFAULT_MAX_LINE)
@@ -285,18 +296,74 @@ impl Runtime {
             None => None,
         };
         if let Some(log) = &log {
-            self.logs_lock().insert(id.clone(), Arc::clone(log));
+            self.logs_lock().insert(id.to_string(), Arc::clone(log));
         }
         for stream in [Stream::Stdout, Stream::Stderr] {
             let task = tokio::spawn(copy_output(
-                pod.channel.clone(),
-                id.clone(),
+                channel.clone(),
+                id.to_string(),
                 stream,
                 log.clone(),
             ));
-            self.add_task(&id, task.abort_handle());
+            self.add_task(id, task.abort_handle());
         }
         Ok(())
+    }
+
+    /// After a restart: finds the sandbox's containers in its agent again,
+    /// records the exits that happened meanwhile, and re-attaches the log
+    /// copiers (the agent kept the output no one read) and exit waiters.
+    pub async fn reattach_containers(self: &Arc<Self>, sandbox_id: &str, channel: Channel) {
+        let known = match agent_call(
+            "Containers.List",
+            AGENT_CALL_TIMEOUT,
+            ContainersClient::new(channel.clone()).list(ListContainersRequest {}),
+        )
+        .await
+        {
+            Ok(r) => r.containers,
+            Err(e) => {
+                tracing::warn!(pod = %sandbox_id, error = %e, "cannot list the containers of an adopted pod");
+                Vec::new()
+            }
+        };
+        let records = match self.store.list_containers(&crate::store::ContainerFilter {
+            sandbox_id: sandbox_id.to_string(),
+            ..Default::default()
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(pod = %sandbox_id, error = %e, "cannot list recorded containers");
+                return;
+            }
+        };
+        for c in records {
+            if !matches!(c.state, ContainerState::Running | ContainerState::Created) {
+                continue;
+            }
+            let Some(info) = known.iter().find(|k| k.container_id == c.id) else {
+                let _ = self.store.update_container(&c.id, |r| {
+                    r.state = ContainerState::Exited;
+                    r.finished_at = now_nanos();
+                    r.exit_code = 137;
+                    r.reason = "Error".to_string();
+                    r.message = "the pod's agent no longer knows this container".to_string();
+                });
+                continue;
+            };
+            let log = (!c.log_path.is_empty()).then(|| PathBuf::from(&c.log_path));
+            if let Err(e) = self.attach_output(&channel, &c.id, log) {
+                tracing::warn!(pod = %sandbox_id, container = %c.id, error = %e.message(), "cannot re-attach the container log");
+            }
+            if c.state == ContainerState::Running {
+                // Wait returns at once for a container that exited meanwhile.
+                let rt = Arc::clone(self);
+                let (ch, id) = (channel.clone(), c.id.clone());
+                let waiter = tokio::spawn(async move { rt.wait_exit(ch, id).await });
+                self.add_task(&c.id, waiter.abort_handle());
+            }
+            tracing::info!(pod = %sandbox_id, container = %c.id, status = info.status, "container found again");
+        }
     }
 
     fn logs_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SharedLog>> {

@@ -2,6 +2,7 @@
 //! agent's sandbox in it, made step by step and undone newest first. This is
 //! the sequence the CRI's RunPodSandbox / StopPodSandbox will drive.
 
+mod adopt;
 mod config;
 pub mod container;
 mod leftovers;
@@ -847,7 +848,8 @@ async fn shut_down(mut vm: VmProcess, agent: Channel) -> Result<(), PodError> {
     .await;
     let result = match asked {
         Ok(_) => match vm.wait_exit(SHUTDOWN_TIMEOUT).await {
-            Ok(VmExit::Code(0)) => Ok(()),
+            // Unknown: an adopted VMM (not our child) that exited once asked.
+            Ok(VmExit::Code(0)) | Ok(VmExit::Unknown) => Ok(()),
             Ok(exit) => Err(PodError::VmExit {
                 exit,
                 console: vm.config().console_path(),

@@ -108,54 +108,7 @@ impl Runtime {
         let span = tracing::info_span!("RunPodSandbox", pod = %id, name = %metadata.name, namespace = %metadata.namespace);
         let _enter = span.enter();
 
-        let pod_config = PodConfig {
-            name: host_name(&id).to_string(),
-            rootfs: PathBuf::new(),
-            run_dir: self.config.run_dir.clone(),
-            state_root: self.config.state_dir.clone(),
-            vmm: handler.vmm.clone(),
-            kernel: handler.kernel.clone(),
-            initramfs: handler.initramfs.clone(),
-            virtiofsd: handler.virtiofsd.clone(),
-            cpus: size.vcpus,
-            memory_mib: u32::try_from(size.memory_mib).unwrap_or(u32::MAX),
-            addressing: PodAddressing::default(),
-            boot_timeout: BOOT_TIMEOUT,
-            vmm_id: None,
-            cri: None,
-        };
-        let cri = CriPod {
-            cni,
-            attach: PodNetwork {
-                sandbox_id: id.clone(),
-                netns: pod_config.netns_path(),
-                ifname: GUEST_NIC.to_string(),
-                pod_namespace: metadata.namespace.clone(),
-                pod_name: metadata.name.clone(),
-                pod_uid: metadata.uid.clone(),
-                port_mappings: port_mappings(&config)?,
-            },
-            hostname: if config.hostname.is_empty() {
-                metadata.name.clone()
-            } else {
-                config.hostname.clone()
-            },
-            dns: config.dns_config.as_ref().map(|d| Dns {
-                nameservers: d.servers.clone(),
-                searches: d.searches.clone(),
-                options: d.options.clone(),
-            }),
-            sysctls: config
-                .linux
-                .as_ref()
-                .map(|l| l.sysctls.clone())
-                .unwrap_or_default(),
-            share_pid_namespace: pod_shares_pid(&config),
-        };
-        let pod_config = PodConfig {
-            cri: Some(cri),
-            ..pod_config
-        };
+        let pod_config = self.pod_config(&id, &metadata, &config, handler, size, cni)?;
         let progress = |step: &Step<'_>| log_step(&id, step);
         let started = async {
             let mut pod = Pod::new(pod_config).map_err(|e| invalid("config", e))?;
@@ -203,6 +156,67 @@ impl Runtime {
         })?;
         tracing::info!(pod = %id, "pod sandbox ready");
         Ok(id)
+    }
+
+    /// What the pod of sandbox `id` is made of (on creation and on adoption).
+    fn pod_config(
+        &self,
+        id: &str,
+        metadata: &SandboxMetadata,
+        config: &PodSandboxConfig,
+        handler: &crate::config::RuntimeHandler,
+        size: super::sizing::VmSize,
+        cni: crate::cni::Cni,
+    ) -> Result<PodConfig, Status> {
+        let id = id.to_string();
+        let pod_config = PodConfig {
+            name: host_name(&id).to_string(),
+            rootfs: PathBuf::new(),
+            run_dir: self.config.run_dir.clone(),
+            state_root: self.config.state_dir.clone(),
+            vmm: handler.vmm.clone(),
+            kernel: handler.kernel.clone(),
+            initramfs: handler.initramfs.clone(),
+            virtiofsd: handler.virtiofsd.clone(),
+            cpus: size.vcpus,
+            memory_mib: u32::try_from(size.memory_mib).unwrap_or(u32::MAX),
+            addressing: PodAddressing::default(),
+            boot_timeout: BOOT_TIMEOUT,
+            vmm_id: None,
+            cri: None,
+        };
+        let cri = CriPod {
+            cni,
+            attach: PodNetwork {
+                sandbox_id: id.clone(),
+                netns: pod_config.netns_path(),
+                ifname: GUEST_NIC.to_string(),
+                pod_namespace: metadata.namespace.clone(),
+                pod_name: metadata.name.clone(),
+                pod_uid: metadata.uid.clone(),
+                port_mappings: port_mappings(config)?,
+            },
+            hostname: if config.hostname.is_empty() {
+                metadata.name.clone()
+            } else {
+                config.hostname.clone()
+            },
+            dns: config.dns_config.as_ref().map(|d| Dns {
+                nameservers: d.servers.clone(),
+                searches: d.searches.clone(),
+                options: d.options.clone(),
+            }),
+            sysctls: config
+                .linux
+                .as_ref()
+                .map(|l| l.sysctls.clone())
+                .unwrap_or_default(),
+            share_pid_namespace: pod_shares_pid(config),
+        };
+        Ok(PodConfig {
+            cri: Some(cri),
+            ..pod_config
+        })
     }
 
     /// StopPodSandbox: kills its containers and stops its VM and network.
@@ -306,10 +320,10 @@ impl Runtime {
         Ok(())
     }
 
-    /// At start-up: sandboxes recorded as ready whose pod this vesseld does
-    /// not hold (re-adoption of a running pod VM is not implemented yet)
-    /// are torn down and marked not ready, their containers exited.
-    pub async fn recover(&self) {
+    /// At start-up: takes over every sandbox an earlier vesseld left ready
+    /// (its VM, virtiofsd, network, containers, logs); one whose VM is gone
+    /// is torn down and marked not ready, its containers exited.
+    pub async fn recover(self: &std::sync::Arc<Self>) {
         let sandboxes = match self
             .store
             .list_sandboxes(&crate::store::SandboxFilter::default())
@@ -324,19 +338,66 @@ impl Runtime {
             if s.state != SandboxState::Ready && s.vm.is_none() {
                 continue;
             }
-            tracing::warn!(pod = %s.id, "pod sandbox from an earlier vesseld: stopping it (re-adoption is not implemented yet)");
+            match self.adopt(&s).await {
+                Ok(true) => continue,
+                Ok(false) => {
+                    tracing::warn!(pod = %s.id, "the pod VM of a ready sandbox is gone; tearing down what is left")
+                }
+                Err(e) => {
+                    tracing::error!(pod = %s.id, error = %e.message(), "cannot take over a pod; tearing it down")
+                }
+            }
             if let Err(e) = self
                 .tear_down_unheld(&s.id, &s.metadata, &s.netns_path)
                 .await
             {
                 tracing::error!(pod = %s.id, error = %e.message(), "cannot tear down a pod from an earlier vesseld");
             }
-            let _ = self.mark_containers_gone(&s.id, "vesseld restarted and stopped the pod VM");
+            let _ = self.mark_containers_gone(&s.id, "the pod VM was gone when vesseld restarted");
             let _ = self.store.update_sandbox(&s.id, |r| {
                 r.state = SandboxState::NotReady;
                 r.vm = None;
             });
         }
+    }
+
+    /// Takes over one sandbox's running pod; false when its VM is gone.
+    async fn adopt(self: &std::sync::Arc<Self>, s: &SandboxRecord) -> Result<bool, Status> {
+        let config = PodSandboxConfig::decode(s.config.as_slice())
+            .map_err(|e| Status::internal(format!("recorded sandbox config: {e}")))?;
+        let handler = self.config.handler(&s.runtime_handler).ok_or_else(|| {
+            Status::internal(format!(
+                "runtime handler {:?} is no longer configured",
+                s.runtime_handler
+            ))
+        })?;
+        let size = super::sizing::VmSize {
+            vcpus: s.vm.as_ref().map_or(handler.default_vcpus, |vm| vm.vcpus),
+            memory_mib: s
+                .vm
+                .as_ref()
+                .map_or(u64::from(handler.default_memory_mib), |vm| vm.memory_mib),
+        };
+        let pod_config =
+            self.pod_config(&s.id, &s.metadata, &config, handler, size, self.cni()?)?;
+        let Some(pod) = Pod::adopt(pod_config)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        else {
+            return Ok(false);
+        };
+        let channel = pod.agent_channel();
+        self.add_pod(&s.id, pod);
+        match channel {
+            Some(channel) => self.reattach_containers(&s.id, channel).await,
+            None => {
+                self.mark_containers_gone(&s.id, "the pod's agent does not answer")?;
+                self.store
+                    .update_sandbox(&s.id, |r| r.state = SandboxState::NotReady)?;
+            }
+        }
+        tracing::info!(pod = %s.id, "took over a running pod sandbox");
+        Ok(true)
     }
 
     /// Marks the sandbox's containers that still look alive as exited: its

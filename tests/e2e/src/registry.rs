@@ -150,7 +150,7 @@ fn busybox_layer() -> (Vec<u8>, Vec<u8>) {
 
 /// Pushes a busybox image as `busybox:latest` (config: `PATH`, `Cmd sh`,
 /// `StopSignal SIGTERM`); returns its reference.
-pub async fn push_busybox(reg: &Registry) -> String {
+pub async fn push_busybox(host: &str) -> String {
     let (tar, blob) = busybox_layer();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
@@ -174,9 +174,9 @@ pub async fn push_busybox(reg: &Registry) -> String {
         protocol: ClientProtocol::Http,
         ..Default::default()
     });
-    let r = Reference::with_tag(reg.host(), "busybox".into(), "latest".into());
+    let r = Reference::with_tag(host.to_string(), "busybox".into(), "latest".into());
     client
-        .store_auth_if_needed(&reg.host(), &RegistryAuth::Anonymous)
+        .store_auth_if_needed(host, &RegistryAuth::Anonymous)
         .await;
     client
         .push_blob(&r, config.clone(), &sha256(&config))
@@ -194,7 +194,7 @@ pub async fn push_busybox(reg: &Registry) -> String {
         )
         .await
         .expect("push manifest");
-    format!("{}/busybox:latest", reg.host())
+    format!("{host}/busybox:latest")
 }
 
 /// A scratch directory under `$VESSEL_SCRATCH`.

@@ -104,7 +104,7 @@ fn ping(ip: &str) -> bool {
 async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     let dir = scratch("cri-pod");
     let registry = Registry::start(&dir.join("registry"));
-    let image = push_busybox(&registry).await;
+    let image = push_busybox(&registry.host()).await;
     let mut vesseld = Vesseld::start(&dir.join("vessel"), &registry.host());
     let mut cri = vesseld.connect().await;
     let logs = dir.join("pod-logs");
@@ -463,6 +463,92 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
             .await,
     );
     assert_eq!(c, Code::DeadlineExceeded, "{m}");
+
+    // kill -9 of vesseld: the pod keeps running; a container that exits and
+    // writes while vesseld is down is found exited, its output in its log.
+    let late_id = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config(
+                "late",
+                &image,
+                &[
+                    "sh",
+                    "-c",
+                    "sleep 4; echo written while vesseld was down; exit 5",
+                ],
+            )),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect("CreateContainer late")
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: late_id.clone(),
+        })
+        .await
+        .expect("StartContainer late");
+    let vmms = running_vmms();
+    vesseld.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(running_vmms(), vmms, "the pod VM did not outlive vesseld");
+    vesseld.spawn();
+    let mut cri = vesseld.connect().await;
+    let s = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        s.state,
+        PodSandboxState::SandboxReady as i32,
+        "after a restart:\n{}",
+        vesseld.log()
+    );
+    let late = wait_exited(&mut cri, &late_id).await;
+    assert_eq!(late.exit_code, 5, "{late:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&late.log_path)
+        .unwrap_or_default()
+        .contains("written while vesseld was down")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the output made while vesseld was down is not in the log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status_of(&mut cri, &long_id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let exec = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: long_id.clone(),
+            cmd: vec!["echo".into(), "still here".into()],
+            timeout: 30,
+        })
+        .await
+        .expect("ExecSync after a restart")
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "still here\n");
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: late_id.clone(),
+        })
+        .await
+        .expect("RemoveContainer late");
+
     let containers = cri
         .runtime
         .list_containers(ListContainersRequest {

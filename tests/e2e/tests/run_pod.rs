@@ -21,7 +21,7 @@ fn run_pod_streams_the_container_and_leaves_nothing() {
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../demo.sh");
     let mut child = Command::new("bash")
         .arg(demo)
-        .arg("--in-kvm-host")
+        .args(["--in-kvm-host", "--run-pod"])
         .args([
             "sh",
             "-c",
