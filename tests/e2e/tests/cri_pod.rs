@@ -464,6 +464,50 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     );
     assert_eq!(c, Code::DeadlineExceeded, "{m}");
 
+    // Stats from the pod's agent.
+    let cs = cri
+        .runtime
+        .container_stats(ContainerStatsRequest {
+            container_id: long_id.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(
+        cs.memory
+            .as_ref()
+            .and_then(|m| m.working_set_bytes.as_ref())
+            .is_some_and(|w| w.value > 0),
+        "{cs:?}"
+    );
+    assert!(
+        cs.cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .is_some(),
+        "{cs:?}"
+    );
+    let ps = cri
+        .runtime
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+        .await
+        .expect("ListPodSandboxStats")
+        .into_inner()
+        .stats;
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    let linux = ps[0].linux.as_ref().unwrap();
+    assert!(
+        linux
+            .network
+            .as_ref()
+            .and_then(|n| n.default_interface.as_ref())
+            .is_some_and(|i| i.rx_bytes.as_ref().is_some_and(|b| b.value > 0)),
+        "{linux:?}"
+    );
+    assert_eq!(linux.containers.len(), 1, "{linux:?}");
+
     // kill -9 of vesseld: the pod keeps running; a container that exits and
     // writes while vesseld is down is found exited, its output in its log.
     let late_id = cri
@@ -564,10 +608,13 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
         .unwrap()
         .into_inner()
         .containers;
-    assert_eq!(
-        containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-        [long_id.as_str()]
-    );
+    if containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>() != [long_id.as_str()] {
+        panic!(
+            "running containers {containers:?}; long: {:?}\n{}",
+            status_of(&mut cri, &long_id).await,
+            vesseld.log()
+        );
+    }
     let stopping = Instant::now();
     cri.runtime
         .stop_container(StopContainerRequest {

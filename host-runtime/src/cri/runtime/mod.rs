@@ -3,6 +3,7 @@
 //! with the pod and container ids as fields.
 
 mod convert;
+mod stats;
 mod status;
 
 use std::pin::Pin;
@@ -26,12 +27,36 @@ use crate::store::{ContainerFilter, SandboxFilter};
 #[derive(Clone)]
 pub struct RuntimeServiceImpl {
     rt: Arc<Runtime>,
+    cpu: Arc<stats::CpuSamples>,
 }
 
 impl RuntimeServiceImpl {
     /// Serves `rt`.
     pub fn new(rt: Arc<Runtime>) -> Self {
-        RuntimeServiceImpl { rt }
+        RuntimeServiceImpl {
+            rt,
+            cpu: Arc::default(),
+        }
+    }
+}
+
+impl RuntimeServiceImpl {
+    async fn sandbox_stats(
+        &self,
+        s: &crate::store::SandboxRecord,
+    ) -> Result<PodSandboxStats, Status> {
+        let containers = self.rt.store.list_containers(&ContainerFilter {
+            sandbox_id: s.id.clone(),
+            state: Some(crate::store::ContainerState::Running),
+            ..ContainerFilter::default()
+        })?;
+        let agent = stats::agent_stats(&self.rt, &s.id).await.unwrap_or(None);
+        Ok(stats::sandbox_stats(
+            &self.cpu,
+            s,
+            &containers,
+            agent.as_ref(),
+        ))
     }
 }
 
@@ -315,42 +340,77 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn container_stats(
         &self,
-        _request: Request<ContainerStatsRequest>,
+        request: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(unimplemented(
-            "ContainerStats",
-            "stats from the agent are not wired yet",
-        ))
+        let c = self
+            .rt
+            .store
+            .find_container(&request.into_inner().container_id)?;
+        let agent = stats::agent_stats(&self.rt, &c.sandbox_id).await?;
+        Ok(Response::new(ContainerStatsResponse {
+            stats: Some(stats::container_stats(&self.cpu, &c, agent.as_ref())),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<ListContainerStatsRequest>,
+        request: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(unimplemented(
-            "ListContainerStats",
-            "stats from the agent are not wired yet",
-        ))
+        let f = request.into_inner().filter.unwrap_or_default();
+        let filter = ContainerFilter {
+            id: f.id,
+            sandbox_id: f.pod_sandbox_id,
+            // Stats are of running containers, as containerd lists them.
+            state: Some(crate::store::ContainerState::Running),
+            labels: f.label_selector.into_iter().collect(),
+        };
+        let containers = self.rt.store.list_containers(&filter)?;
+        let mut by_pod: std::collections::HashMap<
+            String,
+            Option<vessel_agent_api::proto::GetStatsResponse>,
+        > = std::collections::HashMap::new();
+        let mut stats = Vec::new();
+        for c in &containers {
+            if !by_pod.contains_key(&c.sandbox_id) {
+                let s = stats::agent_stats(&self.rt, &c.sandbox_id)
+                    .await
+                    .unwrap_or(None);
+                by_pod.insert(c.sandbox_id.clone(), s);
+            }
+            let agent = by_pod.get(&c.sandbox_id).and_then(Option::as_ref);
+            stats.push(stats::container_stats(&self.cpu, c, agent));
+        }
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<PodSandboxStatsRequest>,
+        request: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(unimplemented(
-            "PodSandboxStats",
-            "stats from the agent are not wired yet",
-        ))
+        let s = self
+            .rt
+            .store
+            .find_sandbox(&request.into_inner().pod_sandbox_id)?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(self.sandbox_stats(&s).await?),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<ListPodSandboxStatsRequest>,
+        request: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented(
-            "ListPodSandboxStats",
-            "stats from the agent are not wired yet",
-        ))
+        let f = request.into_inner().filter.unwrap_or_default();
+        let filter = SandboxFilter {
+            id: f.id,
+            state: Some(crate::store::SandboxState::Ready),
+            labels: f.label_selector.into_iter().collect(),
+        };
+        let mut stats = Vec::new();
+        for s in self.rt.store.list_sandboxes(&filter)? {
+            stats.push(self.sandbox_stats(&s).await?);
+        }
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(

@@ -1,0 +1,206 @@
+//! The stats RPCs: each pod's agent reports its pod cgroup, its containers'
+//! cgroups and its NICs (`Stats.Get`); this turns them into CRI stats, with
+//! `usage_nano_cores` from the previous sample of the same container or pod
+//! (as containerd computes it).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_cri::v1::{
+    ContainerAttributes, ContainerMetadata, ContainerStats, CpuUsage, LinuxPodSandboxStats,
+    MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxMetadata,
+    PodSandboxStats, ProcessUsage, UInt64Value,
+};
+use tonic::Status;
+use vessel_agent_api::proto::stats_client::StatsClient;
+use vessel_agent_api::proto::{CgroupStats, GetStatsRequest, GetStatsResponse};
+
+use crate::daemon::runtime::Runtime;
+use crate::pod::{agent_call, AGENT_CALL_TIMEOUT, GUEST_NIC};
+use crate::store::{ContainerRecord, SandboxRecord};
+
+/// The last CPU sample (time, cumulative ns) of each container and pod.
+#[derive(Default)]
+pub struct CpuSamples(Mutex<HashMap<String, (i64, u64)>>);
+
+impl CpuSamples {
+    /// The cores used since the previous sample of `id` (none on the first).
+    fn nano_cores(&self, id: &str, at: i64, total_ns: u64) -> Option<u64> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = map.insert(id.to_string(), (at, total_ns));
+        let (then, before) = previous?;
+        let elapsed = u64::try_from(at.checked_sub(then)?)
+            .ok()
+            .filter(|e| *e > 0)?;
+        let used = total_ns.checked_sub(before)?;
+        Some((u128::from(used) * 1_000_000_000 / u128::from(elapsed)) as u64)
+    }
+}
+
+fn v(value: u64) -> Option<UInt64Value> {
+    Some(UInt64Value { value })
+}
+
+/// The agent's stats of a running sandbox's pod, or `None` when it does not run.
+pub async fn agent_stats(
+    rt: &Runtime,
+    sandbox_id: &str,
+) -> Result<Option<GetStatsResponse>, Status> {
+    let Some(pod) = rt.pod(sandbox_id) else {
+        return Ok(None);
+    };
+    let Some(channel) = pod.lock().await.agent_channel() else {
+        return Ok(None);
+    };
+    let stats = agent_call(
+        "Stats.Get",
+        AGENT_CALL_TIMEOUT,
+        StatsClient::new(channel).get(GetStatsRequest::default()),
+    )
+    .await
+    .map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(Some(stats))
+}
+
+fn cpu(samples: &CpuSamples, id: &str, at: i64, cg: Option<&CgroupStats>) -> Option<CpuUsage> {
+    let c = cg?.cpu.as_ref()?;
+    let total = c.usage_usec.saturating_mul(1000);
+    Some(CpuUsage {
+        timestamp: at,
+        usage_core_nano_seconds: v(total),
+        usage_nano_cores: samples.nano_cores(id, at, total).and_then(v),
+    })
+}
+
+fn memory(at: i64, cg: Option<&CgroupStats>) -> Option<MemoryUsage> {
+    let m = cg?.memory.as_ref()?;
+    Some(MemoryUsage {
+        timestamp: at,
+        working_set_bytes: v(m.working_set_bytes),
+        available_bytes: (m.limit_bytes > 0)
+            .then(|| m.limit_bytes.saturating_sub(m.working_set_bytes))
+            .and_then(v),
+        usage_bytes: v(m.usage_bytes),
+        rss_bytes: v(m.rss_bytes),
+        page_faults: v(m.page_faults),
+        major_page_faults: v(m.major_page_faults),
+    })
+}
+
+/// A container's CRI stats from its pod's agent stats.
+pub fn container_stats(
+    samples: &CpuSamples,
+    c: &ContainerRecord,
+    stats: Option<&GetStatsResponse>,
+) -> ContainerStats {
+    let at = stats.map_or(0, |s| s.timestamp);
+    let cg = stats
+        .and_then(|s| s.containers.iter().find(|x| x.container_id == c.id))
+        .and_then(|x| x.cgroup.as_ref());
+    ContainerStats {
+        attributes: Some(ContainerAttributes {
+            id: c.id.clone(),
+            metadata: Some(ContainerMetadata {
+                name: c.metadata.name.clone(),
+                attempt: c.metadata.attempt,
+            }),
+            labels: c
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            annotations: c
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }),
+        cpu: cpu(samples, &c.id, at, cg),
+        memory: memory(at, cg),
+        writable_layer: None,
+        swap: None,
+    }
+}
+
+/// A sandbox's CRI stats: the pod cgroup in the guest, its NICs, its containers.
+pub fn sandbox_stats(
+    samples: &CpuSamples,
+    s: &SandboxRecord,
+    containers: &[ContainerRecord],
+    stats: Option<&GetStatsResponse>,
+) -> PodSandboxStats {
+    let at = stats.map_or(0, |st| st.timestamp);
+    let pod = stats.and_then(|st| st.pod.as_ref());
+    let interfaces: Vec<NetworkInterfaceUsage> = stats
+        .map(|st| {
+            st.interfaces
+                .iter()
+                .map(|i| NetworkInterfaceUsage {
+                    name: i.name.clone(),
+                    rx_bytes: v(i.rx_bytes),
+                    rx_errors: v(i.rx_errors),
+                    tx_bytes: v(i.tx_bytes),
+                    tx_errors: v(i.tx_errors),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    PodSandboxStats {
+        attributes: Some(PodSandboxAttributes {
+            id: s.id.clone(),
+            metadata: Some(PodSandboxMetadata {
+                name: s.metadata.name.clone(),
+                uid: s.metadata.uid.clone(),
+                namespace: s.metadata.namespace.clone(),
+                attempt: s.metadata.attempt,
+            }),
+            labels: s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            annotations: s
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }),
+        linux: Some(LinuxPodSandboxStats {
+            cpu: cpu(samples, &s.id, at, pod),
+            memory: memory(at, pod),
+            network: stats.map(|_| NetworkUsage {
+                timestamp: at,
+                default_interface: interfaces.iter().find(|i| i.name == GUEST_NIC).cloned(),
+                interfaces: interfaces.clone(),
+            }),
+            process: pod.and_then(|p| p.pids.as_ref()).map(|p| ProcessUsage {
+                timestamp: at,
+                process_count: v(p.current),
+            }),
+            containers: containers
+                .iter()
+                .map(|c| container_stats(samples, c, stats))
+                .collect(),
+        }),
+        windows: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nano_cores_come_from_the_previous_sample() {
+        let s = CpuSamples::default();
+        assert_eq!(s.nano_cores("c", 1_000_000_000, 0), None);
+        // Half a core over one second.
+        assert_eq!(
+            s.nano_cores("c", 2_000_000_000, 500_000_000),
+            Some(500_000_000)
+        );
+        // A clock that went back or a counter that reset gives nothing.
+        assert_eq!(s.nano_cores("c", 1_500_000_000, 600_000_000), None);
+        assert_eq!(s.nano_cores("c", 3_000_000_000, 1), None);
+    }
+}
