@@ -35,6 +35,13 @@ use crate::store::{ContainerMetadata, ContainerRecord, ContainerState, SandboxSt
 /// (`maxExecSyncOutput`); more is cut off, as containerd does.
 pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
 
+/// How many times in a row a container's exit waiter asks again after the
+/// connection to a running pod's agent broke.
+const WAIT_RETRIES: u32 = 30;
+
+/// The pause between those.
+const WAIT_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long a container may take to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -359,7 +366,8 @@ impl Runtime {
                 // Wait returns at once for a container that exited meanwhile.
                 let rt = Arc::clone(self);
                 let (ch, id) = (channel.clone(), c.id.clone());
-                let waiter = tokio::spawn(async move { rt.wait_exit(ch, id).await });
+                let sandbox = sandbox_id.to_string();
+                let waiter = tokio::spawn(async move { rt.wait_exit(ch, id, sandbox).await });
                 self.add_task(&c.id, waiter.abort_handle());
             }
             tracing::info!(pod = %sandbox_id, container = %c.id, status = info.status, "container found again");
@@ -397,25 +405,47 @@ impl Runtime {
         self.publish(event(&started, ContainerEventType::ContainerStartedEvent));
         let rt = Arc::clone(self);
         let id = c.id.clone();
-        let waiter = tokio::spawn(async move { rt.wait_exit(pod.channel, id).await });
+        let sandbox = c.sandbox_id.clone();
+        let waiter = tokio::spawn(async move { rt.wait_exit(pod.channel, id, sandbox).await });
         self.add_task(&c.id, waiter.abort_handle());
         tracing::info!(pod = %c.sandbox_id, container = %c.id, "container started");
         Ok(())
     }
 
     /// Waits for a container's exit (no deadline: it may run for months)
-    /// and records it at once.
-    async fn wait_exit(&self, channel: Channel, id: String) {
-        let reply = ContainersClient::new(channel)
-            .wait(WaitContainerRequest {
-                container_id: id.clone(),
-            })
-            .await;
-        let (exit_code, oom, finished_at, message) = match reply {
-            Ok(r) => {
-                let r = r.into_inner();
-                (r.exit_code, r.oom_killed, r.finished_at, String::new())
+    /// and records it at once. A broken connection to the agent is not an
+    /// exit: the wait is asked again while the pod's VMM runs, and only a
+    /// pod that is gone (or an agent that keeps failing) counts as lost.
+    async fn wait_exit(&self, channel: Channel, id: String, sandbox_id: String) {
+        let mut failures = 0u32;
+        let reply = loop {
+            let reply = ContainersClient::new(channel.clone())
+                .wait(WaitContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await;
+            match reply {
+                Ok(r) => break Ok(r.into_inner()),
+                Err(status) => {
+                    failures += 1;
+                    let vm_runs = match self.pod(&sandbox_id) {
+                        Some(pod) => pod.lock().await.vm().is_some_and(|vm| {
+                            vm.pid().is_some_and(|pid| {
+                                std::path::Path::new(&format!("/proc/{pid}")).exists()
+                            })
+                        }),
+                        None => false,
+                    };
+                    tracing::warn!(pod = %sandbox_id, container = %id, code = ?status.code(), error = %status.message(), vm_runs, failures, "Containers.Wait failed");
+                    if !vm_runs || failures >= WAIT_RETRIES {
+                        break Err(status);
+                    }
+                    tokio::time::sleep(WAIT_RETRY_PAUSE).await;
+                }
             }
+        };
+        let (exit_code, oom, finished_at, message) = match reply {
+            Ok(r) => (r.exit_code, r.oom_killed, r.finished_at, String::new()),
             // The VM went away under it (killed VMM, stopped pod).
             Err(status) => (
                 137,
