@@ -30,6 +30,7 @@ use crate::daemon::runtime::{now_nanos, Runtime, SharedLog};
 use crate::pod::{agent_call, AGENT_CALL_TIMEOUT, SHARE_DIR};
 use crate::sandbox::manager::invalid;
 use crate::store::{ContainerMetadata, ContainerRecord, ContainerState, SandboxState};
+use crate::vm::VmProcess;
 
 /// Most output ExecSync returns per stream, as the kubelet caps it
 /// (`maxExecSyncOutput`); more is cut off, as containerd does.
@@ -429,11 +430,15 @@ impl Runtime {
                 Err(status) => {
                     failures += 1;
                     let vm_runs = match self.pod(&sandbox_id) {
-                        Some(pod) => pod.lock().await.vm().is_some_and(|vm| {
-                            vm.pid().is_some_and(|pid| {
-                                std::path::Path::new(&format!("/proc/{pid}")).exists()
-                            })
-                        }),
+                        Some(pod) => {
+                            pod.lock()
+                                .await
+                                .vm()
+                                .and_then(VmProcess::pid)
+                                .is_some_and(|pid| {
+                                    crate::store::ProcessRecord::of(pid).is_ok_and(|r| r.is_alive())
+                                })
+                        }
                         None => false,
                     };
                     tracing::warn!(pod = %sandbox_id, container = %id, code = ?status.code(), error = %status.message(), vm_runs, failures, "Containers.Wait failed");

@@ -840,6 +840,11 @@ pub(crate) fn unmount_share(path: &std::path::Path) -> Result<(), PodError> {
 /// Asks the agent to shut the guest down and waits for the VMM to exit 0;
 /// kills it if that does not happen.
 async fn shut_down(mut vm: VmProcess, agent: Channel) -> Result<(), PodError> {
+    // A VMM that is already gone (killed, crashed guest) is stopped.
+    if let Ok(Some(exit)) = vm.try_exit() {
+        tracing::warn!(exit = %exit, "vessel-vmm had already exited");
+        return Ok(());
+    }
     let asked = agent_call(
         "Agent.Shutdown",
         AGENT_CALL_TIMEOUT,
@@ -856,7 +861,14 @@ async fn shut_down(mut vm: VmProcess, agent: Channel) -> Result<(), PodError> {
             }),
             Err(e) => Err(e.into()),
         },
-        Err(e) => Err(e),
+        Err(e) => match vm.try_exit() {
+            // It died while we asked: nothing is left to shut down.
+            Ok(Some(exit)) => {
+                tracing::warn!(exit = %exit, error = %e, "vessel-vmm exited before it could be shut down");
+                Ok(())
+            }
+            _ => Err(e),
+        },
     };
     if result.is_err() {
         vm.kill().await?;

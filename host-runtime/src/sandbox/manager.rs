@@ -26,6 +26,9 @@ use crate::store::{
 /// test host is slow; a real host takes well under a second).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How often a sandbox's VMM is checked for life.
+const VM_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How many characters of the sandbox id name the pod's host-side parts
 /// (state dir, netns, cgroup): the whole id would make socket paths too long.
 pub const HOST_NAME_LEN: usize = 16;
@@ -44,7 +47,7 @@ impl Runtime {
     /// RunPodSandbox: checks the request, records the sandbox, boots its pod
     /// VM; on failure undoes everything and forgets it. Returns its id.
     pub async fn run_sandbox(
-        &self,
+        self: &std::sync::Arc<Self>,
         config: PodSandboxConfig,
         runtime_handler: &str,
     ) -> Result<String, Status> {
@@ -146,7 +149,11 @@ impl Runtime {
             .host_cgroup()
             .and_then(|cg| cg.dirs().first().map(|d| d.display().to_string()))
             .unwrap_or_default();
+        let vmm = vm.as_ref().map(|vm| vm.vmm);
         self.add_pod(&id, pod);
+        if let Some(vmm) = vmm {
+            self.watch_vm(&id, vmm);
+        }
         self.store.update_sandbox(&id, |s| {
             s.state = SandboxState::Ready;
             s.ips = ips;
@@ -387,7 +394,11 @@ impl Runtime {
             return Ok(false);
         };
         let channel = pod.agent_channel();
+        let vmm = vm_record(&pod).map(|vm| vm.vmm);
         self.add_pod(&s.id, pod);
+        if let Some(vmm) = vmm {
+            self.watch_vm(&s.id, vmm);
+        }
         match channel {
             Some(channel) => self.reattach_containers(&s.id, channel).await,
             None => {
@@ -398,6 +409,37 @@ impl Runtime {
         }
         tracing::info!(pod = %s.id, "took over a running pod sandbox");
         Ok(true)
+    }
+
+    /// Watches a sandbox's VMM: when it dies while the sandbox is up (killed,
+    /// crashed guest), the sandbox becomes NotReady and its containers
+    /// exited, saying why; Stop/Remove then clean up as usual.
+    pub fn watch_vm(self: &std::sync::Arc<Self>, sandbox_id: &str, vmm: ProcessRecord) {
+        let rt = std::sync::Arc::clone(self);
+        let id = sandbox_id.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(VM_WATCH_INTERVAL).await;
+                if rt.pod(&id).is_none() {
+                    return; // stopped or removed
+                }
+                if vmm.is_alive() {
+                    continue;
+                }
+                tracing::warn!(pod = %id, pid = vmm.pid, "the pod's vessel-vmm exited; the sandbox is not ready");
+                let why = format!("the pod VM exited (vessel-vmm pid {} is gone)", vmm.pid);
+                if let Err(e) = rt.mark_containers_gone(&id, &why) {
+                    tracing::error!(pod = %id, error = %e.message(), "cannot mark the containers of a dead pod VM");
+                }
+                if let Err(e) = rt
+                    .store
+                    .update_sandbox(&id, |s| s.state = SandboxState::NotReady)
+                {
+                    tracing::error!(pod = %id, error = %e, "cannot mark a dead pod VM's sandbox");
+                }
+                return;
+            }
+        });
     }
 
     /// Marks the sandbox's containers that still look alive as exited: its

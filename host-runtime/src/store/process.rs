@@ -24,6 +24,24 @@ impl ProcessRecord {
     }
 }
 
+impl ProcessRecord {
+    /// Whether the recorded process still runs and is not a zombie (dead,
+    /// waiting to be reaped by its parent): what a watcher of a child needs.
+    pub fn is_alive(&self) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        start_time(&stat) == Some(self.start_time) && !is_zombie(&stat)
+    }
+}
+
+/// Field 3 (`state`) of a `/proc/<pid>/stat` line is `Z` (zombie) or `X` (dead).
+fn is_zombie(stat: &str) -> bool {
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X")
+}
+
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command (field
 /// 2) is in parentheses and may hold spaces and `)`, so fields are counted
 /// from the last `)`.
@@ -43,6 +61,8 @@ mod tests {
                     1000 10 18446744073709551615";
         assert_eq!(start_time(stat), Some(987_654));
         assert_eq!(start_time("1 (x) S 1"), None);
+        assert!(!is_zombie(stat));
+        assert!(is_zombie("1234 (a) b (c) Z 1 1234"));
         assert_eq!(start_time("garbage"), None);
     }
 

@@ -92,6 +92,50 @@ fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
     (e.code(), e.message().to_string())
 }
 
+/// No sandbox, container, VMM, netns, pod state, host-local address or
+/// mount of vesseld's is left (after the pod `pod_id` was removed).
+async fn nothing_left(cri: &mut Cri, vesseld: &Vesseld, pod_id: &str) {
+    let listed = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(listed.is_empty(), "{listed:?}");
+    let containers = cri
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(containers.is_empty(), "{containers:?}");
+    assert_eq!(running_vmms(), Vec::<u32>::new(), "stray vessel-vmm");
+    assert!(
+        !netns_exists(&format!("vessel-{}", &pod_id[..16])),
+        "the pod's netns is left"
+    );
+    let pods = vesseld.run_dir().join("pods");
+    let left: Vec<_> = std::fs::read_dir(&pods)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pod state left: {left:?}");
+    let ipam: Vec<_> = std::fs::read_dir(vesseld.ipam_dir.join("vessel-e2e"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(ipam.is_empty(), "host-local allocations left: {ipam:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = vesseld.dir.display().to_string();
+    let ours: Vec<_> = mounts.lines().filter(|l| l.contains(&root)).collect();
+    assert!(ours.is_empty(), "mounts left: {ours:#?}");
+}
+
 fn ping(ip: &str) -> bool {
     // busybox's: the test host (the development machine's root) has no iputils.
     std::process::Command::new(vessel_e2e::busybox::BUSYBOX)
@@ -675,46 +719,80 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
             .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", vesseld.log()));
     }
 
-    // Nothing is left.
-    let listed = cri
+    nothing_left(&mut cri, &vesseld, &pod_id).await;
+
+    // A pod whose VMM dies: NotReady, its container exited saying why;
+    // Stop and Remove still clean everything up.
+    let victim_config = pod_config("victim", &log_dir);
+    let victim = cri
         .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
-    assert!(listed.is_empty(), "{listed:?}");
-    let containers = cri
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
-    assert!(containers.is_empty(), "{containers:?}");
-    assert_eq!(running_vmms(), Vec::<u32>::new(), "stray vessel-vmm");
-    assert!(
-        !netns_exists(&format!("vessel-{}", &pod_id[..16])),
-        "the pod's netns is left"
-    );
-    let pods = vesseld.run_dir().join("pods");
-    let left: Vec<_> = std::fs::read_dir(&pods)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "pod state left: {left:?}");
-    let ipam: Vec<_> = std::fs::read_dir(vesseld.ipam_dir.join("vessel-e2e"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("10."))
-                .collect()
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(victim_config.clone()),
+            runtime_handler: String::new(),
         })
-        .unwrap_or_default();
-    assert!(ipam.is_empty(), "host-local allocations left: {ipam:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = vesseld.dir.display().to_string();
-    let ours: Vec<_> = mounts.lines().filter(|l| l.contains(&root)).collect();
-    assert!(ours.is_empty(), "mounts left: {ours:#?}");
+        .await
+        .expect("RunPodSandbox victim")
+        .into_inner()
+        .pod_sandbox_id;
+    let doomed = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: victim.clone(),
+            config: Some(container_config("doomed", &image, &["sleep", "1000"])),
+            sandbox_config: Some(victim_config.clone()),
+        })
+        .await
+        .expect("CreateContainer doomed")
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: doomed.clone(),
+        })
+        .await
+        .expect("StartContainer doomed");
+    let vmms = running_vmms();
+    assert_eq!(vmms.len(), 1, "{vmms:?}");
+    // SAFETY: kill(2) of the pod's VMM, found by its executable.
+    assert_eq!(unsafe { libc::kill(vmms[0] as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = cri
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: victim.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if s.state == PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox of a killed VMM stays ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = wait_exited(&mut cri, &doomed).await;
+    assert!(gone.message.contains("pod VM"), "{gone:?}");
+    assert_ne!(gone.exit_code, 0, "{gone:?}");
+    cri.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: victim.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox of a dead VM: {e}\n{}", vesseld.log()));
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: victim.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox of a dead VM: {e}\n{}", vesseld.log()));
+    nothing_left(&mut cri, &vesseld, &victim).await;
     let _ = POD_GATEWAY;
 
     // SIGTERM stops the daemon cleanly and removes its socket.
