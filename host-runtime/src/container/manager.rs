@@ -180,14 +180,7 @@ impl Runtime {
         }
         let share = ContainerShare::new(&pod.share_source, &pod.share, &id);
         let made = self
-            .make_container(
-                &pod,
-                &share,
-                &mut record,
-                &config,
-                &sandbox_config,
-                log_path,
-            )
+            .make_container(&pod, &share, &mut record, &config, &sandbox_config, &image)
             .await;
         if let Err(status) = made {
             tracing::warn!(pod = %pod.id, container = %id, error = %status.message(), "CreateContainer failed; rolling back");
@@ -224,7 +217,7 @@ impl Runtime {
         record: &mut ContainerRecord,
         config: &ContainerConfig,
         sandbox_config: &PodSandboxConfig,
-        log_path: Option<PathBuf>,
+        image: &ImageConfig,
     ) -> Result<(), Status> {
         let id = record.id.clone();
         let rootfs_target = share.make()?;
@@ -248,18 +241,11 @@ impl Runtime {
         let mapper = |i: usize, _m: &k8s_cri::v1::Mount| -> Result<String, spec::SpecError> {
             Ok(guest_paths.get(i).cloned().unwrap_or_default())
         };
-        let image = ImageConfig::from_config_json(
-            &self
-                .images
-                .config_json(&record.image_id)
-                .map_err(crate::cri::image::status_of)?,
-        )
-        .map_err(|e| Status::internal(e.to_string()))?;
         let built = spec::build(SpecInput {
             config,
             sandbox_config,
             sandbox: &pod.sandbox,
-            image: &image,
+            image,
             host_paths: &mapper,
             extra_mounts: Vec::new(),
         })?;
@@ -285,7 +271,7 @@ impl Runtime {
         .await
         .map_err(agent_status)?;
         // The copiers attach now: the agent holds the output until they read.
-        self.attach_output(&pod.channel, &id, log_path)
+        self.attach_output(&pod.channel, &id, record_log_path(record))
     }
 
     /// Starts the two copiers of a container's output into its CRI log
@@ -359,8 +345,7 @@ impl Runtime {
                 });
                 continue;
             };
-            let log = (!c.log_path.is_empty()).then(|| PathBuf::from(&c.log_path));
-            if let Err(e) = self.attach_output(&channel, &c.id, log) {
+            if let Err(e) = self.attach_output(&channel, &c.id, record_log_path(&c)) {
                 tracing::warn!(pod = %sandbox_id, container = %c.id, error = %e.message(), "cannot re-attach the container log");
             }
             if c.state == ContainerState::Running {
@@ -754,6 +739,11 @@ impl Runtime {
         .await;
         result
     }
+}
+
+/// The CRI log file of a container, if it has one.
+fn record_log_path(c: &ContainerRecord) -> Option<PathBuf> {
+    (!c.log_path.is_empty()).then(|| PathBuf::from(&c.log_path))
 }
 
 /// What container calls need of their sandbox.

@@ -194,15 +194,12 @@ impl Runtime {
         };
         let cri = CriPod {
             cni,
-            attach: PodNetwork {
-                sandbox_id: id.clone(),
-                netns: pod_config.netns_path(),
-                ifname: GUEST_NIC.to_string(),
-                pod_namespace: metadata.namespace.clone(),
-                pod_name: metadata.name.clone(),
-                pod_uid: metadata.uid.clone(),
-                port_mappings: port_mappings(config)?,
-            },
+            attach: pod_network(
+                &id,
+                metadata,
+                pod_config.netns_path(),
+                port_mappings(config)?,
+            ),
             hostname: if config.hostname.is_empty() {
                 metadata.name.clone()
             } else {
@@ -300,15 +297,7 @@ impl Runtime {
         let name = host_name(id);
         if !netns_path.is_empty() {
             if let Ok(cni) = self.cni() {
-                let attach = PodNetwork {
-                    sandbox_id: id.to_string(),
-                    netns: PathBuf::from(netns_path),
-                    ifname: GUEST_NIC.to_string(),
-                    pod_namespace: metadata.namespace.clone(),
-                    pod_name: metadata.name.clone(),
-                    pod_uid: metadata.uid.clone(),
-                    port_mappings: Vec::new(),
-                };
+                let attach = pod_network(id, metadata, PathBuf::from(netns_path), Vec::new());
                 if let Err(e) = cni.del(&attach).await {
                     tracing::warn!(pod = %id, error = %e, "CNI DEL of a pod left by an earlier vesseld");
                 }
@@ -519,6 +508,24 @@ fn refuse_node_namespaces(config: &PodSandboxConfig) -> Result<(), Status> {
         }
     }
     Ok(())
+}
+
+/// Which pod the CNI chain attaches (or detaches): its `CNI_*` and `CNI_ARGS`.
+fn pod_network(
+    id: &str,
+    metadata: &SandboxMetadata,
+    netns: PathBuf,
+    port_mappings: Vec<PortMapping>,
+) -> PodNetwork {
+    PodNetwork {
+        sandbox_id: id.to_string(),
+        netns,
+        ifname: GUEST_NIC.to_string(),
+        pod_namespace: metadata.namespace.clone(),
+        pod_name: metadata.name.clone(),
+        pod_uid: metadata.uid.clone(),
+        port_mappings,
+    }
 }
 
 fn port_mappings(config: &PodSandboxConfig) -> Result<Vec<PortMapping>, Status> {
