@@ -272,6 +272,8 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
         addressing: args.subnet,
         boot_timeout: args.vm.timeout,
         vmm_id: None,
+        kernel_args: String::new(),
+        pod_ids: vessel_host_runtime::config::IdRange::default(),
         cri: None,
     };
     let mut pod = Pod::new(config.clone()).context("checking the pod's configuration")?;

@@ -255,5 +255,9 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     f.write_all(wanted.join(" ").as_bytes()).map_err(io(&path))
 }
 
+mod usage;
+
+pub use usage::{MemoryUsage, Usage};
+
 #[cfg(test)]
 mod tests;

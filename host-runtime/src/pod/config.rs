@@ -44,12 +44,6 @@ pub const SHARE_SOURCE_DIR: &str = "shared";
 /// pod's uid): its sockets, console and logs.
 pub const VM_DIR: &str = "vm";
 
-/// The first of the unprivileged ids pod VMMs run as, one per pod.
-pub const POD_ID_BASE: u32 = 200_000;
-
-/// How many pod ids there are.
-pub const POD_ID_COUNT: u32 = 65_536;
-
 /// virtiofsd's socket in a pod's state dir.
 pub const VIRTIOFSD_SOCKET: &str = "virtiofsd.sock";
 
@@ -91,6 +85,10 @@ pub struct PodConfig {
     /// The unprivileged uid and gid the pod's VMM runs as (allocated when
     /// the pod is made; `None` before).
     pub vmm_id: Option<u32>,
+    /// Appended to the guest kernel's command line (the handler's `kernel_args`).
+    pub kernel_args: String,
+    /// The block of host ids pod VMMs run as, one per pod (`[pod_ids]`).
+    pub pod_ids: crate::config::IdRange,
     /// A CRI pod sandbox: CNI networking and a share of per-container
     /// rootfs (`None`: run-pod's own subnet and one rootfs).
     pub cri: Option<CriPod>,
@@ -228,7 +226,7 @@ impl PodConfig {
             cpus: self.cpus,
             memory_mib: self.memory_mib,
             hugepages: false,
-            extra_cmdline: None,
+            extra_cmdline: (!self.kernel_args.is_empty()).then(|| self.kernel_args.clone()),
             state_dir: self.vm_dir(),
             api_socket: false,
             nets: vec![NetDevice {
@@ -301,6 +299,8 @@ pub(crate) fn test_config(dir: &Path, name: &str) -> PodConfig {
         addressing: PodAddressing::default(),
         boot_timeout: Duration::from_secs(60),
         vmm_id: None,
+        kernel_args: String::new(),
+        pod_ids: crate::config::IdRange::default(),
         cri: None,
     }
 }
@@ -336,7 +336,17 @@ mod tests {
         );
         assert_eq!(launch.shares[0].tag, "rootfs");
         assert!(launch.jail.is_some(), "the pod's VMM is jailed");
+        assert_eq!(launch.cmdline, None);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_handlers_kernel_args_reach_the_guest_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.kernel_args = "quiet vessel.diag=1".into();
+        let launch = c.vm_config().launch_config().unwrap();
+        assert_eq!(launch.cmdline.as_deref(), Some("quiet vessel.diag=1"));
     }
 
     #[test]

@@ -31,8 +31,7 @@ use crate::vm::{Isolation, VmError, VmExit, VmProcess};
 
 pub use config::{
     validate_name, CriPod, PodConfig, PodConfigError, CGROUP_PARENT, GUEST_NIC, HOST_OVERHEAD_MIB,
-    OWNER_RECORD, POD_ID_BASE, POD_ID_COUNT, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR,
-    SHARE_SOURCE_DIR, TAP_NAME, VM_DIR,
+    OWNER_RECORD, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR, SHARE_SOURCE_DIR, TAP_NAME, VM_DIR,
 };
 pub use container::{ContainerExit, ContainerRun};
 pub use leftovers::{leftovers, Leftover};
@@ -52,6 +51,14 @@ const VIRTIOFSD_GRACE: Duration = Duration::from_secs(5);
 /// Running, stopping or checking a pod failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
+    /// Every id of `[pod_ids]` is some running pod's.
+    #[error("no free pod id: all {count} ids from {start} ([pod_ids]) are in use")]
+    NoFreeId {
+        /// The first id of the block.
+        start: u32,
+        /// Its size.
+        count: u32,
+    },
     /// The configuration cannot work.
     #[error(transparent)]
     Config(#[from] PodConfigError),
@@ -335,7 +342,7 @@ impl Pod {
         // The VMM's own directory, owned by the pod's unprivileged id: the
         // jailed VMM removes its sockets there at exit, and can touch
         // nothing else of the pod's (records stay in the root-owned parent).
-        let id = allocate_pod_id(&self.config.run_dir.join("pods"));
+        let id = allocate_pod_id(&self.config.run_dir.join("pods"), self.config.pod_ids)?;
         let vm_dir = self.config.vm_dir();
         let io = |source| PodError::StateDir {
             path: vm_dir.clone(),
@@ -788,9 +795,9 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
     }
 }
 
-/// The lowest pod id no pod under `pods` uses (ids are the owners of the
-/// pods' VMM directories), so no two pods' VMMs share a uid.
-fn allocate_pod_id(pods: &std::path::Path) -> u32 {
+/// The lowest id of `ids` no pod under `pods` uses (ids are the owners of
+/// the pods' VMM directories), so no two pods' VMMs share a uid.
+fn allocate_pod_id(pods: &std::path::Path, ids: crate::config::IdRange) -> Result<u32, PodError> {
     use std::os::unix::fs::MetadataExt;
     let used: std::collections::HashSet<u32> = std::fs::read_dir(pods)
         .into_iter()
@@ -799,11 +806,13 @@ fn allocate_pod_id(pods: &std::path::Path) -> u32 {
         .filter_map(|e| std::fs::metadata(e.path().join(VM_DIR)).ok())
         .map(|m| m.uid())
         .collect();
-    (POD_ID_BASE..POD_ID_BASE + POD_ID_COUNT)
+    (ids.start..=ids.last())
         .find(|id| !used.contains(id))
-        // Every id taken (65536 pods on one node): share the last one
-        // rather than fail; vessel's pods are bounded far below that.
-        .unwrap_or(POD_ID_BASE + POD_ID_COUNT - 1)
+        // Never share an id: two pods' VMMs could then touch each other's files.
+        .ok_or(PodError::NoFreeId {
+            start: ids.start,
+            count: ids.count,
+        })
 }
 
 /// The record of this vesseld process, as the owner of the pods it makes.
@@ -1045,6 +1054,31 @@ mod tests {
 
     fn config() -> PodConfig {
         test_config(std::path::Path::new("/srv"), "demo")
+    }
+
+    #[test]
+    fn pod_ids_are_never_shared() {
+        use std::os::unix::fs::chown;
+        let pods = tempfile::tempdir().unwrap();
+        let ids = crate::config::IdRange {
+            start: 300_000,
+            count: 2,
+        };
+        assert_eq!(allocate_pod_id(pods.path(), ids).unwrap(), 300_000);
+        for (pod, id) in [("a", 300_000), ("b", 300_001)] {
+            let vm = pods.path().join(pod).join(VM_DIR);
+            std::fs::create_dir_all(&vm).unwrap();
+            chown(&vm, Some(id), Some(id)).unwrap();
+        }
+        assert!(matches!(
+            allocate_pod_id(pods.path(), ids),
+            Err(PodError::NoFreeId {
+                start: 300_000,
+                count: 2
+            })
+        ));
+        std::fs::remove_dir_all(pods.path().join("a")).unwrap();
+        assert_eq!(allocate_pod_id(pods.path(), ids).unwrap(), 300_000);
     }
 
     #[test]

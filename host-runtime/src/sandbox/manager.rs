@@ -190,6 +190,8 @@ impl Runtime {
             addressing: PodAddressing::default(),
             boot_timeout: BOOT_TIMEOUT,
             vmm_id: None,
+            kernel_args: handler.kernel_args.clone(),
+            pod_ids: self.config.pod_ids,
             cri: None,
         };
         let cri = CriPod {

@@ -51,11 +51,13 @@ impl RuntimeServiceImpl {
             ..ContainerFilter::default()
         })?;
         let agent = stats::agent_stats(&self.rt, &s.id).await.unwrap_or(None);
+        let host = stats::host_usage(&self.rt, &s.id).await;
         Ok(stats::sandbox_stats(
             &self.cpu,
             s,
             &containers,
             agent.as_ref(),
+            host,
         ))
     }
 }

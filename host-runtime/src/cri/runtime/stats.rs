@@ -1,7 +1,9 @@
-//! The stats RPCs: each pod's agent reports its pod cgroup, its containers'
-//! cgroups and its NICs (`Stats.Get`); this turns them into CRI stats, with
-//! `usage_nano_cores` from the previous sample of the same container or pod
-//! (as containerd computes it).
+//! The stats RPCs: each pod's agent reports its containers' cgroups, its
+//! process count and its NICs (`Stats.Get`); the pod's CPU and memory are its
+//! host cgroup's (VMM and virtiofsd, guest RAM touched included: what the pod
+//! costs the node). This turns them into CRI stats, with `usage_nano_cores`
+//! from the previous sample of the same container or pod (as containerd
+//! computes it).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,8 +15,11 @@ use k8s_cri::v1::{
 };
 use tonic::Status;
 use vessel_agent_api::proto::stats_client::StatsClient;
-use vessel_agent_api::proto::{CgroupStats, GetStatsRequest, GetStatsResponse};
+use vessel_agent_api::proto::{
+    CgroupStats, CpuStats, GetStatsRequest, GetStatsResponse, MemoryStats,
+};
 
+use crate::cgroup::Usage;
 use crate::daemon::runtime::Runtime;
 use crate::pod::{agent_call, AGENT_CALL_TIMEOUT, GUEST_NIC};
 use crate::store::{ContainerRecord, SandboxRecord};
@@ -60,6 +65,39 @@ pub async fn agent_stats(
     .await
     .map_err(|e| Status::unavailable(e.to_string()))?;
     Ok(Some(stats))
+}
+
+/// The host cgroup usage of a running sandbox's pod, and when it was read (ns).
+pub async fn host_usage(rt: &Runtime, sandbox_id: &str) -> Option<(i64, Usage)> {
+    let pod = rt.pod(sandbox_id)?;
+    let usage = pod.lock().await.host_cgroup()?.usage();
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0);
+    Some((at, usage))
+}
+
+/// The host usage in the agent's shape, so one conversion serves both.
+fn as_cgroup_stats(u: &Usage) -> CgroupStats {
+    CgroupStats {
+        cpu: u.cpu_usec.map(|usage_usec| CpuStats {
+            usage_usec,
+            ..Default::default()
+        }),
+        memory: u.memory.map(|m| MemoryStats {
+            usage_bytes: m.usage,
+            working_set_bytes: m.working_set,
+            rss_bytes: m.rss,
+            cache_bytes: m.cache,
+            page_faults: m.page_faults,
+            major_page_faults: m.major_page_faults,
+            limit_bytes: m.limit,
+            ..Default::default()
+        }),
+        pids: None,
+    }
 }
 
 fn cpu(samples: &CpuSamples, id: &str, at: i64, cg: Option<&CgroupStats>) -> Option<CpuUsage> {
@@ -122,15 +160,18 @@ pub fn container_stats(
     }
 }
 
-/// A sandbox's CRI stats: the pod cgroup in the guest, its NICs, its containers.
+/// A sandbox's CRI stats: CPU and memory of its host cgroup, processes and NICs from the guest, its containers.
 pub fn sandbox_stats(
     samples: &CpuSamples,
     s: &SandboxRecord,
     containers: &[ContainerRecord],
     stats: Option<&GetStatsResponse>,
+    host: Option<(i64, Usage)>,
 ) -> PodSandboxStats {
     let at = stats.map_or(0, |st| st.timestamp);
     let pod = stats.and_then(|st| st.pod.as_ref());
+    let host_at = host.map_or(0, |(t, _)| t);
+    let host = host.map(|(_, u)| as_cgroup_stats(&u));
     let interfaces: Vec<NetworkInterfaceUsage> = stats
         .map(|st| {
             st.interfaces
@@ -166,8 +207,8 @@ pub fn sandbox_stats(
                 .collect(),
         }),
         linux: Some(LinuxPodSandboxStats {
-            cpu: cpu(samples, &s.id, at, pod),
-            memory: memory(at, pod),
+            cpu: cpu(samples, &s.id, host_at, host.as_ref()),
+            memory: memory(host_at, host.as_ref()),
             network: stats.map(|_| NetworkUsage {
                 timestamp: at,
                 default_interface: interfaces.iter().find(|i| i.name == GUEST_NIC).cloned(),
