@@ -2,15 +2,20 @@
 //! (its own socket, state and run dirs, a CNI conflist of Debian's bridge,
 //! host-local and portmap plugins), and a CRI client connected to it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
 use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::Code;
 
 use crate::env_path;
+use crate::netns::netns_exists;
+use crate::running_vmms;
 
 /// The pod subnet of the test network (host-local hands out from it; the
 /// bridge `vsl0` on the test host is its gateway).
@@ -196,4 +201,226 @@ pub async fn connect(socket: &Path) -> Cri {
         runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(40 << 20),
         image: ImageServiceClient::new(channel),
     }
+}
+
+/// A pod config as the kubelet builds one: metadata, hostname, DNS, a label `app=NAME`.
+pub fn pod_config(name: &str, log_dir: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            namespace: "e2e".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.into(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.99.0.53".into()],
+            searches: vec!["e2e.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// A container config: metadata, image, command, env `GREETING`, working dir `/tmp`, log `NAME.log`.
+pub fn container_config(name: &str, image: &str, cmd: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        envs: vec![KeyValue {
+            key: "GREETING".into(),
+            value: "hello from CRI".into(),
+        }],
+        working_dir: "/tmp".into(),
+        log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// The container's CRI status.
+pub async fn status_of(cri: &mut Cri, id: &str) -> ContainerStatus {
+    cri.runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .expect("a status")
+}
+
+/// Waits (60 s at most) until the container has exited; its status.
+pub async fn wait_exited(cri: &mut Cri, id: &str) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status_of(cri, id).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The code and message of a call that must fail.
+pub fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
+    let e = r.expect_err("the call must fail");
+    (e.code(), e.message().to_string())
+}
+
+/// No sandbox, container, VMM, netns, pod state, host-local address or
+/// mount of vesseld's is left (after the pod `pod_id` was removed).
+pub async fn nothing_left(cri: &mut Cri, vesseld: &Vesseld, pod_id: &str) {
+    let listed = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(listed.is_empty(), "{listed:?}");
+    let containers = cri
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(containers.is_empty(), "{containers:?}");
+    assert_eq!(running_vmms(), Vec::<u32>::new(), "stray vessel-vmm");
+    assert!(
+        !netns_exists(&format!("vessel-{}", &pod_id[..16])),
+        "the pod's netns is left"
+    );
+    let pods = vesseld.run_dir().join("pods");
+    let left: Vec<_> = std::fs::read_dir(&pods)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pod state left: {left:?}");
+    let ipam: Vec<_> = std::fs::read_dir(vesseld.ipam_dir.join("vessel-e2e"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(ipam.is_empty(), "host-local allocations left: {ipam:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = vesseld.dir.display().to_string();
+    let ours: Vec<_> = mounts.lines().filter(|l| l.contains(&root)).collect();
+    assert!(ours.is_empty(), "mounts left: {ours:#?}");
+}
+
+/// Whether `ip` answers one ping from the test host.
+pub fn ping(ip: &str) -> bool {
+    // busybox's: the test host (the development machine's root) has no iputils.
+    std::process::Command::new(crate::busybox::BUSYBOX)
+        .args(["ping", "-c", "1", "-W", "5", ip])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs a pod sandbox; its id (panics with vesseld's log on failure).
+pub async fn run_pod(cri: &mut Cri, vesseld: &Vesseld, config: &PodSandboxConfig) -> String {
+    cri.runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", vesseld.log()))
+        .into_inner()
+        .pod_sandbox_id
+}
+
+/// Creates and starts a container in a pod; its id.
+pub async fn start_container(
+    cri: &mut Cri,
+    vesseld: &Vesseld,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    let name = config.metadata.as_ref().map(|m| m.name.clone());
+    let id = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer {name:?}: {e}\n{}", vesseld.log()))
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer {name:?}: {e}\n{}", vesseld.log()));
+    id
+}
+
+/// What a command run with ExecSync printed and returned.
+#[derive(Debug)]
+pub struct ExecOutput {
+    /// stdout, lossily as text.
+    pub stdout: String,
+    /// stderr, lossily as text.
+    pub stderr: String,
+    /// The exit code.
+    pub exit_code: i32,
+}
+
+/// Runs `sh -c SCRIPT` in a container through ExecSync (30 s timeout).
+pub async fn sh(cri: &mut Cri, container_id: &str, script: &str) -> ExecOutput {
+    let r = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: container_id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 30,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync {script:?}: {e}"))
+        .into_inner();
+    ExecOutput {
+        stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+        exit_code: r.exit_code,
+    }
+}
+
+/// Stops and removes a pod sandbox.
+pub async fn remove_pod(cri: &mut Cri, vesseld: &Vesseld, pod_id: &str) {
+    cri.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", vesseld.log()));
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", vesseld.log()));
 }

@@ -11,138 +11,12 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 use tonic::Code;
-use vessel_e2e::cri::{Cri, Vesseld, POD_GATEWAY};
-use vessel_e2e::netns::netns_exists;
+use vessel_e2e::cri::{
+    code, container_config, nothing_left, ping, pod_config, status_of, wait_exited, Vesseld,
+    POD_GATEWAY,
+};
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
 use vessel_e2e::running_vmms;
-
-fn pod_config(name: &str, log_dir: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            namespace: "e2e".into(),
-            uid: format!("uid-{name}"),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_dir.into(),
-        dns_config: Some(DnsConfig {
-            servers: vec!["10.99.0.53".into()],
-            searches: vec!["e2e.svc.cluster.local".into()],
-            options: vec!["ndots:5".into()],
-        }),
-        labels: HashMap::from([("app".to_string(), name.to_string())]),
-        linux: Some(LinuxPodSandboxConfig::default()),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str, image: &str, cmd: &[&str]) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: cmd.iter().map(|s| s.to_string()).collect(),
-        envs: vec![KeyValue {
-            key: "GREETING".into(),
-            value: "hello from CRI".into(),
-        }],
-        working_dir: "/tmp".into(),
-        log_path: format!("{name}.log"),
-        linux: Some(LinuxContainerConfig::default()),
-        ..Default::default()
-    }
-}
-
-async fn status_of(cri: &mut Cri, id: &str) -> ContainerStatus {
-    cri.runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner()
-        .status
-        .expect("a status")
-}
-
-async fn wait_exited(cri: &mut Cri, id: &str) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status_of(cri, id).await;
-        if s.state == ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} did not exit: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
-    let e = r.expect_err("the call must fail");
-    (e.code(), e.message().to_string())
-}
-
-/// No sandbox, container, VMM, netns, pod state, host-local address or
-/// mount of vesseld's is left (after the pod `pod_id` was removed).
-async fn nothing_left(cri: &mut Cri, vesseld: &Vesseld, pod_id: &str) {
-    let listed = cri
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
-    assert!(listed.is_empty(), "{listed:?}");
-    let containers = cri
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
-    assert!(containers.is_empty(), "{containers:?}");
-    assert_eq!(running_vmms(), Vec::<u32>::new(), "stray vessel-vmm");
-    assert!(
-        !netns_exists(&format!("vessel-{}", &pod_id[..16])),
-        "the pod's netns is left"
-    );
-    let pods = vesseld.run_dir().join("pods");
-    let left: Vec<_> = std::fs::read_dir(&pods)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "pod state left: {left:?}");
-    let ipam: Vec<_> = std::fs::read_dir(vesseld.ipam_dir.join("vessel-e2e"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("10."))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(ipam.is_empty(), "host-local allocations left: {ipam:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = vesseld.dir.display().to_string();
-    let ours: Vec<_> = mounts.lines().filter(|l| l.contains(&root)).collect();
-    assert!(ours.is_empty(), "mounts left: {ours:#?}");
-}
-
-fn ping(ip: &str) -> bool {
-    // busybox's: the test host (the development machine's root) has no iputils.
-    std::process::Command::new(vessel_e2e::busybox::BUSYBOX)
-        .args(["ping", "-c", "1", "-W", "5", ip])
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
@@ -551,6 +425,24 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
         "{linux:?}"
     );
     assert_eq!(linux.containers.len(), 1, "{linux:?}");
+    // The pod's memory is its host cgroup's: the VMM with the guest RAM it
+    // touched, and virtiofsd.
+    let pod_memory = linux
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map_or(0, |w| w.value);
+    assert!(
+        pod_memory > 32 << 20,
+        "pod working set {pod_memory}: {linux:?}"
+    );
+    assert!(
+        linux
+            .cpu
+            .as_ref()
+            .is_some_and(|c| c.usage_core_nano_seconds.is_some()),
+        "{linux:?}"
+    );
 
     // kill -9 of vesseld: the pod keeps running; a container that exits and
     // writes while vesseld is down is found exited, its output in its log.
