@@ -354,7 +354,8 @@ fn memory_table(records: &[Record]) -> String {
     }
     let _ = writeln!(
         out,
-        "| per pod, KiB ({n} pods of each running at once) | vessel median (min–max) | containerd + runc median (min–max) | ratio vessel/containerd |"
+        "| per pod, KiB ({n} pod{} of each running at once) | vessel median (min–max) | containerd + runc median (min–max) | ratio vessel/containerd |",
+        if n == 1 { "" } else { "s" }
     );
     let _ = writeln!(out, "| --- | --- | --- | --- |");
     let mut row = |name: String, v: Vec<f64>, c: Vec<f64>| {
@@ -423,7 +424,7 @@ fn memory_table(records: &[Record]) -> String {
     let (vd, cd) = (daemon(Runtime::Vessel), daemon(Runtime::Containerd));
     let _ = writeln!(
         out,
-        "| PSS of the daemon (vesseld / containerd), whole, with the {n} pods running | {} | {} | {} |",
+        "| PSS of the daemon (vesseld / containerd), whole, with those pods running | {} | {} | {} |",
         cell(&vd, 0),
         cell(&cd, 0),
         ratio(&vd, &cd)
