@@ -3,7 +3,8 @@
 
 pub mod lifecycle;
 pub mod memory;
-pub mod report;
+pub mod record;
+pub mod tables;
 
 use std::collections::HashMap;
 use std::path::Path;
