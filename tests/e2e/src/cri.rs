@@ -27,6 +27,33 @@ pub const POD_GATEWAY: &str = "10.99.0.1";
 /// The CNI network's bridge on the test host.
 pub const BRIDGE: &str = "vsl0";
 
+/// The test network's CNI conflist: Debian's bridge (the gateway on the test
+/// host) with host-local addresses from `subnet` kept in `ipam_dir`, then
+/// portmap.
+pub fn bridge_conflist(
+    name: &str,
+    bridge: &str,
+    subnet: &str,
+    gateway: &str,
+    ipam_dir: &Path,
+) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                "ipam": {
+                    "type": "host-local", "dataDir": ipam_dir,
+                    "ranges": [[{"subnet": subnet, "gateway": gateway}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    })
+}
+
 /// A vesseld serving CRI, killed (SIGKILL) on drop if still running.
 pub struct Vesseld {
     child: Option<Child>,
@@ -57,22 +84,7 @@ impl Vesseld {
         std::fs::create_dir_all(&conf_dir).expect("cni conf dir");
         std::fs::write(
             conf_dir.join("10-vessel-e2e.conflist"),
-            serde_json::json!({
-                "cniVersion": "1.0.0",
-                "name": "vessel-e2e",
-                "plugins": [
-                    {
-                        "type": "bridge", "bridge": BRIDGE, "isGateway": true, "ipMasq": false,
-                        "ipam": {
-                            "type": "host-local", "dataDir": ipam_dir,
-                            "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
-                            "routes": [{"dst": "0.0.0.0/0"}]
-                        }
-                    },
-                    {"type": "portmap", "capabilities": {"portMappings": true}}
-                ]
-            })
-            .to_string(),
+            bridge_conflist("vessel-e2e", BRIDGE, POD_SUBNET, POD_GATEWAY, &ipam_dir).to_string(),
         )
         .expect("conflist");
         let socket = dir.join("vessel.sock");
@@ -141,6 +153,11 @@ plain_http = true
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the daemon with SIGKILL (its pods keep running).

@@ -99,11 +99,15 @@ pub fn console_tail(vm: &VmProcess) -> String {
 }
 
 pub mod busybox;
+pub mod containerd;
 pub mod cri;
+pub mod cri_bench;
 pub mod diag;
 pub mod netns;
+pub mod pause;
 pub mod pod;
 pub mod postmortem;
+pub mod pss;
 pub mod qemu;
 pub mod registry;
 pub mod rss;

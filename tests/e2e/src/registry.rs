@@ -152,15 +152,35 @@ fn busybox_layer() -> (Vec<u8>, Vec<u8>) {
 /// `StopSignal SIGTERM`); returns its reference.
 pub async fn push_busybox(host: &str) -> String {
     let (tar, blob) = busybox_layer();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {
+    push_one_layer(
+        host,
+        "busybox",
+        serde_json::json!({
             "Env": ["PATH=/bin", "FROM_IMAGE=yes"],
             "Cmd": ["/bin/sh"],
             "StopSignal": "SIGTERM",
-        },
-        "rootfs": { "type": "layers", "diff_ids": [sha256(&tar)] },
+        }),
+        &tar,
+        blob,
+    )
+    .await
+}
+
+/// Pushes `repo:latest`, an amd64 image of one gzip layer (`blob`, whose
+/// uncompressed form is `tar`) with the image config `config`; returns its
+/// reference.
+pub async fn push_one_layer(
+    host: &str,
+    repo: &str,
+    config: serde_json::Value,
+    tar: &[u8],
+    blob: Vec<u8>,
+) -> String {
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config,
+        "rootfs": { "type": "layers", "diff_ids": [sha256(tar)] },
     }))
     .expect("config json");
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -174,7 +194,7 @@ pub async fn push_busybox(host: &str) -> String {
         protocol: ClientProtocol::Http,
         ..Default::default()
     });
-    let r = Reference::with_tag(host.to_string(), "busybox".into(), "latest".into());
+    let r = Reference::with_tag(host.to_string(), repo.into(), "latest".into());
     client
         .store_auth_if_needed(host, &RegistryAuth::Anonymous)
         .await;
@@ -194,7 +214,7 @@ pub async fn push_busybox(host: &str) -> String {
         )
         .await
         .expect("push manifest");
-    format!("{host}/busybox:latest")
+    format!("{host}/{repo}:latest")
 }
 
 /// A scratch directory under `$VESSEL_SCRATCH`.
