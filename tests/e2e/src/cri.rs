@@ -2,15 +2,24 @@
 //! (its own socket, state and run dirs, a CNI conflist of Debian's bridge,
 //! host-local and portmap plugins), and a CRI client connected to it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
+    DnsConfig, ImageSpec, KeyValue, LinuxContainerConfig, LinuxPodSandboxConfig,
+    ListContainersRequest, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
+};
 use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::Code;
 
 use crate::env_path;
+use crate::netns::netns_exists;
+use crate::running_vmms;
 
 /// The pod subnet of the test network (host-local hands out from it; the
 /// bridge `vsl0` on the test host is its gateway).
@@ -47,6 +56,11 @@ impl Drop for Vesseld {
 impl Vesseld {
     /// Writes the configuration under `dir` and starts vesseld; waits for its socket.
     pub fn start(dir: &Path, registry_host: &str) -> Vesseld {
+        Self::start_with(dir, registry_host, "")
+    }
+
+    /// As [`Vesseld::start`], with `extra` appended to the config file (more tables).
+    pub fn start_with(dir: &Path, registry_host: &str, extra: &str) -> Vesseld {
         let conf_dir = dir.join("cni");
         let ipam_dir = dir.join("ipam");
         std::fs::create_dir_all(&conf_dir).expect("cni conf dir");
@@ -88,6 +102,7 @@ bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 
 [registry.registries."{registry_host}"]
 plain_http = true
+{extra}
 "#,
                 socket = socket.display(),
                 state = dir.join("state").display(),
@@ -196,4 +211,129 @@ pub async fn connect(socket: &Path) -> Cri {
         runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(40 << 20),
         image: ImageServiceClient::new(channel),
     }
+}
+
+/// A pod config as the kubelet sends it (DNS, labels, a log directory).
+pub fn pod_config(name: &str, log_dir: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            namespace: "e2e".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.into(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.99.0.53".into()],
+            searches: vec!["e2e.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// A container config with `cmd`, an env var, a working dir and a log file.
+pub fn container_config(name: &str, image: &str, cmd: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        envs: vec![KeyValue {
+            key: "GREETING".into(),
+            value: "hello from CRI".into(),
+        }],
+        working_dir: "/tmp".into(),
+        log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// The CRI status of a container.
+pub async fn status_of(cri: &mut Cri, id: &str) -> ContainerStatus {
+    cri.runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .expect("a status")
+}
+
+/// Waits (60 s at most) until the container has exited.
+pub async fn wait_exited(cri: &mut Cri, id: &str) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status_of(cri, id).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The code and message of a call that must fail.
+pub fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
+    let e = r.expect_err("the call must fail");
+    (e.code(), e.message().to_string())
+}
+
+/// No sandbox, container, VMM, netns, pod state, host-local address or
+/// mount of vesseld's is left (after the pod `pod_id` was removed).
+pub async fn nothing_left(cri: &mut Cri, vesseld: &Vesseld, pod_id: &str) {
+    let listed = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(listed.is_empty(), "{listed:?}");
+    let containers = cri
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(containers.is_empty(), "{containers:?}");
+    assert_eq!(running_vmms(), Vec::<u32>::new(), "stray vessel-vmm");
+    assert!(
+        !netns_exists(&format!("vessel-{}", &pod_id[..16])),
+        "the pod's netns is left"
+    );
+    let pods = vesseld.run_dir().join("pods");
+    let left: Vec<_> = std::fs::read_dir(&pods)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pod state left: {left:?}");
+    let ipam: Vec<_> = std::fs::read_dir(vesseld.ipam_dir.join("vessel-e2e"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(ipam.is_empty(), "host-local allocations left: {ipam:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = vesseld.dir.display().to_string();
+    let ours: Vec<_> = mounts.lines().filter(|l| l.contains(&root)).collect();
+    assert!(ours.is_empty(), "mounts left: {ours:#?}");
 }
