@@ -36,6 +36,11 @@ impl PortForwarder {
         })
     }
 
+    /// Waits until the server ends the session.
+    pub async fn closed(&self) {
+        self.conn.closed().await
+    }
+
     /// Forwards one connection: `io` is spliced to `port` in the pod until
     /// both sides are done. Several may run at once on one session.
     pub async fn forward<T>(&self, port: u16, io: T) -> Result<(), ClientError>
