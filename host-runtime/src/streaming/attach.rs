@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use vessel_streaming::{AttachRequest, ProcessIo, RuntimeError};
 
-use super::pipe::{feed_stdin, forward_resizes, AtEof, Target};
+use super::pipe::{forward_resizes, AtEof, Target};
+use super::stdin_mux::StdinMuxes;
 use super::{client_gone, runtime_error};
 use crate::daemon::runtime::Runtime;
 use crate::store::ContainerState;
@@ -28,7 +29,12 @@ const EXIT_RECORD_WAIT: Duration = Duration::from_secs(10);
 
 /// Attaches `io` to the container (see the module doc) until it exits (its
 /// exit code) or the client goes away.
-pub async fn attach(rt: &Runtime, req: AttachRequest, io: ProcessIo) -> Result<i32, RuntimeError> {
+pub async fn attach(
+    rt: &Runtime,
+    stdins: &StdinMuxes,
+    req: AttachRequest,
+    io: ProcessIo,
+) -> Result<i32, RuntimeError> {
     let c = rt
         .store
         .find_container(&req.container_id)
@@ -77,7 +83,8 @@ pub async fn attach(rt: &Runtime, req: AttachRequest, io: ProcessIo) -> Result<i
             } else {
                 AtEof::KeepOpen
             };
-            tokio::spawn(feed_stdin(target.clone(), from, at_eof))
+            let mux = stdins.get(&target);
+            tokio::spawn(async move { mux.feed(from, at_eof).await })
         } else {
             // The container has no stdin: the client's is read and dropped.
             tokio::spawn(discard(from))

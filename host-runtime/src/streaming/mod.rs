@@ -8,6 +8,7 @@ mod exec;
 mod pipe;
 mod port_forward;
 mod start;
+mod stdin_mux;
 
 use std::sync::{Arc, Weak};
 
@@ -23,6 +24,7 @@ pub use start::{server_config, start};
 /// runtime owns the server, which owns this.
 pub struct VesselStreaming {
     rt: Weak<Runtime>,
+    stdins: stdin_mux::StdinMuxes,
 }
 
 impl VesselStreaming {
@@ -30,6 +32,7 @@ impl VesselStreaming {
     pub fn new(rt: &Arc<Runtime>) -> Self {
         Self {
             rt: Arc::downgrade(rt),
+            stdins: stdin_mux::StdinMuxes::default(),
         }
     }
 
@@ -60,7 +63,7 @@ impl StreamingRuntime for VesselStreaming {
 
     async fn attach(&self, req: AttachRequest, io: ProcessIo) -> Result<i32, RuntimeError> {
         let rt = self.runtime()?;
-        attach::attach(&rt, req, io).await
+        attach::attach(&rt, &self.stdins, req, io).await
     }
 
     async fn port_forward(

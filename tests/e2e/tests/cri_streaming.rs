@@ -25,6 +25,9 @@ const WRITE_STALL_SECS: u64 = 5;
 /// 64 MiB.
 const BIG: usize = 64 << 20;
 
+/// What the echo container gets while an attach session stalls.
+const FLOOD: usize = 24 << 20;
+
 /// What an exec printed and how it ended.
 struct Ran {
     stdout: Vec<u8>,
@@ -497,20 +500,24 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     // Attach: two sessions see what the container echoes; one detaches, the
     // other and the container go on.
     let (mut a_in, mut a_out, a) = attach(&mut cri, &echo).await;
-    let (_b_in, mut b_out, b) = attach(&mut cri, &echo).await;
-    // Both sessions are in before the first line.
+    let (mut b_in, mut b_out, b) = attach(&mut cri, &echo).await;
+    // Both sessions are in before the first line; both may type.
     tokio::time::sleep(Duration::from_secs(2)).await;
     a_in.write_all(b"first line\n").await.unwrap();
     read_until(&mut a_out, "first line").await;
     read_until(&mut b_out, "first line").await;
+    b_in.write_all(b"line from b\n").await.unwrap();
+    read_until(&mut a_out, "line from b").await;
+    read_until(&mut b_out, "line from b").await;
     b.abort();
     drop(b_out);
     tokio::time::sleep(Duration::from_secs(1)).await;
     a_in.write_all(b"second line\n").await.unwrap();
     read_until(&mut a_out, "second line").await;
     // A session that never reads is dropped; the others get everything.
+    // (More than its 1 MiB queue, the pipes and both sockets' buffers hold.)
     let slow_url = attach_url(&mut cri, &echo, false, false).await;
-    let (slow_out, _never_read) = tokio::io::duplex(1024);
+    let (slow_out, never_read) = tokio::io::duplex(1024);
     let slow = tokio::spawn(async move {
         client::attach(
             &slow_url,
@@ -522,22 +529,34 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         .await
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let flood = data(8 << 20);
+    let flood = data(FLOOD);
     let expected = hex(&Sha256::digest(&flood));
     let writer = tokio::spawn(async move {
         a_in.write_all(&flood).await.unwrap();
         a_in
     });
-    let mut echoed = vec![0u8; 8 << 20];
-    tokio::time::timeout(Duration::from_secs(300), a_out.read_exact(&mut echoed))
+    let started = Instant::now();
+    let mut echoed = vec![0u8; FLOOD];
+    tokio::time::timeout(Duration::from_secs(600), a_out.read_exact(&mut echoed))
         .await
-        .expect("8 MiB echoed in time")
+        .expect("the flood echoed in time")
         .unwrap();
     assert_eq!(hex(&Sha256::digest(&echoed)), expected);
+    eprintln!(
+        "{} MiB echoed through attach in {:?}",
+        FLOOD >> 20,
+        started.elapsed()
+    );
     let mut a_in = writer.await.unwrap();
+    assert!(
+        vesseld.log().contains("does not keep up"),
+        "the slow attach session was not dropped"
+    );
+    // The client stops waiting for its own reader; its session is over.
+    drop(never_read);
     let slow_end = tokio::time::timeout(Duration::from_secs(60), slow)
         .await
-        .expect("the slow session was dropped")
+        .expect("the slow session ended")
         .unwrap();
     eprintln!("slow attach session ended: {:?}", slow_end.map(|s| s.code));
     a_in.write_all(b"third line\n").await.unwrap();
@@ -654,7 +673,13 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         .unwrap();
     assert_eq!(echo_status.state, ContainerState::ContainerRunning as i32);
     let log = std::fs::read_to_string(&echo_status.log_path).unwrap_or_default();
-    for line in ["first line", "second line", "third line", "after the stall"] {
+    for line in [
+        "first line",
+        "line from b",
+        "second line",
+        "third line",
+        "after the stall",
+    ] {
         assert!(
             log.contains(&format!("stdout F {line}")),
             "{line:?} not in the log"
