@@ -28,6 +28,9 @@ const BIG: usize = 64 << 20;
 /// What the echo container gets while an attach session stalls.
 const FLOOD: usize = 24 << 20;
 
+/// The flood's step (written, then read back).
+const STEP: usize = 256 << 10;
+
 /// What an exec printed and how it ended.
 struct Ran {
     stdout: Vec<u8>,
@@ -217,6 +220,62 @@ async fn alive(cri: &mut Cri, id: &str, path: &str) -> bool {
     )
     .await;
     r.code == 0
+}
+
+/// `vessel exec -i` with piped stdin and `vessel port-forward` fetching a
+/// page: (exec's stdout, its exit code, the page).
+fn vessel_cli(socket: &std::path::Path, web: &str, pod: &str) -> (String, Option<i32>, String) {
+    use std::io::{BufRead, Read, Write};
+    use std::process::{Command, Stdio};
+    let vessel = vessel_e2e::env_path("VESSEL_CLIENT");
+    let endpoint = socket.display().to_string();
+    let mut exec = Command::new(&vessel)
+        .args([
+            "-r",
+            &endpoint,
+            "exec",
+            "-i",
+            web,
+            "sh",
+            "-c",
+            "cat; exit 4",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("vessel exec -i");
+    if let Some(mut stdin) = exec.stdin.take() {
+        stdin
+            .write_all(b"via the CLI\n")
+            .expect("to vessel's stdin");
+    }
+    let done = exec.wait_with_output().expect("vessel exec -i ends");
+    let mut forward = Command::new(&vessel)
+        .args(["-r", &endpoint, "port-forward", pod, ":8080"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("vessel port-forward");
+    let mut line = String::new();
+    if let Some(out) = forward.stdout.take() {
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("vessel port-forward prints where it listens");
+    }
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    let local = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("vessel port-forward said {line:?}"))
+        .to_owned();
+    let mut page = String::new();
+    let mut conn = std::net::TcpStream::connect(&local).expect("connect to the forwarded port");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let _ = conn.read_to_string(&mut page);
+    let _ = forward.kill();
+    let _ = forward.wait();
+    (text(&done.stdout), done.status.code(), page)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,25 +588,24 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         .await
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // In steps that the reading session keeps up with (a session that falls
+    // more than its queue behind the container is dropped too).
     let flood = data(FLOOD);
-    let expected = hex(&Sha256::digest(&flood));
-    let writer = tokio::spawn(async move {
-        a_in.write_all(&flood).await.unwrap();
-        a_in
-    });
     let started = Instant::now();
     let mut echoed = vec![0u8; FLOOD];
-    tokio::time::timeout(Duration::from_secs(600), a_out.read_exact(&mut echoed))
-        .await
-        .expect("the flood echoed in time")
-        .unwrap();
-    assert_eq!(hex(&Sha256::digest(&echoed)), expected);
+    for (sent, back) in flood.chunks(STEP).zip(echoed.chunks_mut(STEP)) {
+        a_in.write_all(sent).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), a_out.read_exact(back))
+            .await
+            .expect("a step echoed in time")
+            .expect("the session goes on");
+    }
+    assert_eq!(hex(&Sha256::digest(&echoed)), hex(&Sha256::digest(&flood)));
     eprintln!(
         "{} MiB echoed through attach in {:?}",
         FLOOD >> 20,
         started.elapsed()
     );
-    let mut a_in = writer.await.unwrap();
     assert!(
         vesseld.log().contains("does not keep up"),
         "the slow attach session was not dropped"
@@ -604,6 +662,13 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         "{closed:?}"
     );
     drop(forwarder);
+
+    // The vessel CLI over the same client: exec -i and port-forward.
+    let (socket, web_id, pod_id) = (vesseld.socket.clone(), web.clone(), pod.clone());
+    let cli = tokio::task::spawn_blocking(move || vessel_cli(&socket, &web_id, &pod_id));
+    let (exec_out, exec_code, page) = cli.await.unwrap();
+    assert_eq!((exec_out.as_str(), exec_code), ("via the CLI\n", Some(4)));
+    assert!(page.contains("hello from httpd"), "{page}");
 
     // A client that stalls: it opens an exec of endless output and never
     // reads. Its session is dropped and its process killed; meanwhile other
