@@ -25,6 +25,12 @@ const WRITE_STALL_SECS: u64 = 5;
 /// 64 MiB.
 const BIG: usize = 64 << 20;
 
+/// The longest any exec session of this test may take (64 MiB in the nested host takes ~40 s).
+const SESSION_LIMIT: Duration = Duration::from_secs(300);
+
+/// After this, the test prints vesseld's log and fails rather than hang.
+const WATCHDOG: Duration = Duration::from_secs(20 * 60);
+
 /// What the echo container gets while an attach session stalls.
 const FLOOD: usize = 24 << 20;
 
@@ -81,7 +87,7 @@ async fn run(url: &str, stdin: Option<Vec<u8>>) -> Ran {
         None => None,
     };
     let reading = tokio::spawn(async move { tokio::join!(read_all(out_far), read_all(err_far)) });
-    let status = client::exec(
+    let session = client::exec(
         url,
         SessionIo {
             stdin,
@@ -89,9 +95,11 @@ async fn run(url: &str, stdin: Option<Vec<u8>>) -> Ran {
             stderr: Some(err),
             ..SessionIo::default()
         },
-    )
-    .await
-    .expect("exec session");
+    );
+    let status = tokio::time::timeout(SESSION_LIMIT, session)
+        .await
+        .expect("the exec session ended in time")
+        .expect("exec session");
     let (stdout, stderr) = reading.await.expect("readers");
     Ran {
         stdout,
@@ -289,6 +297,14 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         &format!("\n[streaming]\nwrite_stall_timeout_secs = {WRITE_STALL_SECS}\n"),
     );
     let mut cri = vesseld.connect().await;
+    let log_file = vesseld.dir.join("vesseld.log");
+    std::thread::spawn(move || {
+        std::thread::sleep(WATCHDOG);
+        let log = std::fs::read(&log_file).unwrap_or_default();
+        let tail = &log[log.len().saturating_sub(64 << 10)..];
+        eprintln!("the test hangs; vesseld's log ends:\n{}", text(tail));
+        std::process::exit(1);
+    });
     let logs = dir.join("pod-logs");
     std::fs::create_dir_all(&logs).unwrap();
     cri.image
@@ -496,7 +512,11 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     typing.write_all(b"go\n").await.unwrap();
-    let status = session.await.unwrap().expect("tty exec");
+    let status = tokio::time::timeout(SESSION_LIMIT, session)
+        .await
+        .expect("the tty exec ended in time")
+        .unwrap()
+        .expect("tty exec");
     let shown = text(&read_all(out_far).await);
     assert_eq!(status.code, 0, "{shown}");
     assert!(shown.contains("45 123"), "stty size: {shown:?}");
