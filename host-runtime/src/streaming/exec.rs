@@ -17,6 +17,13 @@ use crate::daemon::runtime::Runtime;
 /// keeps the pipe open is not waited for beyond this).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
 
+/// How many times in a row Processes.Wait is asked again after the
+/// connection to the agent broke.
+const WAIT_RETRIES: u32 = 5;
+
+/// The pause between those.
+const WAIT_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long a killed exec may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -93,12 +100,33 @@ async fn wait_or_kill(
         container_id: started.container_id.clone(),
         exec_id: started.exec_id.clone(),
     };
-    let mut processes = ProcessesClient::new(started.channel.clone());
-    let wait = processes.wait(request.clone());
+    let wait = async {
+        let mut failures = 0;
+        loop {
+            let mut processes = ProcessesClient::new(started.channel.clone());
+            match processes.wait(request.clone()).await {
+                Ok(reply) => break Ok(reply.into_inner().exit_code),
+                // A broken connection to the agent is not the exec's end
+                // (transient vsock drops happen): ask again, a few times.
+                Err(s)
+                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+                        && failures < WAIT_RETRIES =>
+                {
+                    failures += 1;
+                    tracing::warn!(container = %started.container_id, exec = %started.exec_id, error = %s.message(), failures, "Processes.Wait failed; asking again");
+                    tokio::time::sleep(WAIT_RETRY_PAUSE).await;
+                }
+                Err(s) => {
+                    break Err(RuntimeError::new(format!(
+                        "Processes.Wait: {}",
+                        s.message()
+                    )))
+                }
+            }
+        }
+    };
     tokio::select! {
-        reply = wait => reply
-            .map(|r| r.into_inner().exit_code)
-            .map_err(|s| RuntimeError::new(format!("Processes.Wait: {}", s.message()))),
+        code = wait => code,
         _ = client_gone(disconnected) => {
             started.kill().await;
             let mut processes = ProcessesClient::new(started.channel.clone());
