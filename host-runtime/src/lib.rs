@@ -12,5 +12,6 @@ pub mod pod;
 pub mod process;
 pub mod sandbox;
 pub mod store;
+pub mod streaming;
 pub mod virtiofsd;
 pub mod vm;

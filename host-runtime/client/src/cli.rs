@@ -257,18 +257,18 @@ pub enum Command {
         #[arg(short, long, default_value = "json")]
         output: Format,
     },
-    /// Run a command in a running container (ExecSync)
+    /// Run a command in a running container (ExecSync; with -i or -t, streamed)
     Exec {
-        /// Timeout in seconds for the command (0: none)
+        /// Timeout in seconds for the command (0: none; ExecSync only)
         #[arg(long, default_value_t = 0)]
         timeout: i64,
-        /// Run synchronously (the only mode vessel has)
-        #[arg(short, long)]
+        /// Run synchronously through ExecSync (the default without -i/-t)
+        #[arg(short, long, conflicts_with_all = ["interactive", "tty"])]
         sync: bool,
-        /// Keep stdin open (needs the streaming server: not supported yet)
+        /// Send stdin to the command (streamed through the streaming server)
         #[arg(short, long)]
         interactive: bool,
-        /// Allocate a TTY (needs the streaming server: not supported yet)
+        /// Run the command on a terminal (streamed; stderr is part of stdout)
         #[arg(short, long)]
         tty: bool,
         /// Container ID (or unique prefix)
@@ -276,6 +276,28 @@ pub enum Command {
         /// The command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
+    },
+    /// Attach to a running container's stdio (detach: end vessel, e.g. Ctrl-C)
+    Attach {
+        /// Send stdin to the container (it must have been created with stdin)
+        #[arg(short = 'i', long = "stdin")]
+        stdin: bool,
+        /// The container runs on a terminal
+        #[arg(short, long)]
+        tty: bool,
+        /// Container ID (or unique prefix)
+        id: String,
+    },
+    /// Forward local ports to ports in a pod (until stopped)
+    PortForward {
+        /// Local address to listen on
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+        /// Pod ID (or unique prefix)
+        pod: String,
+        /// LOCAL:REMOTE, or PORT for the same on both sides
+        #[arg(required = true)]
+        ports: Vec<crate::verbs::PortPair>,
     },
     /// List container resource usage statistics
     Stats {
@@ -349,6 +371,8 @@ impl Command {
             Command::Inspect { .. } => "inspect",
             Command::Inspectp { .. } => "inspectp",
             Command::Exec { .. } => "exec",
+            Command::Attach { .. } => "attach",
+            Command::PortForward { .. } => "port-forward",
             Command::Stats { .. } => "stats",
             Command::Statsp { .. } => "statsp",
             Command::Run { .. } => "run",
@@ -437,5 +461,33 @@ mod tests {
         let cli = Cli::try_parse_from(["vessel", "logs", "--tail", "-1", "x"]).unwrap();
         assert!(matches!(cli.command, Command::Logs { tail: -1, .. }));
         assert!(Cli::try_parse_from(["vessel", "pods", "-o", "xml"]).is_err());
+        let cli = Cli::try_parse_from(["vessel", "exec", "-it", "abc", "sh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Exec {
+                interactive: true,
+                tty: true,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["vessel", "exec", "-s", "-i", "abc", "sh"]).is_err());
+        let cli = Cli::try_parse_from(["vessel", "attach", "-i", "abc"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Attach {
+                stdin: true,
+                tty: false,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["vessel", "port-forward", "p", "8080:80", "9000"]).unwrap();
+        match cli.command {
+            Command::PortForward { pod, ports, .. } => {
+                assert_eq!(pod, "p");
+                assert_eq!((ports[0].local, ports[0].remote), (8080, 80));
+                assert_eq!((ports[1].local, ports[1].remote), (9000, 9000));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -102,6 +102,9 @@ pub enum ClientError {
         /// Why removing it failed.
         rollback: Box<ClientError>,
     },
+    /// A streaming session (exec -i/-t, attach, port-forward) failed.
+    #[error("streaming: {0}")]
+    Stream(#[from] vessel_streaming::client::ClientError),
     /// The runtime's reply lacks something every reply must carry.
     #[error("bad reply from the runtime: {0}")]
     BadReply(String),

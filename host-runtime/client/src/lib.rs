@@ -8,6 +8,7 @@ mod error;
 pub mod logs;
 pub mod output;
 mod resolve;
+pub mod terminal;
 pub mod verbs;
 
 pub use config::{

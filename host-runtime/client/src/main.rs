@@ -87,16 +87,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         long: Some(LONG_TIMEOUT),
     };
     let command = cli.command;
-    if let Command::Exec {
-        interactive: true, ..
-    }
-    | Command::Exec { tty: true, .. } = &command
-    {
-        return Err(ClientError::Usage(
-            "-i/-t need the streaming server, which vessel's exec does not use yet; run without them".into(),
-        )
-        .into());
-    }
     let mut cri = connect_with_timeout(
         &endpoint,
         quick.unwrap_or(vessel_client::DEFAULT_CONNECT_TIMEOUT),
@@ -272,6 +262,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspectp { ids, output } => {
             verbs::inspectp(&mut cri, &ids, output, deadlines, &mut out).await?
         }
+        Command::Exec {
+            interactive,
+            tty,
+            id,
+            cmd,
+            ..
+        } if interactive || tty => {
+            drop(out);
+            let o = verbs::StreamOptions {
+                stdin: interactive,
+                tty,
+            };
+            let code = verbs::exec_stream(&mut cri, &id, &cmd, o, deadlines).await?;
+            return Ok(exit_code(code));
+        }
+        Command::Attach { stdin, tty, id } => {
+            drop(out);
+            let o = verbs::StreamOptions { stdin, tty };
+            let code = verbs::attach(&mut cri, &id, o, deadlines).await?;
+            return Ok(exit_code(code));
+        }
+        Command::PortForward {
+            address,
+            pod,
+            ports,
+        } => verbs::port_forward(&mut cri, &pod, address, &ports, deadlines, &mut out).await?,
         Command::Exec {
             timeout, id, cmd, ..
         } => {

@@ -161,10 +161,21 @@ impl Default for CniConfig {
 pub struct StreamingConfig {
     /// Listen address; port 0 picks a free port (containerd's default too).
     pub address: SocketAddr,
+    /// Host put in the URLs instead of the bound address (required when
+    /// `address` is unspecified, such as `0.0.0.0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_host: Option<String>,
     /// How long a URL returned by Exec/Attach/PortForward stays valid.
     pub token_ttl_secs: u64,
     /// A stream with no traffic for this long is closed (0: never).
     pub idle_timeout_secs: u64,
+    /// A client that takes nothing for this long is dropped (its process's
+    /// pipes break; other sessions go on).
+    pub write_stall_timeout_secs: u64,
+    /// How long a client may take to open its streams after connecting.
+    pub stream_creation_timeout_secs: u64,
+    /// Concurrent client connections at most; more are closed at once.
+    pub max_connections: u32,
     /// Serve HTTPS with this certificate and key; absent: plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -176,8 +187,13 @@ impl Default for StreamingConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             // The kubelet's streaming server keeps its tokens a minute.
             token_ttl_secs: 60,
+            advertise_host: None,
             // containerd's stream_idle_timeout.
             idle_timeout_secs: 4 * 60 * 60,
+            write_stall_timeout_secs: 30,
+            // The kubelet's streamCreationTimeout.
+            stream_creation_timeout_secs: 30,
+            max_connections: 256,
             tls: None,
         }
     }
@@ -364,6 +380,37 @@ impl Config {
         }
         if self.streaming.token_ttl_secs == 0 {
             return bad("streaming.token_ttl_secs", "must be at least 1".into());
+        }
+        for (key, value) in [
+            (
+                "streaming.write_stall_timeout_secs",
+                self.streaming.write_stall_timeout_secs,
+            ),
+            (
+                "streaming.stream_creation_timeout_secs",
+                self.streaming.stream_creation_timeout_secs,
+            ),
+            (
+                "streaming.max_connections",
+                self.streaming.max_connections.into(),
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if self.streaming.address.ip().is_unspecified()
+            && self
+                .streaming
+                .advertise_host
+                .as_deref()
+                .unwrap_or("")
+                .is_empty()
+        {
+            return bad(
+                "streaming.advertise_host",
+                "required when streaming.address is unspecified (0.0.0.0 or ::)".into(),
+            );
         }
         if self.images.max_concurrent_downloads == 0 {
             return bad(

@@ -50,6 +50,7 @@ fn a_full_rendering_with_every_option_parses_back() {
         cert_file: "/etc/vessel/c.pem".into(),
         key_file: "/etc/vessel/k.pem".into(),
     });
+    config.streaming.advertise_host = Some("node1.example".into());
     config.log.format = LogFormat::Json;
     config
         .runtime_handlers
@@ -299,4 +300,22 @@ fn the_reference_documents_every_key() {
             "docs/configuration.md does not document `{key}`"
         );
     }
+}
+
+#[test]
+fn streaming_on_every_address_needs_an_advertised_host() {
+    let err = parse("[streaming]\naddress = \"0.0.0.0:10010\"\n").unwrap_err();
+    assert!(
+        err.to_string().contains("streaming.advertise_host"),
+        "{err}"
+    );
+    let ok =
+        parse("[streaming]\naddress = \"0.0.0.0:10010\"\nadvertise_host = \"10.0.0.5\"\n").unwrap();
+    assert_eq!(ok.streaming.advertise_host.as_deref(), Some("10.0.0.5"));
+    let err = parse("[streaming]\nwrite_stall_timeout_secs = 0\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("streaming.write_stall_timeout_secs"),
+        "{err}"
+    );
 }

@@ -18,12 +18,13 @@ use vessel_agent_api::client::Channel;
 use vessel_agent_api::proto::containers_client::ContainersClient;
 use vessel_agent_api::proto::processes_client::ProcessesClient;
 use vessel_agent_api::proto::{
-    CreateContainerRequest, DeleteContainerRequest, DeleteProcessRequest, ExecProcessRequest,
-    ListContainersRequest, SignalContainerRequest, SignalProcessRequest, StartContainerRequest,
-    StdioStream, StreamStdio, WaitContainerRequest, WaitProcessRequest,
+    CreateContainerRequest, DeleteContainerRequest, ListContainersRequest, SignalContainerRequest,
+    StartContainerRequest, StdioStream, StreamStdio, WaitContainerRequest, WaitProcessRequest,
 };
 
 use super::cri_log::{resolve_log_path, CriLogWriter, Stream, DEFAULT_MAX_LINE};
+use super::exec::ExecSpec;
+use super::fanout::OutputFanout;
 use super::share::ContainerShare;
 use super::spec::{self, ImageConfig, SpecInput};
 use crate::daemon::runtime::{now_nanos, Runtime, SharedLog};
@@ -46,7 +47,7 @@ const WAIT_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How long a container may take to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-fn agent_status(e: crate::pod::PodError) -> Status {
+pub(crate) fn agent_status(e: crate::pod::PodError) -> Status {
     match e {
         crate::pod::PodError::Agent { call, status } => {
             Status::new(status.code(), format!("{call}: {}", status.message()))
@@ -69,7 +70,7 @@ pub fn event(c: &ContainerRecord, kind: ContainerEventType) -> ContainerEventRes
 
 impl Runtime {
     /// The agent channel and share paths of a ready sandbox.
-    async fn ready_pod(&self, sandbox_id: &str) -> Result<ReadyPod, Status> {
+    pub(crate) async fn ready_pod(&self, sandbox_id: &str) -> Result<ReadyPod, Status> {
         let record = self.store.find_sandbox(sandbox_id)?;
         let live = match (record.state, self.pod(&record.id)) {
             (SandboxState::Ready, Some(live)) => live,
@@ -186,6 +187,7 @@ impl Runtime {
             tracing::warn!(pod = %pod.id, container = %id, error = %status.message(), "CreateContainer failed; rolling back");
             self.abort_tasks(&id);
             self.logs_lock().remove(&id);
+            self.fanouts_lock().remove(&id);
             let _ = agent_call(
                 "Containers.Delete",
                 AGENT_CALL_TIMEOUT,
@@ -292,12 +294,16 @@ impl Runtime {
         if let Some(log) = &log {
             self.logs_lock().insert(id.to_string(), Arc::clone(log));
         }
+        let fanout = Arc::new(OutputFanout::default());
+        self.fanouts_lock()
+            .insert(id.to_string(), Arc::clone(&fanout));
         for stream in [Stream::Stdout, Stream::Stderr] {
             let task = tokio::spawn(copy_output(
                 channel.clone(),
                 id.to_string(),
                 stream,
                 log.clone(),
+                Arc::clone(&fanout),
             ));
             self.add_task(id, task.abort_handle());
         }
@@ -358,6 +364,17 @@ impl Runtime {
             }
             tracing::info!(pod = %sandbox_id, container = %c.id, status = info.status, "container found again");
         }
+    }
+
+    /// The attach fan-out of a container's output, while its copiers run.
+    pub fn output_fanout(&self, id: &str) -> Option<Arc<OutputFanout>> {
+        self.fanouts_lock().get(id).cloned()
+    }
+
+    fn fanouts_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<OutputFanout>>> {
+        self.fanouts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn logs_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SharedLog>> {
@@ -606,6 +623,7 @@ impl Runtime {
         }
         self.abort_tasks(&c.id);
         self.logs_lock().remove(&c.id);
+        self.fanouts_lock().remove(&c.id);
         self.images
             .remove_rootfs(&c.id)
             .await
@@ -648,50 +666,31 @@ impl Runtime {
         cmd: Vec<String>,
         timeout: i64,
     ) -> Result<(Vec<u8>, Vec<u8>, i32), Status> {
-        if cmd.is_empty() {
-            return Err(invalid("cmd", "is empty"));
-        }
-        let c = self.store.find_container(id_or_prefix)?;
-        if c.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {} is not running",
-                c.id
-            )));
-        }
-        let pod = self.ready_pod(&c.sandbox_id).await?;
-        let mut process: serde_json::Value = serde_json::from_str(&c.process_json)
-            .map_err(|e| Status::internal(format!("container {} process: {e}", c.id)))?;
-        process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(false);
-        let exec_id = format!("exec-{}", &crate::store::new_id()?[..16]);
-        let mut processes = ProcessesClient::new(pod.channel.clone());
-        agent_call(
-            "Processes.Exec",
-            AGENT_CALL_TIMEOUT,
-            processes.exec(ExecProcessRequest {
-                container_id: c.id.clone(),
-                exec_id: exec_id.clone(),
-                process_json: process.to_string(),
-                streams: Some(StreamStdio::default()),
-                ..ExecProcessRequest::default()
-            }),
-        )
-        .await
-        .map_err(agent_status)?;
+        let exec = self
+            .start_exec(
+                id_or_prefix,
+                &ExecSpec {
+                    cmd: cmd.clone(),
+                    ..ExecSpec::default()
+                },
+            )
+            .await?;
+        let (c, exec_id) = (exec.container_id.clone(), exec.exec_id.clone());
+        let mut processes = ProcessesClient::new(exec.channel.clone());
         let out = tokio::spawn(collect_capped(
-            pod.channel.clone(),
-            c.id.clone(),
+            exec.channel.clone(),
+            c.clone(),
             exec_id.clone(),
             StdioStream::Stdout,
         ));
         let err = tokio::spawn(collect_capped(
-            pod.channel.clone(),
-            c.id.clone(),
+            exec.channel.clone(),
+            c.clone(),
             exec_id.clone(),
             StdioStream::Stderr,
         ));
         let wait = processes.wait(WaitProcessRequest {
-            container_id: c.id.clone(),
+            container_id: c.clone(),
             exec_id: exec_id.clone(),
         });
         let waited = if timeout > 0 {
@@ -711,16 +710,7 @@ impl Runtime {
                 format!("Processes.Wait: {}", status.message()),
             )),
             Err(_) => {
-                let _ = agent_call(
-                    "Processes.Signal",
-                    AGENT_CALL_TIMEOUT,
-                    processes.signal(SignalProcessRequest {
-                        container_id: c.id.clone(),
-                        exec_id: exec_id.clone(),
-                        signal: libc::SIGKILL as u32,
-                    }),
-                )
-                .await;
+                exec.kill().await;
                 out.abort();
                 err.abort();
                 Err(Status::deadline_exceeded(format!(
@@ -728,15 +718,7 @@ impl Runtime {
                 )))
             }
         };
-        let _ = agent_call(
-            "Processes.Delete",
-            AGENT_CALL_TIMEOUT,
-            processes.delete(DeleteProcessRequest {
-                container_id: c.id.clone(),
-                exec_id,
-            }),
-        )
-        .await;
+        exec.delete().await;
         result
     }
 }
@@ -747,24 +729,31 @@ fn record_log_path(c: &ContainerRecord) -> Option<PathBuf> {
 }
 
 /// What container calls need of their sandbox.
-struct ReadyPod {
-    id: String,
+pub(crate) struct ReadyPod {
+    pub(crate) id: String,
     log_directory: String,
-    channel: Channel,
+    pub(crate) channel: Channel,
     sandbox: vessel_agent_api::proto::SandboxInfo,
     share_source: PathBuf,
     share: PathBuf,
 }
 
 /// Copies one output of a container into its CRI log (or drops it when the
-/// container has no log) until the stream ends.
-async fn copy_output(channel: Channel, id: String, stream: Stream, log: Option<SharedLog>) {
+/// container has no log) and to its attach sessions until the stream ends.
+async fn copy_output(
+    channel: Channel,
+    id: String,
+    stream: Stream,
+    log: Option<SharedLog>,
+    fanout: Arc<OutputFanout>,
+) {
     let agent_stream = match stream {
         Stream::Stdout => StdioStream::Stdout,
         Stream::Stderr => StdioStream::Stderr,
     };
     let mut failed = false;
     let copied = read_output(channel, &id, "", agent_stream, |data| {
+        fanout.publish(stream, data);
         if let (Some(log), false) = (&log, failed) {
             if let Err(e) = log
                 .lock()
@@ -778,6 +767,7 @@ async fn copy_output(channel: Channel, id: String, stream: Stream, log: Option<S
         }
     })
     .await;
+    fanout.close(stream);
     if let Some(log) = &log {
         let _ = log
             .lock()

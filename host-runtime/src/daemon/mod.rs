@@ -40,6 +40,9 @@ pub enum DaemonError {
     /// The image store could not be opened.
     #[error("image store: {0}")]
     Images(#[from] vessel_image::ImageError),
+    /// The streaming server (Exec, Attach, PortForward) could not start.
+    #[error("streaming server: {0}")]
+    Streaming(#[from] vessel_streaming::ServerError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Server(#[from] tonic::transport::Error),
@@ -64,6 +67,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let socket = config.socket.clone();
     let rt = Runtime::new(config, store, images.clone());
     rt.recover().await;
+    let streaming = crate::streaming::start(&rt).await?;
+    tracing::info!(address = %streaming, "streaming server (Exec, Attach, PortForward) listening");
     tracing::info!(socket = %socket.display(), "serving CRI (RuntimeService, ImageService)");
     let result = tonic::transport::Server::builder()
         .add_service(

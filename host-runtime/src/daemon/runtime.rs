@@ -2,7 +2,7 @@
 //! image store, the node's CNI network, the live pods and the event feed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_cri::v1::ContainerEventResponse;
 use tokio::sync::broadcast;
@@ -11,6 +11,7 @@ use vessel_image::ImageStore;
 
 use crate::cni::{load_network, Cni};
 use crate::config::Config;
+use crate::container::fanout::OutputFanout;
 use crate::pod::Pod;
 use crate::store::Store;
 
@@ -41,6 +42,11 @@ pub struct Runtime {
     /// Each container's CRI log, shared by its two output copiers and
     /// `ReopenContainerLog`.
     pub logs: Mutex<HashMap<String, SharedLog>>,
+    /// Each running container's output fan-out to attach sessions.
+    pub fanouts: Mutex<HashMap<String, Arc<OutputFanout>>>,
+    /// The streaming server whose URLs Exec, Attach and PortForward return
+    /// (set once `serve` started it).
+    pub streaming: OnceLock<vessel_streaming::StreamingServer>,
 }
 
 /// A container's CRI log writer.
@@ -59,6 +65,8 @@ impl Runtime {
             create_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
+            fanouts: Mutex::new(HashMap::new()),
+            streaming: OnceLock::new(),
         })
     }
 

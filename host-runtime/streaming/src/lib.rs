@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 mod idle;
 pub mod portforward;
 pub mod remotecommand;

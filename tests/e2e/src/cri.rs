@@ -79,6 +79,11 @@ impl Drop for Vesseld {
 impl Vesseld {
     /// Writes the configuration under `dir` and starts vesseld; waits for its socket.
     pub fn start(dir: &Path, registry_host: &str) -> Vesseld {
+        Self::start_with(dir, registry_host, "")
+    }
+
+    /// As [`Vesseld::start`], with `extra` appended to the config file (more tables).
+    pub fn start_with(dir: &Path, registry_host: &str, extra: &str) -> Vesseld {
         let conf_dir = dir.join("cni");
         let ipam_dir = dir.join("ipam");
         std::fs::create_dir_all(&conf_dir).expect("cni conf dir");
@@ -105,6 +110,7 @@ bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 
 [registry.registries."{registry_host}"]
 plain_http = true
+{extra}
 "#,
                 socket = socket.display(),
                 state = dir.join("state").display(),

@@ -85,9 +85,35 @@ fn sha256(data: &[u8]) -> String {
 
 /// The applets the busybox image links.
 const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "ls", "ping", "sleep", "true", "false", "id", "hostname", "ip", "nc",
-    "head", "wc", "grep", "mkdir", "rm", "env", "pwd", "touch", "ln", "readlink", "wget", "httpd",
-    "stat", "test", "dd",
+    "sh",
+    "cat",
+    "echo",
+    "ls",
+    "ping",
+    "sleep",
+    "true",
+    "false",
+    "id",
+    "hostname",
+    "ip",
+    "nc",
+    "head",
+    "wc",
+    "grep",
+    "mkdir",
+    "rm",
+    "env",
+    "pwd",
+    "touch",
+    "ln",
+    "readlink",
+    "wget",
+    "httpd",
+    "stat",
+    "test",
+    "dd",
+    "sha256sum",
+    "stty",
 ];
 
 /// One layer: busybox with its applets, /etc/passwd and /etc/group, /tmp.

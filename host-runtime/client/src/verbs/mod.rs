@@ -10,6 +10,7 @@ mod pods;
 mod run;
 mod runtime;
 mod stats;
+mod streaming;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -30,6 +31,7 @@ pub use pods::{inspectp, list_pods, pods, rmp, runp, stopp, PodsOptions};
 pub use run::{run, RunOptions};
 pub use runtime::{info, version};
 pub use stats::{stats, statsp, StatsOptions};
+pub use streaming::{attach, exec_stream, port_forward, PortPair, StreamOptions};
 
 /// How a listing or status is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
