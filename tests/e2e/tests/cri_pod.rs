@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::*;
 use tonic::Code;
 use vessel_e2e::cri::{
-    code, container_config, nothing_left, ping, pod_config, status_of, wait_exited, Vesseld,
-    POD_GATEWAY,
+    code, container_config, nothing_left, ping, pod_config, remove_pod, status_of, wait_exited,
+    Vesseld, POD_GATEWAY,
 };
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
 use vessel_e2e::running_vmms;
@@ -672,18 +672,7 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     let gone = wait_exited(&mut cri, &doomed).await;
     assert!(gone.message.contains("pod VM"), "{gone:?}");
     assert_ne!(gone.exit_code, 0, "{gone:?}");
-    cri.runtime
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: victim.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StopPodSandbox of a dead VM: {e}\n{}", vesseld.log()));
-    cri.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: victim.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox of a dead VM: {e}\n{}", vesseld.log()));
+    remove_pod(&mut cri, &vesseld, &victim).await;
     nothing_left(&mut cri, &vesseld, &victim).await;
     let _ = POD_GATEWAY;
 

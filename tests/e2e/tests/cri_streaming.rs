@@ -14,7 +14,7 @@ use k8s_cri::v1::*;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tonic::Code;
-use vessel_e2e::cri::{code, container_config, nothing_left, pod_config, Cri, Vesseld};
+use vessel_e2e::cri::{code, container_config, nothing_left, pod_config, remove_pod, Cri, Vesseld};
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
 use vessel_streaming::client::{self, PortForwarder, SessionIo, SpdyConnection};
 use vessel_streaming::TerminalSize;
@@ -763,29 +763,22 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         "first line",
         "line from b",
         "second line",
-        "third line",
         "after the stall",
     ] {
         assert!(
-            log.contains(&format!("stdout F {line}")),
+            log.contains(&format!("stdout F {line}\n")),
             "{line:?} not in the log"
         );
     }
+    // The flood's last bytes have no newline: this line ends the flood's last one.
+    assert!(
+        log.contains("third line\n"),
+        "\"third line\" not in the log"
+    );
     a.abort();
 
     // The pod goes; nothing is left.
-    cri.runtime
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", vesseld.log()));
-    cri.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", vesseld.log()));
+    remove_pod(&mut cri, &vesseld, &pod).await;
     nothing_left(&mut cri, &vesseld, &pod).await;
     let status = vesseld.terminate();
     assert!(
