@@ -360,6 +360,22 @@ pub fn ping(ip: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Pulls `image` through the CRI; its image ref.
+pub async fn pull(cri: &mut Cri, image: &str) -> String {
+    cri.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("PullImage {image}: {e}"))
+        .into_inner()
+        .image_ref
+}
+
 /// Runs a pod sandbox; its id (panics with vesseld's log on failure).
 pub async fn run_pod(cri: &mut Cri, vesseld: &Vesseld, config: &PodSandboxConfig) -> String {
     cri.runtime

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::*;
 use tokio_stream::StreamExt;
 use vessel_e2e::cri::{
-    container_config, nothing_left, pod_config, remove_pod, run_pod, sh, start_container,
+    container_config, nothing_left, pod_config, pull, remove_pod, run_pod, sh, start_container,
     status_of, wait_exited, Cri, Vesseld, POD_GATEWAY,
 };
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
@@ -108,16 +108,7 @@ async fn containers_behave_as_critest_expects() {
     let logs = dir.join("pod-logs");
     std::fs::create_dir_all(&logs).unwrap();
     let log_dir = logs.display().to_string();
-    cri.image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("PullImage");
+    pull(&mut cri, &image).await;
 
     // The web pod: busybox httpd on port 80, published on the node's HOST_PORT.
     let mut web_pod = pod_config("web", &log_dir);

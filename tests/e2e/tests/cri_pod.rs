@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::*;
 use tonic::Code;
 use vessel_e2e::cri::{
-    code, container_config, nothing_left, ping, pod_config, remove_pod, status_of, wait_exited,
-    Vesseld, POD_GATEWAY,
+    code, container_config, nothing_left, ping, pod_config, pull, remove_pod, status_of,
+    wait_exited, Vesseld, POD_GATEWAY,
 };
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
 use vessel_e2e::running_vmms;
@@ -56,19 +56,8 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     }
 
     // The image, pulled from the registry.
-    let pulled = cri
-        .image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("PullImage")
-        .into_inner();
-    assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
+    let pulled = pull(&mut cri, &image).await;
+    assert!(pulled.starts_with("sha256:"), "{pulled}");
 
     // Bad requests get the right codes and name what is wrong.
     let mut bad = pod_config("bad", &log_dir);

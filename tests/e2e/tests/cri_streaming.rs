@@ -14,7 +14,10 @@ use k8s_cri::v1::*;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tonic::Code;
-use vessel_e2e::cri::{code, container_config, nothing_left, pod_config, remove_pod, Cri, Vesseld};
+use vessel_e2e::cri::{
+    code, container_config, nothing_left, pod_config, pull, remove_pod, run_pod, start_container,
+    status_of, Cri, Vesseld,
+};
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
 use vessel_streaming::client::{self, PortForwarder, SessionIo, SpdyConnection};
 use vessel_streaming::TerminalSize;
@@ -192,32 +195,6 @@ async fn attach(
     (stdin, out_far, task)
 }
 
-async fn start(
-    cri: &mut Cri,
-    pod: &str,
-    sandbox: &PodSandboxConfig,
-    config: ContainerConfig,
-) -> String {
-    let id = cri
-        .runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(sandbox.clone()),
-        })
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    cri.runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect("StartContainer");
-    id
-}
-
 /// Whether pid file `path` in the container names a live process.
 async fn alive(cri: &mut Cri, id: &str, path: &str) -> bool {
     let r = exec(
@@ -307,16 +284,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     });
     let logs = dir.join("pod-logs");
     std::fs::create_dir_all(&logs).unwrap();
-    cri.image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("PullImage");
+    pull(&mut cri, &image).await;
 
     // Unknown ids.
     let (c, m) = code(
@@ -343,18 +311,10 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     // One pod: a web server to exec into and forward to, a container that
     // echoes its stdin to attach to.
     let sandbox = pod_config("streams", &logs.display().to_string());
-    let pod = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", vesseld.log()))
-        .into_inner()
-        .pod_sandbox_id;
-    let web = start(
+    let pod = run_pod(&mut cri, &vesseld, &sandbox).await;
+    let web = start_container(
         &mut cri,
+        &vesseld,
         &pod,
         &sandbox,
         container_config(
@@ -368,8 +328,9 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         ),
     )
     .await;
-    let echo = start(
+    let echo = start_container(
         &mut cri,
+        &vesseld,
         &pod,
         &sandbox,
         ContainerConfig {
@@ -745,17 +706,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     read_until(&mut a_out, "after the stall").await;
 
     // The container's log got everything the attach sessions saw.
-    let echo_status = cri
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: echo.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let echo_status = status_of(&mut cri, &echo).await;
     assert_eq!(echo_status.state, ContainerState::ContainerRunning as i32);
     // The flood made it binary: not UTF-8.
     let log = text(&std::fs::read(&echo_status.log_path).unwrap_or_default());
