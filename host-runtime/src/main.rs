@@ -274,6 +274,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
         vmm_id: None,
         kernel_args: String::new(),
         pod_ids: vessel_host_runtime::config::IdRange::default(),
+        cgroup_parent: vessel_host_runtime::cgroup::DEFAULT_PARENT.into(),
         cri: None,
     };
     let mut pod = Pod::new(config.clone()).context("checking the pod's configuration")?;

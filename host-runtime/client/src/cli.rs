@@ -147,6 +147,17 @@ pub enum Command {
         #[arg(short, long, default_value = "json")]
         output: Format,
     },
+    /// Display the image and container filesystems' usage
+    Imagefsinfo {
+        /// Output format: json or yaml
+        #[arg(short, long, default_value = "json")]
+        output: Format,
+    },
+    /// Import or export image archives through vesseld (vessel's own verbs)
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Run a new pod
     Runp {
         /// The pod config file (JSON, or YAML by extension)
@@ -348,6 +359,29 @@ pub enum Command {
     },
 }
 
+/// `vessel image ...`: archives for nodes without a registry.
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import every image of an OCI layout (directory or tar) or a `docker save` tarball
+    Import {
+        /// The archive (read by vesseld, on its host)
+        file: PathBuf,
+        /// Maximum time for the import (0 for none)
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Deadline>,
+    },
+    /// Write an image as an OCI layout tarball
+    Export {
+        /// Image reference or ID
+        image: String,
+        /// The tarball to write (by vesseld, on its host; replaced if it exists)
+        file: PathBuf,
+        /// Maximum time for the export (0 for none)
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Deadline>,
+    },
+}
+
 impl Command {
     /// The verb's name, for error messages.
     pub fn verb(&self) -> &'static str {
@@ -360,6 +394,13 @@ impl Command {
             Command::Pull { .. } => "pull",
             Command::Rmi { .. } => "rmi",
             Command::Inspecti { .. } => "inspecti",
+            Command::Imagefsinfo { .. } => "imagefsinfo",
+            Command::Image {
+                command: ImageCommand::Import { .. },
+            } => "image import",
+            Command::Image {
+                command: ImageCommand::Export { .. },
+            } => "image export",
             Command::Runp { .. } => "runp",
             Command::Create { .. } => "create",
             Command::Start { .. } => "start",

@@ -9,6 +9,7 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+use vessel_image_api::v1::image_archive_client::ImageArchiveClient;
 
 use crate::error::ClientError;
 
@@ -32,6 +33,8 @@ pub struct Cri {
     pub runtime: RuntimeServiceClient<Channel>,
     /// The CRI ImageService (pull, list, status, remove).
     pub image: ImageServiceClient<Channel>,
+    /// vesseld's own image archive service (import, export).
+    pub archive: ImageArchiveClient<Channel>,
 }
 
 /// Turns `unix:///path` or a bare `/path` into the socket path.
@@ -88,7 +91,9 @@ pub async fn connect_with_timeout(endpoint: &str, timeout: Duration) -> Result<C
     Ok(Cri {
         runtime: RuntimeServiceClient::new(channel.clone())
             .max_decoding_message_size(MAX_DECODE_MESSAGE_SIZE),
-        image: ImageServiceClient::new(channel).max_decoding_message_size(MAX_DECODE_MESSAGE_SIZE),
+        image: ImageServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX_DECODE_MESSAGE_SIZE),
+        archive: ImageArchiveClient::new(channel),
     })
 }
 

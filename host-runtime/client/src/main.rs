@@ -12,7 +12,7 @@ use clap::Parser;
 use vessel_client::verbs::{self, Deadlines};
 use vessel_client::{connect_with_timeout, ClientError, DEFAULT_ENDPOINT};
 
-use cli::{Cli, Command, Deadline};
+use cli::{Cli, Command, Deadline, ImageCommand};
 
 /// Long calls: the kubelet gives RunPodSandbox twice its 2-minute runtime request timeout.
 const RUN_POD_TIMEOUT: Duration = Duration::from_secs(4 * 60);
@@ -185,6 +185,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Inspecti { images, output } => {
             verbs::inspecti(&mut cri, &images, output, deadlines, &mut out).await?
+        }
+        Command::Image {
+            command: ImageCommand::Import { file, timeout },
+        } => {
+            deadlines.long = long(timeout, PULL_TIMEOUT);
+            verbs::import(&mut cri, &file, deadlines, &mut out).await?
+        }
+        Command::Image {
+            command:
+                ImageCommand::Export {
+                    image,
+                    file,
+                    timeout,
+                },
+        } => {
+            deadlines.long = long(timeout, PULL_TIMEOUT);
+            verbs::export(&mut cri, &image, &file, deadlines).await?
+        }
+        Command::Imagefsinfo { output } => {
+            verbs::imagefsinfo(&mut cri, output, deadlines, &mut out).await?
         }
         Command::Runp {
             config,

@@ -300,6 +300,27 @@ state = "{state}"
         "/bin/sh"
     );
 
+    // The image filesystem's usage, as crictl prints it.
+    let mut out = Vec::new();
+    verbs::imagefsinfo(&mut cri, Format::Json, DEADLINES, &mut out)
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let fs = &doc["status"]["imageFilesystems"][0];
+    assert!(
+        fs["fsId"]["mountpoint"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{doc}"
+    );
+    assert!(
+        fs["usedBytes"]["value"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some(),
+        "uint64 as a string (containerd counts its snapshots later): {doc}"
+    );
+
     // A runtime error keeps its gRPC code and message.
     let missing = format!("127.0.0.1:{port}/busybox:nope");
     let err = verbs::pull(

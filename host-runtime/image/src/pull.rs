@@ -480,8 +480,9 @@ async fn fetch(
         .layers_total
         .store(m.layers.len(), Ordering::Relaxed);
 
-    // Hold off GC until the record naming this content is committed.
-    let _gc = inner.gc_lock.read().await;
+    // Hold off GC until the record naming this content is committed (the
+    // commit task holds the guard: it outlives this future if it is dropped).
+    let gc = inner.gc_lock.clone().read_owned().await;
     inner
         .content
         .put(&res.manifest_digest, &res.manifest_bytes)?;
@@ -508,9 +509,12 @@ async fn fetch(
         config_size,
         layer_sizes,
     };
-    tokio::task::spawn_blocking(move || commit_image(&inner2, &r2, &img, Some(&p2)))
-        .await
-        .map_err(|e| ImageError::Database(format!("unpack task: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let _gc = gc;
+        commit_image(&inner2, &r2, &img, Some(&p2))
+    })
+    .await
+    .map_err(|e| ImageError::Database(format!("unpack task: {e}")))?
 }
 
 /// An image whose blobs are all in the content store, ready to unpack and record.

@@ -219,7 +219,11 @@ pub(crate) struct Inner {
     pub(crate) content: ContentStore,
     pub(crate) layers: LayerStore,
     pub(crate) meta: Metadata,
-    pub(crate) gc_lock: tokio::sync::RwLock<()>,
+    /// Readers: work that puts content GC must not take (pulls, imports,
+    /// exports) until the record naming it is committed. Shared, so that a
+    /// blocking task holds its own guard: a pull cancelled by its progress
+    /// timeout drops its future, but its commit may still be running.
+    pub(crate) gc_lock: Arc<tokio::sync::RwLock<()>>,
     containers: PathBuf,
     /// Pulls in progress by reference, with a generation so that only the
     /// pull that made an entry removes it.
@@ -249,7 +253,7 @@ impl ImageStore {
             content,
             layers,
             meta,
-            gc_lock: tokio::sync::RwLock::new(()),
+            gc_lock: Arc::new(tokio::sync::RwLock::new(())),
             containers,
             inflight: Mutex::new(HashMap::new()),
             pull_seq: AtomicU64::new(0),
@@ -326,11 +330,14 @@ impl ImageStore {
     /// annotation (or `RepoTags`).
     pub async fn import(&self, path: &Path) -> Result<Vec<PulledImage>> {
         let imported = {
-            let _g = self.inner.gc_lock.read().await;
+            let gc = self.inner.gc_lock.clone().read_owned().await;
             let (inner, p) = (self.inner.clone(), path.to_path_buf());
-            tokio::task::spawn_blocking(move || crate::archive::import(&inner, &p))
-                .await
-                .map_err(|e| ImageError::Database(format!("import task: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                let _gc = gc;
+                crate::archive::import(&inner, &p)
+            })
+            .await
+            .map_err(|e| ImageError::Database(format!("import task: {e}")))??
         };
         self.gc().await?;
         Ok(imported

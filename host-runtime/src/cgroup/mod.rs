@@ -11,8 +11,12 @@ use std::time::Duration;
 /// Where cgroup filesystems are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// The default parent of pod cgroups.
+/// The default parent of pod cgroups (`vesseld run-pod`'s; `serve` takes
+/// `cgroup.parent`).
 pub const DEFAULT_PARENT: &str = "vessel";
+
+mod parent;
+pub use parent::{parent_path, BadParent};
 
 /// The v1 hierarchies a pod joins (those that are mounted).
 const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -37,6 +41,9 @@ pub enum CgroupError {
     /// A name would leave the parent.
     #[error("cgroup name {0:?} must be one path component")]
     BadName(String),
+    /// A parent would leave the root.
+    #[error("cgroup parent {0:?} must be a relative path of plain components")]
+    BadParent(PathBuf),
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CgroupError + '_ {
@@ -76,16 +83,16 @@ pub struct PodCgroup {
 impl PodCgroup {
     /// Makes `<root>/<parent>/<name>` (in every v1 hierarchy) with a memory
     /// limit of `memory_limit` bytes. An existing one is reused (a restart).
+    /// `parent` is relative ([`parent_path`]), one or more levels deep.
     pub fn create(
         root: &Path,
-        parent: &str,
+        parent: &Path,
         name: &str,
         memory_limit: u64,
     ) -> Result<Self, CgroupError> {
-        for part in [parent, name] {
-            if part.is_empty() || part.contains('/') || part == "." || part == ".." {
-                return Err(CgroupError::BadName(part.to_string()));
-            }
+        check_parent(parent)?;
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(CgroupError::BadName(name.to_string()));
         }
         let version = detect(root)?;
         let mut cg = PodCgroup {
@@ -94,12 +101,15 @@ impl PodCgroup {
         };
         match version {
             Version::V2 => {
-                let parent_dir = root.join(parent);
-                mkdir(&parent_dir)?;
                 // Controllers must be enabled from the root down to the
                 // parent for the pod's directory to have their files.
                 enable_controllers(root)?;
-                enable_controllers(&parent_dir)?;
+                let mut parent_dir = root.to_path_buf();
+                for part in parent.components() {
+                    parent_dir.push(part);
+                    mkdir(&parent_dir)?;
+                    enable_controllers(&parent_dir)?;
+                }
                 let dir = parent_dir.join(name);
                 mkdir(&dir)?;
                 cg.dirs.push(dir);
@@ -125,7 +135,8 @@ impl PodCgroup {
 
     /// The existing pod cgroup `<root>/<parent>/<name>` (after a restart,
     /// to remove it); `None` if it does not exist.
-    pub fn find(root: &Path, parent: &str, name: &str) -> Result<Option<Self>, CgroupError> {
+    pub fn find(root: &Path, parent: &Path, name: &str) -> Result<Option<Self>, CgroupError> {
+        check_parent(parent)?;
         let version = detect(root)?;
         let dirs: Vec<PathBuf> = match version {
             Version::V2 => vec![root.join(parent).join(name)],
@@ -224,6 +235,18 @@ impl PodCgroup {
             }
         }
         Ok(())
+    }
+}
+
+/// A parent is a relative path of plain components: it cannot leave the root.
+fn check_parent(parent: &Path) -> Result<(), CgroupError> {
+    let plain = parent
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain && !parent.as_os_str().is_empty() {
+        Ok(())
+    } else {
+        Err(CgroupError::BadParent(parent.to_path_buf()))
     }
 }
 

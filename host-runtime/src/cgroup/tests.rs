@@ -6,8 +6,48 @@ use crate::process::{Output, SpawnSpec};
 #[test]
 fn names_must_stay_under_the_parent() {
     for bad in ["", "..", "a/b", "."] {
-        let err = PodCgroup::create(Path::new(CGROUP_ROOT), "vessel-test", bad, 1 << 30);
+        let err = PodCgroup::create(
+            Path::new(CGROUP_ROOT),
+            Path::new("vessel-test"),
+            bad,
+            1 << 30,
+        );
         assert!(matches!(err, Err(CgroupError::BadName(_))), "{bad:?}");
+    }
+}
+
+#[test]
+fn parents_must_stay_under_the_root() {
+    for bad in ["", "..", "a/../..", "/abs"] {
+        let err = PodCgroup::create(Path::new(CGROUP_ROOT), Path::new(bad), "pod", 1 << 30);
+        assert!(matches!(err, Err(CgroupError::BadParent(_))), "{bad:?}");
+        let found = PodCgroup::find(Path::new(CGROUP_ROOT), Path::new(bad), "pod");
+        assert!(matches!(found, Err(CgroupError::BadParent(_))), "{bad:?}");
+    }
+}
+
+/// A parent two levels deep (a nested systemd slice) is made level by level.
+#[test]
+fn a_nested_parent_is_made() {
+    let root = Path::new(CGROUP_ROOT);
+    let top = format!("vessel-test-{}.slice", std::process::id());
+    let parent = Path::new(&top).join(format!("{}-pods.slice", top.trim_end_matches(".slice")));
+    let cg = PodCgroup::create(root, &parent, "pod", 256 << 20).unwrap();
+    assert!(
+        cg.dirs().iter().all(|d| d.ends_with(parent.join("pod"))),
+        "{:?}",
+        cg.dirs()
+    );
+    assert_eq!(
+        PodCgroup::find(root, &parent, "pod")
+            .unwrap()
+            .map(|c| c.dirs().to_vec()),
+        Some(cg.dirs().to_vec())
+    );
+    cg.remove_now().unwrap();
+    for d in cg.dirs() {
+        let _ = std::fs::remove_dir(d.parent().unwrap());
+        let _ = std::fs::remove_dir(d.parent().unwrap().parent().unwrap());
     }
 }
 
@@ -27,7 +67,7 @@ fn no_hierarchy_is_named() {
 async fn a_process_joins_the_pod_cgroup_and_the_cgroup_is_removed() {
     let root = Path::new(CGROUP_ROOT);
     let name = format!("cgroup-test-{}", std::process::id());
-    let cg = PodCgroup::create(root, "vessel-test", &name, 256 << 20).unwrap();
+    let cg = PodCgroup::create(root, Path::new("vessel-test"), &name, 256 << 20).unwrap();
     assert_eq!(cg.memory_limit(), Some(256 << 20));
     let mut p = SpawnSpec {
         role: "process",

@@ -215,12 +215,21 @@ pub struct TlsConfig {
 pub struct ImageLimits {
     /// Layers pulled at once per image (containerd's default: 3).
     pub max_concurrent_downloads: u32,
-    /// Largest manifest, index or config blob, in bytes.
+    /// Largest manifest or index, in bytes.
     pub max_manifest_bytes: u64,
+    /// Largest image config, in bytes.
+    pub max_config_bytes: u64,
+    /// Most layers in one image.
+    pub max_layers: u64,
+    /// A pull that moves no byte for this long is cancelled (containerd's
+    /// `image_pull_progress_timeout`), in seconds.
+    pub progress_timeout_secs: u64,
     /// Largest single layer (compressed), in bytes.
     pub max_layer_bytes: u64,
-    /// Largest unpacked size of one image, in bytes.
+    /// Most bytes of file content one layer may unpack to (a tar bomb's cap).
     pub max_unpacked_bytes: u64,
+    /// Most tar entries in one layer.
+    pub max_entries: u64,
 }
 
 impl Default for ImageLimits {
@@ -229,8 +238,12 @@ impl Default for ImageLimits {
             max_concurrent_downloads: 3,
             // containerd refuses manifests over 4 MiB as well.
             max_manifest_bytes: 4 << 20,
+            max_config_bytes: 8 << 20,
+            max_layers: 128,
+            progress_timeout_secs: 300,
             max_layer_bytes: 10 << 30,
             max_unpacked_bytes: 32 << 30,
+            max_entries: 1_000_000,
         }
     }
 }
@@ -418,6 +431,20 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        for (field, value) in [
+            ("images.max_config_bytes", self.images.max_config_bytes),
+            ("images.max_layers", self.images.max_layers),
+            (
+                "images.progress_timeout_secs",
+                self.images.progress_timeout_secs,
+            ),
+            ("images.max_unpacked_bytes", self.images.max_unpacked_bytes),
+            ("images.max_entries", self.images.max_entries),
+        ] {
+            if value == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
         if self.pod_ids.start == 0 {
             return bad("pod_ids.start", "must not be 0 (root)".into());
         }
@@ -440,7 +467,9 @@ impl Config {
                 ),
             );
         }
-        check_cgroup_parent(&self.cgroup.parent).or_else(|why| bad("cgroup.parent", why))?;
+        if let Err(e) = crate::cgroup::parent_path(&self.cgroup.parent) {
+            return bad("cgroup.parent", e.to_string());
+        }
         if !self
             .runtime_handlers
             .contains_key(&self.default_runtime_handler)
@@ -475,26 +504,6 @@ fn check_absolute(path: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{} is not an absolute path", path.display()))
-    }
-}
-
-/// A slice name for the systemd driver or an absolute path for cgroupfs.
-fn check_cgroup_parent(parent: &str) -> Result<(), String> {
-    let slice_ok = parent.ends_with(".slice")
-        && parent.len() > ".slice".len()
-        && !parent.contains('/')
-        && !parent.contains(char::is_whitespace);
-    let path_ok = parent.starts_with('/')
-        && !parent.contains('\0')
-        && Path::new(parent)
-            .components()
-            .all(|c| !matches!(c, std::path::Component::ParentDir));
-    if slice_ok || path_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{parent:?} is neither a systemd slice (NAME.slice) nor an absolute cgroup path without '..'"
-        ))
     }
 }
 

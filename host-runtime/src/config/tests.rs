@@ -134,6 +134,16 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
             "[pod_ids]\nstart = 4294967000\ncount = 65536",
             "pod_ids.count",
         ),
+        (
+            "[images]\nmax_unpacked_bytes = 0",
+            "images.max_unpacked_bytes",
+        ),
+        ("[images]\nmax_entries = 0", "images.max_entries"),
+        (
+            "[images]\nprogress_timeout_secs = 0",
+            "images.progress_timeout_secs",
+        ),
+        ("[images]\nmax_layers = 0", "images.max_layers"),
         ("[cgroup]\nparent = \"vessel\"", "cgroup.parent"),
         ("[cgroup]\nparent = \"/a/../b\"", "cgroup.parent"),
         ("[cni]\nbin_dirs = []", "cni.bin_dirs"),

@@ -1,11 +1,14 @@
 //! `vesseld serve`: opens the stores, binds the CRI socket and serves
 //! RuntimeService and ImageService on it until SIGTERM or SIGINT.
 
+pub mod image_archive;
 pub mod runtime;
 
+use image_archive::ImageArchiveImpl;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use vessel_image_api::v1::image_archive_server::ImageArchiveServer;
 
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
@@ -48,6 +51,22 @@ pub enum DaemonError {
     Server(#[from] tonic::transport::Error),
 }
 
+/// The image store's configuration from vesseld's: registries and the
+/// `[images]` limits.
+pub fn image_store_config(config: &Config) -> StoreConfig {
+    let mut images = StoreConfig::new(config.state_dir.join("images"));
+    images.registry = config.registry.clone();
+    images.max_concurrent_downloads = config.images.max_concurrent_downloads.max(1) as usize;
+    images.progress_timeout = std::time::Duration::from_secs(config.images.progress_timeout_secs);
+    images.limits.max_manifest_bytes = config.images.max_manifest_bytes;
+    images.limits.max_config_bytes = config.images.max_config_bytes;
+    images.limits.max_layers = usize::try_from(config.images.max_layers).unwrap_or(usize::MAX);
+    images.limits.max_layer_bytes = config.images.max_layer_bytes;
+    images.limits.unpack.max_bytes = config.images.max_unpacked_bytes;
+    images.limits.unpack.max_entries = config.images.max_entries;
+    images
+}
+
 /// Opens everything and serves until a signal; then returns (the pods keep
 /// running: a restarted vesseld takes them over).
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
@@ -57,12 +76,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     })?;
     let db = open_database(&config.state_dir)?;
     let store = Store::open(Arc::clone(&db))?;
-    let mut images = StoreConfig::new(config.state_dir.join("images"));
-    images.registry = config.registry.clone();
-    images.max_concurrent_downloads = config.images.max_concurrent_downloads.max(1) as usize;
-    images.limits.max_manifest_bytes = config.images.max_manifest_bytes;
-    images.limits.max_layer_bytes = config.images.max_layer_bytes;
-    let images = ImageStore::open(images, db)?;
+    let images = ImageStore::open(image_store_config(&config), db)?;
     let listener = bind(&config.socket)?;
     let socket = config.socket.clone();
     let rt = Runtime::new(config, store, images.clone());
@@ -77,10 +91,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
                 .max_encoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            ImageServiceServer::new(ImageServiceImpl::new(images))
+            ImageServiceServer::new(ImageServiceImpl::new(images.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
+        .add_service(ImageArchiveServer::new(ImageArchiveImpl::new(images)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await;
     let _ = std::fs::remove_file(&socket);
@@ -126,5 +141,29 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_images_section_reaches_the_image_store() {
+        let config = Config::parse(
+            "[images]\nmax_manifest_bytes = 1000\nmax_config_bytes = 1500\nmax_layers = 7\nprogress_timeout_secs = 9\nmax_layer_bytes = 2000\nmax_unpacked_bytes = 3000\nmax_entries = 40\nmax_concurrent_downloads = 5\n",
+            std::path::Path::new("config.toml"),
+        )
+        .unwrap();
+        let store = image_store_config(&config);
+        assert_eq!(store.limits.max_manifest_bytes, 1000);
+        assert_eq!(store.limits.max_config_bytes, 1500);
+        assert_eq!(store.limits.max_layers, 7);
+        assert_eq!(store.progress_timeout, std::time::Duration::from_secs(9));
+        assert_eq!(store.limits.max_layer_bytes, 2000);
+        assert_eq!(store.limits.unpack.max_bytes, 3000);
+        assert_eq!(store.limits.unpack.max_entries, 40);
+        assert_eq!(store.max_concurrent_downloads, 5);
+        assert_eq!(store.root, config.state_dir.join("images"));
     }
 }

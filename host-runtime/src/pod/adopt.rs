@@ -35,7 +35,7 @@ impl Pod {
             Made::LogDir(config.log_dir()),
         ];
         if let Some(cg) =
-            PodCgroup::find(Path::new(CGROUP_ROOT), super::CGROUP_PARENT, &config.name)?
+            PodCgroup::find(Path::new(CGROUP_ROOT), &config.cgroup_parent, &config.name)?
         {
             made.push(Made::Cgroup(cg));
         }

@@ -31,6 +31,9 @@ pub const HOST_OVERHEAD_MIB: u64 = 128;
 /// The record, in a pod's state dir, of the vesseld that owns the pod.
 pub const OWNER_RECORD: &str = "owner.process.json";
 
+/// The pod's cgroup parent (relative to the cgroup root), in its state dir.
+pub const CGROUP_PARENT_RECORD: &str = "cgroup.parent";
+
 /// The directory in a pod's state dir where its share is bind-mounted
 /// nosuid,nodev (what virtiofsd serves).
 pub const SHARE_DIR: &str = "share";
@@ -89,6 +92,9 @@ pub struct PodConfig {
     pub kernel_args: String,
     /// The block of host ids pod VMMs run as, one per pod (`[pod_ids]`).
     pub pod_ids: crate::config::IdRange,
+    /// Where the pod's cgroup goes, relative to the cgroup root
+    /// (`cgroup.parent` through [`crate::cgroup::parent_path`]).
+    pub cgroup_parent: PathBuf,
     /// A CRI pod sandbox: CNI networking and a share of per-container
     /// rootfs (`None`: run-pod's own subnet and one rootfs).
     pub cri: Option<CriPod>,
@@ -301,6 +307,7 @@ pub(crate) fn test_config(dir: &Path, name: &str) -> PodConfig {
         vmm_id: None,
         kernel_args: String::new(),
         pod_ids: crate::config::IdRange::default(),
+        cgroup_parent: CGROUP_PARENT.into(),
         cri: None,
     }
 }

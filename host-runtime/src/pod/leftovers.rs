@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{PodConfig, CGROUP_PARENT};
+use super::PodConfig;
 use crate::cgroup::{PodCgroup, CGROUP_ROOT};
 use crate::net;
 
@@ -57,7 +57,9 @@ pub fn leftovers(config: &PodConfig, pids: &[u32]) -> Vec<Leftover> {
             });
         }
     }
-    if let Ok(Some(cg)) = PodCgroup::find(Path::new(CGROUP_ROOT), CGROUP_PARENT, &config.name) {
+    if let Ok(Some(cg)) =
+        PodCgroup::find(Path::new(CGROUP_ROOT), &config.cgroup_parent, &config.name)
+    {
         left.extend(cg.dirs().iter().cloned().map(Leftover::Cgroup));
     }
     if net::netns_exists(&config.netns_name()) {

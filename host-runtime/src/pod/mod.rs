@@ -30,8 +30,9 @@ use crate::virtiofsd::{Virtiofsd, VirtiofsdError};
 use crate::vm::{Isolation, VmError, VmExit, VmProcess};
 
 pub use config::{
-    validate_name, CriPod, PodConfig, PodConfigError, CGROUP_PARENT, GUEST_NIC, HOST_OVERHEAD_MIB,
-    OWNER_RECORD, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR, SHARE_SOURCE_DIR, TAP_NAME, VM_DIR,
+    validate_name, CriPod, PodConfig, PodConfigError, CGROUP_PARENT, CGROUP_PARENT_RECORD,
+    GUEST_NIC, HOST_OVERHEAD_MIB, OWNER_RECORD, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR,
+    SHARE_SOURCE_DIR, TAP_NAME, VM_DIR,
 };
 pub use container::{ContainerExit, ContainerRun};
 pub use leftovers::{leftovers, Leftover};
@@ -382,9 +383,20 @@ impl Pod {
 
     fn make_cgroup(&mut self) -> Result<String, PodError> {
         let limit = (u64::from(self.config.memory_mib) + HOST_OVERHEAD_MIB) << 20;
+        // Recorded first, so that a sweep finds the cgroup under a parent
+        // vesseld's configuration no longer names.
+        let record = self.config.state_dir().join(CGROUP_PARENT_RECORD);
+        std::fs::write(
+            &record,
+            self.config.cgroup_parent.as_os_str().as_encoded_bytes(),
+        )
+        .map_err(|source| PodError::StateDir {
+            path: record.clone(),
+            source,
+        })?;
         let cg = PodCgroup::create(
             std::path::Path::new(CGROUP_ROOT),
-            CGROUP_PARENT,
+            &self.config.cgroup_parent,
             &self.config.name,
             limit,
         )?;

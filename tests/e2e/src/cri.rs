@@ -108,6 +108,9 @@ level = "debug"
 conf_dir = "{conf}"
 bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 
+[cgroup]
+parent = "{CGROUP_PARENT}"
+
 [registry.registries."{registry_host}"]
 plain_http = true
 {extra}
@@ -185,6 +188,12 @@ plain_http = true
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("vesseld.log")).unwrap_or_default()
+    }
+
+    /// The last 4 KiB of every pod's `console.log` and `vmm.log`: what a
+    /// failing test prints to say whether the guest or the VMM gave up.
+    pub fn pod_log_tails(&self) -> String {
+        pod_log_tails(&self.dir)
     }
 
     /// The pods' run dir.
@@ -345,6 +354,15 @@ pub async fn nothing_left(cri: &mut Cri, vesseld: &Vesseld, pod_id: &str) {
         })
         .unwrap_or_default();
     assert!(ipam.is_empty(), "host-local allocations left: {ipam:?}");
+    let cgroups: Vec<_> = std::fs::read_dir(pod_cgroups())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(cgroups.is_empty(), "pod cgroups left: {cgroups:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let root = vesseld.dir.display().to_string();
     let ours: Vec<_> = mounts.lines().filter(|l| l.contains(&root)).collect();
@@ -378,7 +396,8 @@ pub async fn pull(cri: &mut Cri, image: &str) -> String {
 
 /// Runs a pod sandbox; its id (panics with vesseld's log on failure).
 pub async fn run_pod(cri: &mut Cri, vesseld: &Vesseld, config: &PodSandboxConfig) -> String {
-    cri.runtime
+    let id = cri
+        .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: String::new(),
@@ -386,7 +405,23 @@ pub async fn run_pod(cri: &mut Cri, vesseld: &Vesseld, config: &PodSandboxConfig
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", vesseld.log()))
         .into_inner()
-        .pod_sandbox_id
+        .pod_sandbox_id;
+    let cgroup = pod_cgroups().join(&id[..16]);
+    assert!(
+        cgroup.is_dir(),
+        "the pod's cgroup is not under cgroup.parent: {}",
+        cgroup.display()
+    );
+    id
+}
+
+/// `cgroup.parent` of the tests' vesseld: a nested slice, so that the
+/// tests see it expanded as systemd lays slices out.
+pub const CGROUP_PARENT: &str = "vessel-e2e.slice";
+
+/// Where the tests' vesseld puts pod cgroups (the test host has cgroup v2).
+pub fn pod_cgroups() -> PathBuf {
+    PathBuf::from("/sys/fs/cgroup/vessel.slice/vessel-e2e.slice")
 }
 
 /// Creates and starts a container in a pod; its id.
@@ -462,4 +497,25 @@ pub async fn remove_pod(cri: &mut Cri, vesseld: &Vesseld, pod_id: &str) {
         })
         .await
         .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", vesseld.log()));
+}
+
+/// [`Vesseld::pod_log_tails`] of the vesseld whose dir is `dir`.
+pub fn pod_log_tails(dir: &Path) -> String {
+    let mut out = String::new();
+    let pods = dir.join("state").join("pods");
+    for pod in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+        for name in ["console.log", "vmm.log"] {
+            let path = pod.path().join(name);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let tail = &bytes[bytes.len().saturating_sub(4 << 10)..];
+            out += &format!(
+                "--- {} ends:\n{}\n",
+                path.display(),
+                String::from_utf8_lossy(tail)
+            );
+        }
+    }
+    out
 }

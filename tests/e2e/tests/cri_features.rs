@@ -2,8 +2,9 @@
 //! `vesseld serve` and pod VMs: users and groups, a read-only rootfs,
 //! capabilities, privileged or not, UpdateContainerResources, an OOM kill,
 //! GetContainerEvents, `hostPort` through Debian's `portmap` plugin, one pod
-//! reaching another, and a container that plants symlinks to host paths in
-//! what vesseld later removes.
+//! reaching another, a rootfs write that dies with its container, log
+//! rotation (ReopenContainerLog), and a container that
+//! plants symlinks to host paths in what vesseld later removes.
 //!
 //! Two pods in one test host; the leak check after both are removed.
 
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 use tokio_stream::StreamExt;
+use tonic::Code;
 use vessel_e2e::cri::{
-    container_config, nothing_left, pod_config, pull, remove_pod, run_pod, sh, start_container,
-    status_of, wait_exited, Cri, Vesseld, POD_GATEWAY,
+    code, container_config, nothing_left, pod_config, pull, remove_pod, run_pod, sh,
+    start_container, status_of, wait_exited, Cri, Vesseld, POD_GATEWAY,
 };
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
 
@@ -360,6 +362,132 @@ async fn containers_behave_as_critest_expects() {
     .await;
     assert_eq!(out.stdout, "reached\nserved by the web pod\n", "{out:?}");
 
+    // A container's writes to its rootfs are its own: gone with it, never
+    // in the image's shared layer, unseen by the next container.
+    let writer = start_container(
+        &mut cri,
+        &vesseld,
+        &client_id,
+        &client_pod,
+        container_config("writer", &image, &["sleep", "100000"]),
+    )
+    .await;
+    let out = sh(
+        &mut cri,
+        &writer,
+        "echo mine > /bin/written-by-a-container && cat /bin/written-by-a-container",
+    )
+    .await;
+    assert_eq!(out.stdout, "mine\n", "{out:?}");
+    cri.runtime
+        .stop_container(StopContainerRequest {
+            container_id: writer.clone(),
+            timeout: 0,
+        })
+        .await
+        .expect("StopContainer writer");
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: writer.clone(),
+        })
+        .await
+        .expect("RemoveContainer writer");
+    let out = sh(
+        &mut cri,
+        &client,
+        "test -e /bin/written-by-a-container && echo seen || echo unseen",
+    )
+    .await;
+    assert_eq!(out.stdout, "unseen\n", "{out:?}");
+    let images = vesseld.dir.join("state").join("images");
+    let found = std::process::Command::new("find")
+        .arg(&images)
+        .args(["-name", "written-by-a-container"])
+        .output()
+        .expect("find");
+    assert!(
+        found.stdout.is_empty(),
+        "the write is left in the image store: {}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+
+    // Log rotation as the kubelet does it: rename the file, then
+    // ReopenContainerLog; the lines that follow go to a new file.
+    let ticker = start_container(
+        &mut cri,
+        &vesseld,
+        &client_id,
+        &client_pod,
+        container_config(
+            "ticker",
+            &image,
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+            ],
+        ),
+    )
+    .await;
+    let log = logs.join("ticker.log");
+    let rotated = logs.join("ticker.log.1");
+    let ticks = |path: &std::path::Path| -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                // <RFC3339Nano> stdout F tick N
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                assert_eq!(f.len(), 4, "a CRI log line: {l:?}");
+                assert_eq!((f[1], f[2]), ("stdout", "F"), "{l:?}");
+                f[3].strip_prefix("tick ")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("a tick line: {l:?}"))
+            })
+            .collect()
+    };
+    let wait_for_ticks = |path: std::path::PathBuf| async move {
+        for _ in 0..150 {
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 3) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("no ticks in {}", path.display());
+    };
+    wait_for_ticks(log.clone()).await;
+    std::fs::rename(&log, &rotated).expect("rotate the log");
+    cri.runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: ticker.clone(),
+        })
+        .await
+        .expect("ReopenContainerLog");
+    wait_for_ticks(log.clone()).await;
+    let (before, after) = (ticks(&rotated), ticks(&log));
+    let last = *before.last().expect("ticks before the rotation");
+    assert_eq!(
+        before,
+        (before[0]..=last).collect::<Vec<_>>(),
+        "ticks before the rotation are whole and in order"
+    );
+    assert!(
+        after[0] > last,
+        "after the rotation: {after:?}, before: {before:?}"
+    );
+    let (c, m) = code(
+        cri.runtime
+            .reopen_container_log(ReopenContainerLogRequest {
+                container_id: hog.clone(),
+            })
+            .await,
+    );
+    assert_eq!(
+        c,
+        Code::FailedPrecondition,
+        "reopening an exited container's log: {m}"
+    );
+
     // A container plants symlinks to host paths in its rootfs and in a
     // read-write hostPath; removing it and its pod follows none of them.
     let canary = dir.join("canary");
@@ -395,7 +523,17 @@ async fn containers_behave_as_critest_expects() {
     assert_eq!(out.stdout, "planted\n", "{out:?}");
 
     // Stop and remove everything; every container's lifecycle is in the events.
-    let all = [&httpd, &ids, &plain, &privileged, &hog, &client, &planter];
+    let all = [
+        &httpd,
+        &ids,
+        &plain,
+        &privileged,
+        &hog,
+        &client,
+        &writer,
+        &ticker,
+        &planter,
+    ];
     cri.runtime
         .remove_container(RemoveContainerRequest {
             container_id: planter.clone(),

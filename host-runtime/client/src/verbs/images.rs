@@ -1,12 +1,15 @@
-//! Image verbs: `images`, `pull`, `rmi`, `inspecti`.
+//! Image verbs: `images`, `pull`, `rmi`, `inspecti`, `imagefsinfo`, and
+//! vesseld's own `image import` and `image export`.
 
 use std::io::Write;
 
 use k8s_cri::v1::{
-    AuthConfig, Image, ImageFilter, ImageSpec, ImageStatusRequest, ImageStatusResponse,
-    ListImagesRequest, PodSandboxConfig, PullImageRequest, RemoveImageRequest,
+    AuthConfig, FilesystemUsage, Image, ImageFilter, ImageFsInfoRequest, ImageSpec,
+    ImageStatusRequest, ImageStatusResponse, ListImagesRequest, PodSandboxConfig, PullImageRequest,
+    RemoveImageRequest,
 };
 use serde_json::{json, Value};
+use vessel_image_api::v1::{ExportRequest, ImportRequest};
 
 use super::{emit, emit_value, Deadlines, Format};
 use crate::connect::{call, request, Cri};
@@ -265,6 +268,98 @@ pub async fn inspecti(
         Value::Array(docs)
     };
     emit_value(out, &doc, format)
+}
+
+/// `imagefsinfo`: the image and container filesystems' usage, as crictl
+/// prints it (`{"status": {"imageFilesystems": [...], ...}}`; uint64 as
+/// strings, the protobuf JSON mapping).
+pub async fn imagefsinfo(
+    cri: &mut Cri,
+    format: Format,
+    deadlines: Deadlines,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    let reply = call(
+        "ImageFsInfo",
+        deadlines.quick,
+        cri.image
+            .image_fs_info(request(ImageFsInfoRequest {}, deadlines.quick)),
+    )
+    .await?;
+    let usage = |list: &[FilesystemUsage]| -> Value {
+        list.iter()
+            .map(|u| {
+                json!({
+                    "timestamp": u.timestamp.to_string(),
+                    "fsId": {"mountpoint": u.fs_id.as_ref().map(|f| f.mountpoint.clone()).unwrap_or_default()},
+                    "usedBytes": {"value": u.used_bytes.as_ref().map(|v| v.value).unwrap_or(0).to_string()},
+                    "inodesUsed": {"value": u.inodes_used.as_ref().map(|v| v.value).unwrap_or(0).to_string()},
+                })
+            })
+            .collect()
+    };
+    let doc = json!({"status": {
+        "imageFilesystems": usage(&reply.image_filesystems),
+        "containerFilesystems": usage(&reply.container_filesystems),
+    }});
+    emit_value(out, &doc, format)
+}
+
+/// An absolute form of `path` (the daemon resolves it, not the client).
+fn absolute(path: &std::path::Path) -> Result<String, ClientError> {
+    std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// `image import FILE`: vesseld imports an OCI layout (directory or tar) or
+/// a `docker save` tarball; prints each image it got, as `ctr` does.
+pub async fn import(
+    cri: &mut Cri,
+    file: &std::path::Path,
+    deadlines: Deadlines,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    let reply = call(
+        "Import",
+        deadlines.long,
+        cri.archive.import(request(
+            ImportRequest {
+                path: absolute(file)?,
+            },
+            deadlines.long,
+        )),
+    )
+    .await?;
+    for image in reply.images {
+        emit(
+            out,
+            &format!("imported {} ({})\n", image.names.join(", "), image.id),
+        )?;
+    }
+    Ok(())
+}
+
+/// `image export IMAGE FILE`: vesseld writes the image as an OCI layout tarball.
+pub async fn export(
+    cri: &mut Cri,
+    image: &str,
+    file: &std::path::Path,
+    deadlines: Deadlines,
+) -> Result<(), ClientError> {
+    call(
+        "Export",
+        deadlines.long,
+        cri.archive.export(request(
+            ExportRequest {
+                image: image.to_string(),
+                path: absolute(file)?,
+            },
+            deadlines.long,
+        )),
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@ pub use containers::{
     create, exec_sync, inspect, list_containers, ps, rm, start, stop, CreateOptions, PsOptions,
     RmOptions,
 };
-pub use images::{images, inspecti, pull, rmi, ImagesOptions, PullOptions};
+pub use images::{
+    export, imagefsinfo, images, import, inspecti, pull, rmi, ImagesOptions, PullOptions,
+};
 pub use logs::{logs, LogsOptions};
 pub use pods::{inspectp, list_pods, pods, rmp, runp, stopp, PodsOptions};
 pub use run::{run, RunOptions};

@@ -92,12 +92,23 @@ fn condition(kind: &str, ok: bool, reason: &str, message: &str) -> RuntimeCondit
     }
 }
 
-/// `RuntimeConfig`: the cgroup driver. vesseld manages its pods' host
-/// cgroups itself, under cgroupfs, which is what it reports.
+/// `RuntimeConfig`: the host's cgroup driver, for the kubelet's own pod
+/// cgroups: systemd where systemd is the init (as sd_booted(3) tells),
+/// cgroupfs otherwise. vesseld places its pods' host processes itself,
+/// under `cgroup.parent`, either way.
 pub fn runtime_config() -> RuntimeConfigResponse {
+    runtime_config_for(std::path::Path::new("/run/systemd/system").is_dir())
+}
+
+fn runtime_config_for(systemd_booted: bool) -> RuntimeConfigResponse {
+    let driver = if systemd_booted {
+        CgroupDriver::Systemd
+    } else {
+        CgroupDriver::Cgroupfs
+    };
     RuntimeConfigResponse {
         linux: Some(LinuxRuntimeConfiguration {
-            cgroup_driver: CgroupDriver::Cgroupfs as i32,
+            cgroup_driver: driver as i32,
         }),
     }
 }
@@ -120,4 +131,16 @@ pub fn sandbox_info(rt: &Runtime, s: &SandboxRecord) -> String {
         })),
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod runtime_config_tests {
+    use super::*;
+
+    #[test]
+    fn the_driver_is_the_hosts() {
+        let driver = |booted| runtime_config_for(booted).linux.map(|l| l.cgroup_driver);
+        assert_eq!(driver(true), Some(CgroupDriver::Systemd as i32));
+        assert_eq!(driver(false), Some(CgroupDriver::Cgroupfs as i32));
+    }
 }
