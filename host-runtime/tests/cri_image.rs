@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::image_service_server::ImageService;
 use k8s_cri::v1::{
-    AuthConfig, ImageFilter, ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest,
-    RemoveImageRequest,
+    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
+    PullImageRequest, RemoveImageRequest,
 };
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -215,11 +215,42 @@ async fn image_service_over_a_real_registry() {
         .into_inner();
     assert_eq!(list.images.len(), 1);
 
+    // Both filesystems are reported: the store's and the writable layers'.
+    let fs = svc
+        .image_fs_info(Request::new(ImageFsInfoRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fs.image_filesystems.len(), 1, "{fs:?}");
+    assert_eq!(fs.container_filesystems.len(), 1, "{fs:?}");
+    assert!(
+        fs.image_filesystems[0]
+            .used_bytes
+            .as_ref()
+            .is_some_and(|u| u.value > 0),
+        "the pulled image counts: {fs:?}"
+    );
+
+    // Removing by the digest name removes the image, every name of it.
+    let digest_name = img.repo_digests[0].clone();
+    assert!(
+        digest_name.starts_with(&format!("{host}/app@sha256:")),
+        "{digest_name}"
+    );
     svc.remove_image(Request::new(RemoveImageRequest {
-        image: spec(&image),
+        image: spec(&digest_name),
     }))
     .await
     .unwrap();
+    let gone = svc
+        .image_status(Request::new(ImageStatusRequest {
+            image: spec(&image),
+            verbose: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(gone.image.is_none(), "{gone:?}");
     let st = svc
         .image_status(Request::new(ImageStatusRequest {
             image: spec(&pulled.image_ref),

@@ -501,12 +501,26 @@ async fn broken_registries_give_clear_errors() {
     let schema1 = fake_registry(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 63\r\nConnection: close\r\n\r\n{\"schemaVersion\": 1, \"name\": \"old\", \"tag\": \"x\", \"fsLayers\": []}",
     );
+    let e403 = fake_registry(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 69\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"DENIED\",\"message\":\"requested access is denied\"}]}",
+    );
+    // A well-formed manifest served whatever digest is asked for.
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#;
+    let mut liar_reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        manifest.len()
+    )
+    .into_bytes();
+    liar_reply.extend_from_slice(manifest);
+    let liar = fake_registry(Box::leak(liar_reply.into_boxed_slice()));
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
-        "{}{}{}",
+        "{}{}{}{}{}",
         plain_http(&e500),
         plain_http(&garbage),
-        plain_http(&schema1)
+        plain_http(&schema1),
+        plain_http(&e403),
+        plain_http(&liar)
     );
     let (store, _) = store_for(dir.path(), &toml);
     let e = store
@@ -528,6 +542,22 @@ async fn broken_registries_give_clear_errors() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("schemaVersion 1"), "schema 1: {e}");
+    let e = store
+        .pull(&format!("{e403}/a:b"), &no_creds())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(&e403), "403: {e}");
+    assert!(e.to_string().contains("denied"), "403: {e}");
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let e = store
+        .pull(&format!("{liar}/a@{wrong}"), &no_creds())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ImageError::Verification { .. }),
+        "a manifest that is not the digest asked for: {e:?}"
+    );
+    assert!(e.to_string().contains(&wrong), "{e}");
     assert!(store.list(None).unwrap().is_empty());
 }
 
