@@ -2,8 +2,9 @@
 # CRI benchmark (not a test): vessel against containerd 1.6 + runc (Debian's),
 # both in the same nested test host and driven by the same client; prints
 # Markdown tables for docs/benchmarks.md.
-#   tests/bench/cri.sh                      # 10 lifecycles of each, 3 pods of each for memory
-#   VESSEL_BENCH_RUNS=4 VESSEL_BENCH_PODS=2 tests/bench/cri.sh
+#   tests/bench/cri.sh                      # 10 lifecycles of each, 3 pods of each for memory,
+#                                           # 10 rounds of streaming (exec, 64 MiB through exec and port-forward)
+#   VESSEL_BENCH_RUNS=4 VESSEL_BENCH_PODS=2 VESSEL_BENCH_STREAMS=5 tests/bench/cri.sh
 # Other knobs: VESSEL_BENCH_PER_HOST (4) lifecycle rounds per test host;
 # VESSEL_BENCH_SKIP_BUILD=1 takes the VESSEL_* artifacts from the environment
 # and the bench-cri binary already built; VESSEL_KVM_HOST_LOCK=FILE runs each
@@ -24,6 +25,7 @@ fi
 bench=$target/release/bench-cri
 runs=${VESSEL_BENCH_RUNS:-10}
 pods=${VESSEL_BENCH_PODS:-3}
+streams=${VESSEL_BENCH_STREAMS:-10}
 per_host=${VESSEL_BENCH_PER_HOST:-4}
 out=$target/bench-cri/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
@@ -40,12 +42,13 @@ host() {
 }
 
 retries=0
-# group NAME FIRST_ROUND ROUNDS PODS: one test host, retried on status 125.
+# group NAME FIRST_ROUND ROUNDS PODS [STREAMS]: one test host, retried on status 125.
 group() {
-  local name=$1 first=$2 rounds=$3 npods=$4 rc
+  local name=$1 first=$2 rounds=$3 npods=$4 nstreams=${5:-0} rc
   while :; do
     rc=0
     VESSEL_BENCH_FIRST_ROUND=$first VESSEL_BENCH_RUNS=$rounds VESSEL_BENCH_PODS=$npods \
+      VESSEL_BENCH_STREAMS=$nstreams \
       VESSEL_BENCH_VESSELD_LOG=$out/$name.vesseld.log \
       host "$bench" >"$out/$name.raw" 2> >(tee "$out/$name.log" >&2) || rc=$?
     if [ "$rc" -eq 125 ] && [ "$retries" -lt 3 ]; then
@@ -60,6 +63,9 @@ group() {
 
 if [ "$pods" -gt 0 ]; then
   group memory 0 0 "$pods"
+fi
+if [ "$streams" -gt 0 ]; then
+  group streams 0 0 0 "$streams"
 fi
 done_rounds=0
 while [ "$done_rounds" -lt "$runs" ]; do

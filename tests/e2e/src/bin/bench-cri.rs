@@ -9,7 +9,11 @@
 //!   RemovePodSandbox), interleaved, the first of each round alternating;
 //!   rounds are numbered from `VESSEL_BENCH_FIRST_ROUND`;
 //! - with `VESSEL_BENCH_PODS=N` (N > 0): N running pods of each at once,
-//!   their host memory, then `EXEC_CALLS` ExecSync of `true` on one of each.
+//!   their host memory, then `EXEC_CALLS` ExecSync of `true` on one of each;
+//! - with `VESSEL_BENCH_STREAMS=N` (N > 0): one pod of each with a `sleep`
+//!   and a container serving 64 MiB on port 8080, then N interleaved rounds
+//!   of: Exec `true`, 64 MiB out through exec, 64 MiB out through
+//!   port-forward (`cri_bench::streams`).
 //!
 //! `VESSEL_BENCH_PAUSE` is the static pause binary for containerd's sandbox
 //! image. `bench-cri summarize FILE...` turns raw records into the tables.
@@ -25,6 +29,9 @@ use vessel_e2e::cri::Vesseld;
 use vessel_e2e::cri_bench::lifecycle::{exec_true, lifecycle, remove_pod, start_pod, RunningPod};
 use vessel_e2e::cri_bench::memory::pod_memory;
 use vessel_e2e::cri_bench::record::{ms, Record};
+use vessel_e2e::cri_bench::streams::{
+    exec_out, exec_true as exec_stream_true, forward_out, start_streamer,
+};
 use vessel_e2e::cri_bench::tables::tables;
 use vessel_e2e::cri_bench::{connect_when_ready, Runtime, LONG};
 use vessel_e2e::env_path;
@@ -221,10 +228,67 @@ async fn memory_and_exec(
     }
 }
 
+/// `runs` rounds of streaming measurements on one pod of each runtime.
+async fn streams(clients: &mut Clients, image: &str, logs: &Path, runs: usize) {
+    let mut pods = Vec::new();
+    for rt in Runtime::ALL {
+        let name = format!("streams-{}", rt.name());
+        match start_pod(clients.of(rt), &name, image, logs).await {
+            Ok((pod, _)) => {
+                if let Err(e) =
+                    start_streamer(clients.of(rt), &pod.pod_id, &name, image, logs).await
+                {
+                    panic!("{}: the streamer container did not start: {e}", rt.name());
+                }
+                pods.push((rt, pod));
+            }
+            Err((_, e)) => panic!("{}: pod {name} did not start: {e}", rt.name()),
+        }
+    }
+    for round in 0..runs {
+        let order: Vec<_> = if round % 2 == 0 {
+            pods.clone()
+        } else {
+            pods.iter().rev().cloned().collect()
+        };
+        for (rt, pod) in order {
+            let cri = clients.of(rt);
+            let results = [
+                ("exec-true", exec_stream_true(cri, &pod.container_id).await),
+                ("exec-64MiB", exec_out(cri, &pod.container_id).await),
+                ("forward-64MiB", forward_out(cri, &pod.pod_id).await),
+            ];
+            for (what, result) in results {
+                match result {
+                    Ok(took) => {
+                        eprintln!(
+                            "bench: streams {round} {} {what}: {} ms",
+                            rt.name(),
+                            ms(took)
+                        );
+                        emit(Record::Stream {
+                            runtime: rt,
+                            what: what.into(),
+                            ms: ms(took),
+                        });
+                    }
+                    Err(e) => eprintln!("bench: streams {round} {} {what} failed: {e}", rt.name()),
+                }
+            }
+        }
+    }
+    for (rt, pod) in pods {
+        if let Err(e) = remove_pod(clients.of(rt), &pod.pod_id).await {
+            eprintln!("bench: {} pod {} not removed: {e}", rt.name(), pod.pod_id);
+        }
+    }
+}
+
 async fn run() {
     let runs = env_number("VESSEL_BENCH_RUNS", 10);
     let first = env_number("VESSEL_BENCH_FIRST_ROUND", 0);
     let pods = env_number("VESSEL_BENCH_PODS", 0);
+    let stream_runs = env_number("VESSEL_BENCH_STREAMS", 0);
     let pause_binary = env_path("VESSEL_BENCH_PAUSE");
     let dir = scratch("bench-cri");
     let registry = Registry::start(&dir.join("registry"));
@@ -255,6 +319,9 @@ async fn run() {
             (Runtime::Containerd, containerd.pid()),
         ];
         memory_and_exec(&mut clients, daemons, &image, &logs, pods).await;
+    }
+    if stream_runs > 0 {
+        streams(&mut clients, &image, &logs, stream_runs).await;
     }
     // Where RunPodSandbox's time goes, for whoever reads the log afterwards.
     let log = vesseld.log();

@@ -4,6 +4,7 @@
 pub mod lifecycle;
 pub mod memory;
 pub mod record;
+pub mod streams;
 pub mod tables;
 
 use std::collections::HashMap;

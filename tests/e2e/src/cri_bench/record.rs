@@ -34,6 +34,15 @@ pub enum Record {
         /// Milliseconds.
         ms: f64,
     },
+    /// One streaming measurement: `what` is one of [`super::streams::KINDS`].
+    Stream {
+        /// Whose.
+        runtime: Runtime,
+        /// Which measurement.
+        what: String,
+        /// Milliseconds.
+        ms: f64,
+    },
     /// A host process (or group) of running pod `pod`: `part` is `VMM`,
     /// `virtiofsd`, `shim`, `pause`, or `container` for the workload.
     Part {
@@ -95,6 +104,9 @@ impl std::fmt::Display for Record {
                 step,
             } => write!(f, "raw failed {} {round} {step}", runtime.name()),
             Record::Exec { runtime, ms } => write!(f, "raw exec {} {ms}", runtime.name()),
+            Record::Stream { runtime, what, ms } => {
+                write!(f, "raw stream {} {what} {ms}", runtime.name())
+            }
             Record::Part {
                 runtime,
                 pod,
@@ -155,6 +167,11 @@ impl std::str::FromStr for Record {
                 runtime,
                 ms: float(3)?,
             },
+            ("stream", 5) => Record::Stream {
+                runtime,
+                what: w[3].to_string(),
+                ms: float(4)?,
+            },
             ("part", 7) => Record::Part {
                 runtime,
                 pod: int(3)? as usize,
@@ -197,6 +214,11 @@ mod tests {
             Record::Exec {
                 runtime: Runtime::Vessel,
                 ms: 12.5,
+            },
+            Record::Stream {
+                runtime: Runtime::Containerd,
+                what: "forward-64MiB".into(),
+                ms: 2500.5,
             },
             Record::Part {
                 runtime: Runtime::Containerd,

@@ -119,7 +119,58 @@ pub fn tables(records: &[Record]) -> String {
         ratio(&ve, &ce)
     );
     out.push('\n');
+    out.push_str(&streams_table(records));
     out.push_str(&memory_table(records));
+    out
+}
+
+/// Streaming through each runtime's streaming server: exec round trips and
+/// 64 MiB out through exec and port-forward (medians, with MiB/s).
+fn streams_table(records: &[Record]) -> String {
+    let mut out = String::new();
+    let of = |rt: Runtime, kind: &str| -> Vec<f64> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Stream { runtime, what, ms } if *runtime == rt && what == kind => Some(*ms),
+                _ => None,
+            })
+            .collect()
+    };
+    if Runtime::ALL.iter().all(|rt| {
+        super::streams::KINDS
+            .iter()
+            .all(|(kind, _)| of(*rt, kind).is_empty())
+    }) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "| streaming (median ms) | vessel | containerd + runc | vessel / containerd |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for (kind, label) in super::streams::KINDS {
+        let (v, c) = (of(Runtime::Vessel, kind), of(Runtime::Containerd, kind));
+        let rate = |ms: &[f64]| {
+            if ms.is_empty() || !kind.ends_with("64MiB") {
+                return String::new();
+            }
+            let median = stats(ms.to_vec()).median;
+            format!(" ({:.1} MiB/s)", 64.0 / (median / 1000.0))
+        };
+        let _ = writeln!(
+            out,
+            "| {label} ({} + {} runs) | {}{} | {}{} | {} |",
+            v.len(),
+            c.len(),
+            cell(&v, 1),
+            rate(&v),
+            cell(&c, 1),
+            rate(&c),
+            ratio(&v, &c)
+        );
+    }
+    out.push('\n');
     out
 }
 
