@@ -12,7 +12,7 @@
 //!   their host memory, then `EXEC_CALLS` ExecSync of `true` on one of each;
 //! - with `VESSEL_BENCH_STREAMS=N` (N > 0): one pod of each with a `sleep`
 //!   and a container serving 64 MiB on port 8080, then N interleaved rounds
-//!   of: Exec `true`, 64 MiB out through exec, 64 MiB out through
+//!   of: Exec `true` twice, 64 MiB out through exec, 64 MiB out through
 //!   port-forward (`cri_bench::streams`).
 //!
 //! `VESSEL_BENCH_PAUSE` is the static pause binary for containerd's sandbox
@@ -22,7 +22,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_cri::v1::{ImageSpec, PullImageRequest};
+use k8s_cri::v1::{ImageSpec, PodSandboxState, PodSandboxStatusRequest, PullImageRequest};
 use vessel_client::{call, request, Cri};
 use vessel_e2e::containerd::Containerd;
 use vessel_e2e::cri::Vesseld;
@@ -33,6 +33,7 @@ use vessel_e2e::cri_bench::streams::{
     exec_out, exec_true as exec_stream_true, forward_out, start_streamer,
 };
 use vessel_e2e::cri_bench::tables::tables;
+use vessel_e2e::cri_bench::QUICK;
 use vessel_e2e::cri_bench::{connect_when_ready, Runtime, LONG};
 use vessel_e2e::env_path;
 use vessel_e2e::pause::push_pause;
@@ -228,24 +229,64 @@ async fn memory_and_exec(
     }
 }
 
-/// `runs` rounds of streaming measurements on one pod of each runtime.
+/// A pod of `rt` with its `sleep` and its streamer container.
+async fn streams_pod(
+    clients: &mut Clients,
+    rt: Runtime,
+    name: &str,
+    image: &str,
+    logs: &Path,
+) -> RunningPod {
+    match start_pod(clients.of(rt), name, image, logs).await {
+        Ok((pod, _)) => {
+            if let Err(e) = start_streamer(clients.of(rt), &pod.pod_id, name, image, logs).await {
+                panic!("{}: the streamer container did not start: {e}", rt.name());
+            }
+            pod
+        }
+        Err((_, e)) => panic!("{}: pod {name} did not start: {e}", rt.name()),
+    }
+}
+
+/// `runs` rounds of streaming measurements on one pod of each runtime. A
+/// pod that dies (its measurements fail) is reported, removed and replaced
+/// by a new one, so that the rounds go on.
 async fn streams(clients: &mut Clients, image: &str, logs: &Path, runs: usize) {
     let mut pods = Vec::new();
+    let mut replaced = 0;
     for rt in Runtime::ALL {
-        let name = format!("streams-{}", rt.name());
-        match start_pod(clients.of(rt), &name, image, logs).await {
-            Ok((pod, _)) => {
-                if let Err(e) =
-                    start_streamer(clients.of(rt), &pod.pod_id, &name, image, logs).await
-                {
-                    panic!("{}: the streamer container did not start: {e}", rt.name());
-                }
-                pods.push((rt, pod));
-            }
-            Err((_, e)) => panic!("{}: pod {name} did not start: {e}", rt.name()),
-        }
+        let name = format!("streams-{}-0", rt.name());
+        pods.push((rt, streams_pod(clients, rt, &name, image, logs).await));
     }
     for round in 0..runs {
+        for slot in pods.iter_mut() {
+            let (rt, pod) = slot.clone();
+            let ready = call(
+                "PodSandboxStatus",
+                Some(QUICK),
+                clients.of(rt).runtime.pod_sandbox_status(request(
+                    PodSandboxStatusRequest {
+                        pod_sandbox_id: pod.pod_id.clone(),
+                        verbose: false,
+                    },
+                    Some(QUICK),
+                )),
+            )
+            .await
+            .ok()
+            .and_then(|s| s.status)
+            .is_some_and(|s| s.state == PodSandboxState::SandboxReady as i32);
+            if !ready {
+                replaced += 1;
+                eprintln!(
+                    "bench: streams {round}: the {} pod died (see the runtime's log); replacing it ({replaced} so far)",
+                    rt.name()
+                );
+                let _ = remove_pod(clients.of(rt), &pod.pod_id).await;
+                let name = format!("streams-{}-{replaced}", rt.name());
+                *slot = (rt, streams_pod(clients, rt, &name, image, logs).await);
+            }
+        }
         let order: Vec<_> = if round % 2 == 0 {
             pods.clone()
         } else {
@@ -253,7 +294,9 @@ async fn streams(clients: &mut Clients, image: &str, logs: &Path, runs: usize) {
         };
         for (rt, pod) in order {
             let cri = clients.of(rt);
+            // Two round trips a round: the 20 samples in 10 rounds.
             let results = [
+                ("exec-true", exec_stream_true(cri, &pod.container_id).await),
                 ("exec-true", exec_stream_true(cri, &pod.container_id).await),
                 ("exec-64MiB", exec_out(cri, &pod.container_id).await),
                 ("forward-64MiB", forward_out(cri, &pod.pod_id).await),
