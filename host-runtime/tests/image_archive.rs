@@ -104,6 +104,17 @@ fn start(dir: &Path) -> (Daemon, PathBuf) {
     (Daemon(child), socket)
 }
 
+/// `vessel image import`'s line for the image: its tag, its digest name, its id.
+fn said_imported(out: &[u8], id: &str) {
+    let said = String::from_utf8_lossy(out);
+    assert!(
+        said.starts_with(&format!(
+            "imported {NAME}, example.com/archive/test@sha256:"
+        )) && said.ends_with(&format!(" ({id})\n")),
+        "{said}"
+    );
+}
+
 fn names(list: &[k8s_cri::v1::Image]) -> Vec<String> {
     list.iter().flat_map(|i| i.repo_tags.clone()).collect()
 }
@@ -136,13 +147,7 @@ async fn images_go_in_and_out_through_vesseld() {
     verbs::import(&mut cri, &tmp.path().join("layout"), deadlines, &mut out)
         .await
         .unwrap();
-    let said = String::from_utf8_lossy(&out).into_owned();
-    assert!(
-        said.starts_with(&format!(
-            "imported {NAME}, example.com/archive/test@sha256:"
-        )) && said.ends_with(&format!(" ({id})\n")),
-        "{said}"
-    );
+    said_imported(&out, &id);
     let listed = cri
         .image
         .list_images(ListImagesRequest::default())
@@ -179,13 +184,7 @@ async fn images_go_in_and_out_through_vesseld() {
     verbs::import(&mut cri, &tarball, deadlines, &mut out)
         .await
         .unwrap();
-    let said = String::from_utf8_lossy(&out).into_owned();
-    assert!(
-        said.starts_with(&format!(
-            "imported {NAME}, example.com/archive/test@sha256:"
-        )) && said.ends_with(&format!(" ({id})\n")),
-        "{said}"
-    );
+    said_imported(&out, &id);
 
     // Bad requests name what is wrong.
     let err = cri
