@@ -27,6 +27,9 @@ impl Pod {
         }
         // The VMM's id is the owner of its directory.
         config.vmm_id = std::fs::metadata(config.vm_dir()).ok().map(|m| m.uid());
+        if let Some(parent) = super::recorded_cgroup_parent(&state) {
+            config.cgroup_parent = parent;
+        }
         let Some(mut vm) = VmProcess::adopt(config.vm_config())? else {
             return Ok(None);
         };

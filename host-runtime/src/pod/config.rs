@@ -34,6 +34,20 @@ pub const OWNER_RECORD: &str = "owner.process.json";
 /// The pod's cgroup parent (relative to the cgroup root), in its state dir.
 pub const CGROUP_PARENT_RECORD: &str = "cgroup.parent";
 
+/// The cgroup parent a pod recorded in its state dir `state_dir` (vesseld
+/// wrote it; the dir is root's alone); `None` for pods made before the
+/// record. Sweep and adoption find the cgroup there even after vesseld's
+/// `cgroup.parent` changed.
+pub fn recorded_cgroup_parent(state_dir: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(state_dir.join(CGROUP_PARENT_RECORD))
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .ok()
+        .filter(|_| !text.is_empty())
+        .map(|_| PathBuf::from(text))
+}
+
 /// The directory in a pod's state dir where its share is bind-mounted
 /// nosuid,nodev (what virtiofsd serves).
 pub const SHARE_DIR: &str = "share";
@@ -315,6 +329,17 @@ pub(crate) fn test_config(dir: &Path, name: &str) -> PodConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recorded_cgroup_parent_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(recorded_cgroup_parent(dir.path()), None);
+        std::fs::write(dir.path().join(CGROUP_PARENT_RECORD), "a.slice/a-b.slice").unwrap();
+        assert_eq!(
+            recorded_cgroup_parent(dir.path()),
+            Some(PathBuf::from("a.slice/a-b.slice"))
+        );
+    }
 
     fn config(dir: &Path) -> PodConfig {
         for f in ["vmm", "vmlinux", "initramfs", "virtiofsd"] {

@@ -30,9 +30,9 @@ use crate::virtiofsd::{Virtiofsd, VirtiofsdError};
 use crate::vm::{Isolation, VmError, VmExit, VmProcess};
 
 pub use config::{
-    validate_name, CriPod, PodConfig, PodConfigError, CGROUP_PARENT, CGROUP_PARENT_RECORD,
-    GUEST_NIC, HOST_OVERHEAD_MIB, OWNER_RECORD, ROOTFS_GUEST_PATH, ROOTFS_TAG, SHARE_DIR,
-    SHARE_SOURCE_DIR, TAP_NAME, VM_DIR,
+    recorded_cgroup_parent, validate_name, CriPod, PodConfig, PodConfigError, CGROUP_PARENT,
+    CGROUP_PARENT_RECORD, GUEST_NIC, HOST_OVERHEAD_MIB, OWNER_RECORD, ROOTFS_GUEST_PATH,
+    ROOTFS_TAG, SHARE_DIR, SHARE_SOURCE_DIR, TAP_NAME, VM_DIR,
 };
 pub use container::{ContainerExit, ContainerRun};
 pub use leftovers::{leftovers, Leftover};

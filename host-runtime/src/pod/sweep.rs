@@ -119,7 +119,8 @@ async fn sweep_pod_owned(dir: &Path, logs: &Path, pod: String, ignore_owner: boo
         Ok(None) => {}
         Err(e) => s.errors.push(e.to_string()),
     }
-    match PodCgroup::find(Path::new(CGROUP_ROOT), &recorded_parent(dir), &s.pod) {
+    let parent = super::recorded_cgroup_parent(dir).unwrap_or_else(|| super::CGROUP_PARENT.into());
+    match PodCgroup::find(Path::new(CGROUP_ROOT), &parent, &s.pod) {
         Ok(Some(cg)) => match cg.remove().await {
             Ok(()) => s.removed.push("pod cgroup".to_string()),
             Err(e) => s.errors.push(e.to_string()),
@@ -138,19 +139,6 @@ async fn sweep_pod_owned(dir: &Path, logs: &Path, pod: String, ignore_owner: boo
         }
     }
     s
-}
-
-/// The cgroup parent the pod recorded in its state dir (vesseld wrote it;
-/// the dir is root's alone), or the default for pods made before the record.
-fn recorded_parent(dir: &Path) -> std::path::PathBuf {
-    use std::io::Read;
-    let mut text = String::new();
-    let read = std::fs::File::open(dir.join(super::CGROUP_PARENT_RECORD))
-        .and_then(|f| f.take(4096).read_to_string(&mut text));
-    match read {
-        Ok(_) if !text.is_empty() => text.into(),
-        _ => super::CGROUP_PARENT.into(),
-    }
 }
 
 #[cfg(test)]
