@@ -8,7 +8,7 @@ apt_pkgs=(
   build-essential pkg-config cpio gzip lz4 file   # initramfs, static agent
   qemu-system-x86                                 # nested test host + peer VMM
   busybox-static                                  # test images
-  docker-registry apache2-utils                   # image store tests: local registry, htpasswd
+  docker-registry apache2-utils openssl           # image store tests: local registry, htpasswd, token signing
   containerd                                      # vessel-client tests: a real peer CRI runtime
   protobuf-compiler                               # k8s-cri (CRI protos) builds with the system protoc
   iproute2 util-linux                             # taps, netns, unshare, nsenter

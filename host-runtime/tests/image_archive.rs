@@ -3,29 +3,21 @@
 //! the CRI, a tarball out, removed and imported back under the same id; bad
 //! requests get their codes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod serve;
+
+use std::path::Path;
 use std::time::Duration;
 
-use k8s_cri::v1::{ImageSpec, ListImagesRequest, RemoveImageRequest};
+use k8s_cri::v1::{ImageSpec, RemoveImageRequest};
 use serde_json::json;
 use tonic::Code;
-use vessel_client::connect_with_timeout;
 use vessel_client::verbs::{self, Deadlines};
 use vessel_image::digest::sha256;
 use vessel_image_api::v1::{ExportRequest, ImportRequest};
 
+use serve::{listed_tags, Daemon};
+
 const NAME: &str = "example.com/archive/test:1";
-
-/// vesseld, killed on drop even when the test fails.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn blob(dir: &Path, data: &[u8]) -> (String, usize) {
     let digest = sha256(data);
@@ -77,33 +69,6 @@ fn layout(dir: &Path) -> String {
     config_digest
 }
 
-fn start(dir: &Path) -> (Daemon, PathBuf) {
-    let socket = dir.join("vessel.sock");
-    std::fs::create_dir_all(dir.join("cni")).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"{}\"\nstate_dir = \"{}\"\nrun_dir = \"{}\"\n[cni]\nconf_dir = \"{}\"\n",
-            socket.display(),
-            dir.join("state").display(),
-            dir.join("run").display(),
-            dir.join("cni").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("vesseld.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vesseld"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("vesseld serve");
-    (Daemon(child), socket)
-}
-
 /// `vessel image import`'s line for the image: its tag, its digest name, its id.
 fn said_imported(out: &[u8], id: &str) {
     let said = String::from_utf8_lossy(out);
@@ -115,29 +80,11 @@ fn said_imported(out: &[u8], id: &str) {
     );
 }
 
-fn names(list: &[k8s_cri::v1::Image]) -> Vec<String> {
-    list.iter().flat_map(|i| i.repo_tags.clone()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_go_in_and_out_through_vesseld() {
     let tmp = tempfile::tempdir().unwrap();
     let id = layout(&tmp.path().join("layout"));
-    let (mut daemon, socket) = start(tmp.path());
-    let log = || std::fs::read_to_string(tmp.path().join("vesseld.log")).unwrap_or_default();
-    for _ in 0..300 {
-        if socket.exists() {
-            break;
-        }
-        if let Ok(Some(status)) = daemon.0.try_wait() {
-            panic!("vesseld exited ({status}):\n{}", log());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let endpoint = format!("unix://{}", socket.display());
-    let mut cri = connect_with_timeout(&endpoint, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let (_daemon, mut cri) = Daemon::start(tmp.path(), "").await;
     let deadlines = Deadlines {
         quick: Some(Duration::from_secs(10)),
         long: Some(Duration::from_secs(60)),
@@ -148,14 +95,7 @@ async fn images_go_in_and_out_through_vesseld() {
         .await
         .unwrap();
     said_imported(&out, &id);
-    let listed = cri
-        .image
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
-    assert_eq!(names(&listed), [NAME]);
+    assert_eq!(listed_tags(&mut cri).await, [NAME]);
 
     // Out as a tarball, removed, back in under the same id.
     let tarball = tmp.path().join("out.tar");
@@ -172,13 +112,7 @@ async fn images_go_in_and_out_through_vesseld() {
         })
         .await
         .unwrap();
-    let listed = cri
-        .image
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let listed = listed_tags(&mut cri).await;
     assert!(listed.is_empty(), "{listed:?}");
     let mut out = Vec::new();
     verbs::import(&mut cri, &tarball, deadlines, &mut out)

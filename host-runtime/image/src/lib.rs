@@ -11,6 +11,7 @@ pub mod fsat;
 pub mod gc;
 pub mod layers;
 pub mod manifest;
+mod manifest_fetch;
 pub mod metadata;
 pub mod platform;
 pub mod pull;
@@ -19,6 +20,7 @@ pub mod registry;
 pub mod rootfs;
 pub mod store;
 pub mod unpack;
+pub mod usage;
 
 pub use error::{ImageError, Result};
 pub use pull::Credentials;

@@ -16,6 +16,7 @@ use oci_client::{Client, Reference};
 use crate::digest::{self, chain_ids};
 use crate::error::{ImageError, Result};
 use crate::manifest::{self, Descriptor, Document, ImageConfig, Manifest};
+use crate::manifest_fetch::{fetch_manifest, FetchError};
 use crate::metadata::{ImageRecord, LayerRecord};
 use crate::platform;
 use crate::reference::ImageRef;
@@ -196,6 +197,44 @@ fn registry_err(host: &str, r: &ImageRef, what: &str, e: OciDistributionError) -
     }
 }
 
+/// What a failed manifest GET means for the pull of `r` from `host`.
+fn fetch_err(host: &str, r: &ImageRef, what: &str, e: FetchError) -> ImageError {
+    let registry = host.to_string();
+    let reference = r.to_string();
+    match e {
+        FetchError::Auth(e) => registry_err(host, r, what, e),
+        FetchError::Status(code @ (401 | 403), text) => ImageError::Unauthorized {
+            registry,
+            reference,
+            detail: format!("{what}: HTTP {code}: {text}"),
+        },
+        FetchError::Status(404, text) => ImageError::RegistryNotFound {
+            registry,
+            reference,
+            what: what.to_string(),
+            detail: format!("HTTP 404: {text}"),
+        },
+        FetchError::Status(code, text) => ImageError::Registry {
+            registry,
+            reference,
+            detail: format!("{what}: HTTP {code}: {text}"),
+        },
+        FetchError::TooLarge { limit, declared } => ImageError::TooLarge {
+            reference,
+            what: what.to_string(),
+            detail: match declared {
+                Some(n) => format!("{n} bytes declared, limit {limit}"),
+                None => format!("more than the limit of {limit} bytes sent"),
+            },
+        },
+        FetchError::Transport(text) => ImageError::Registry {
+            registry,
+            reference,
+            detail: format!("{what}: {text}"),
+        },
+    }
+}
+
 /// A resolved image on one host.
 struct Resolved {
     client: Client,
@@ -247,22 +286,29 @@ async fn resolve(
     creds: &Credentials,
 ) -> Result<Resolved> {
     let limits = &inner.cfg.limits;
-    let cfg = ep.client_config(inner.cfg.progress_timeout * 2)?;
-    let client = Client::try_from(cfg).map_err(|e| registry_err(&ep.host, r, "client", e))?;
+    let read_timeout = inner.cfg.progress_timeout * 2;
+    let client = Client::try_from(ep.client_config(read_timeout)?)
+        .map_err(|e| registry_err(&ep.host, r, "client", e))?;
+    let http = ep.http_client(read_timeout)?;
     let auth = creds.for_endpoint(ep, &r.registry)?;
     let oref = r.for_host(&ep.host);
-    let (bytes, _) = client
-        .pull_manifest_raw(&oref, &auth, manifest::ACCEPTED_MANIFESTS)
-        .await
-        .map_err(|e| registry_err(&ep.host, r, "manifest", e))?;
-    // oci-client reads the body whole; the cap still refuses to go on with it.
-    if bytes.len() as u64 > limits.max_manifest_bytes {
-        return Err(ImageError::TooLarge {
-            reference: r.to_string(),
-            what: "manifest".into(),
-            detail: format!("{} bytes, limit {}", bytes.len(), limits.max_manifest_bytes),
-        });
-    }
+    let get = |mref: Reference, limit: u64, what: String| {
+        let (client, http, auth) = (&client, &http, &auth);
+        async move {
+            fetch_manifest(
+                client,
+                http,
+                ep.plain_http,
+                &mref,
+                auth,
+                manifest::ACCEPTED_MANIFESTS,
+                limit,
+            )
+            .await
+            .map_err(|e| fetch_err(&ep.host, r, &what, e))
+        }
+    };
+    let bytes = get(oref.clone(), limits.max_manifest_bytes, "manifest".into()).await?;
     let target_digest = digest::sha256(&bytes);
     if let Some(want) = &r.digest {
         if *want != target_digest {
@@ -286,7 +332,7 @@ async fn resolve(
             manifest_digest: target_digest.clone(),
             target_digest,
             index: None,
-            manifest_bytes: bytes.to_vec(),
+            manifest_bytes: bytes,
             manifest: m,
         }),
         Document::Index(idx) => {
@@ -297,12 +343,9 @@ async fn resolve(
                     platform: platform::describe(want),
                 }
             })?;
-            check_descriptor(r, entry, limits.max_manifest_bytes, "platform manifest")?;
+            let size = check_descriptor(r, entry, limits.max_manifest_bytes, "platform manifest")?;
             let mref = oref.clone_with_digest(entry.digest.clone());
-            let (mbytes, _) = client
-                .pull_manifest_raw(&mref, &auth, manifest::ACCEPTED_MANIFESTS)
-                .await
-                .map_err(|e| registry_err(&ep.host, r, &entry.digest, e))?;
+            let mbytes = get(mref, size, entry.digest.clone()).await?;
             verify_bytes(r, entry, &mbytes)?;
             let m = match manifest::parse_document(&mbytes).map_err(|d| bad("manifest", d))? {
                 Document::Manifest(m) => m,
@@ -317,10 +360,10 @@ async fn resolve(
                 client,
                 oref,
                 host: ep.host.clone(),
-                index: Some((target_digest.clone(), bytes.to_vec())),
+                index: Some((target_digest.clone(), bytes)),
                 target_digest,
                 manifest_digest: entry.digest.clone(),
-                manifest_bytes: mbytes.to_vec(),
+                manifest_bytes: mbytes,
                 manifest: m,
             })
         }

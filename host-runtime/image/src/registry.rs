@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ImageError, Result};
 use crate::reference::DOCKER_HUB;
 
+/// How vessel names itself to registries.
+const USER_AGENT: &str = "vessel-image/0.1";
+/// How long a registry may take to accept a connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How to reach one host: a registry or one of its mirrors.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -194,14 +199,14 @@ fn upstream_host(registry: &str) -> String {
 impl Endpoint {
     /// The oci-client configuration to talk to this host.
     pub fn client_config(&self, read_timeout: std::time::Duration) -> Result<ClientConfig> {
-        let mut certs = Vec::new();
-        for f in &self.ca_files {
-            let data = std::fs::read(f).map_err(|e| ImageError::io("read CA file", f, e))?;
-            certs.push(Certificate {
+        let certs = self
+            .ca_pems()?
+            .into_iter()
+            .map(|data| Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,
-            });
-        }
+            })
+            .collect();
         Ok(ClientConfig {
             protocol: if self.plain_http {
                 ClientProtocol::Http
@@ -214,10 +219,43 @@ impl Endpoint {
             // os.version), never by the client.
             platform_resolver: None,
             read_timeout: Some(read_timeout),
-            connect_timeout: Some(std::time::Duration::from_secs(30)),
-            user_agent: "vessel-image/0.1",
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            user_agent: USER_AGENT,
             ..Default::default()
         })
+    }
+
+    /// An HTTP client with the same TLS trust, timeouts and user agent as
+    /// [`Endpoint::client_config`]'s, for the requests vessel makes itself.
+    pub fn http_client(&self, read_timeout: std::time::Duration) -> Result<reqwest::Client> {
+        let certs = self
+            .ca_pems()?
+            .iter()
+            .map(|pem| reqwest::Certificate::from_pem(pem))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| ImageError::Config {
+                path: self.host.clone(),
+                detail: format!("a CA file is not PEM: {e}"),
+            })?;
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(self.skip_verify)
+            .tls_certs_merge(certs)
+            .read_timeout(read_timeout)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| ImageError::Config {
+                path: self.host.clone(),
+                detail: format!("cannot build an HTTP client: {e}"),
+            })
+    }
+
+    /// The PEM text of each configured CA file.
+    fn ca_pems(&self) -> Result<Vec<Vec<u8>>> {
+        self.ca_files
+            .iter()
+            .map(|f| std::fs::read(f).map_err(|e| ImageError::io("read CA file", f, e)))
+            .collect()
     }
 }
 

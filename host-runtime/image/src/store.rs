@@ -8,7 +8,6 @@
 //! (writable layers); metadata lives in the caller's redb database.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,10 @@ use crate::reference::ImageRef;
 use crate::registry::RegistryConfig;
 use crate::rootfs;
 use crate::unpack::UnpackLimits;
+use crate::usage::{self, UsageLimits};
+
+/// The directory of the containers' writable layers, in the store's root.
+const CONTAINERS_DIR: &str = "containers";
 
 /// Caps on what a registry or an image may make the store do.
 #[derive(Debug, Clone, Copy)]
@@ -244,7 +247,7 @@ impl ImageStore {
     pub fn open(cfg: StoreConfig, db: Arc<redb::Database>) -> Result<Self> {
         let content = ContentStore::open(&cfg.root)?;
         let layers = LayerStore::open(&cfg.root.join("layers"))?;
-        let containers = cfg.root.join("containers");
+        let containers = cfg.root.join(CONTAINERS_DIR);
         std::fs::create_dir_all(&containers)
             .map_err(|e| ImageError::io("create", &containers, e))?;
         let meta = Metadata::new(db)?;
@@ -500,11 +503,29 @@ impl ImageStore {
     /// writable layers.
     pub fn fs_info(&self) -> Result<(FsUsage, FsUsage)> {
         let root = &self.inner.cfg.root;
-        let mut images = du(root, Some(&self.inner.containers))?;
+        let mut images = du(root, Some(std::ffi::OsStr::new(CONTAINERS_DIR)))?;
         images.mountpoint = root.clone();
         let mut containers = du(&self.inner.containers, None)?;
         containers.mountpoint = self.inner.containers.clone();
         Ok((images, containers))
+    }
+
+    /// Usage of `container_id`'s writable layer (what its rootfs wrote),
+    /// walked without following anything the guest made; `None` when it
+    /// has none.
+    pub fn writable_usage(&self, container_id: &str) -> Result<Option<FsUsage>> {
+        rootfs::check_container_id(container_id)?;
+        let upper = self.inner.containers.join(container_id).join("upper");
+        match du(&upper, None) {
+            Ok(mut u) => {
+                u.mountpoint = self.inner.containers.clone();
+                Ok(Some(u))
+            }
+            Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Mounts a rootfs for `container_id` from image `reference_or_id` at
@@ -648,38 +669,16 @@ async fn run_pull(inner: Arc<Inner>, r: ImageRef, creds: Credentials) -> Result<
     }
 }
 
-/// Bytes and inodes under `dir` on its filesystem, hard links counted once,
-/// `skip` left out. Symlinks are not followed.
-fn du(dir: &Path, skip: Option<&Path>) -> Result<FsUsage> {
-    let top = std::fs::symlink_metadata(dir).map_err(|e| ImageError::io("stat", dir, e))?;
-    let dev = top.dev();
-    let mut seen = std::collections::HashSet::new();
-    let mut usage = FsUsage::default();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let md = match std::fs::symlink_metadata(&d) {
-            Ok(m) => m,
-            Err(_) => continue, // removed meanwhile
-        };
-        if md.dev() != dev || !seen.insert(md.ino()) {
-            continue;
-        }
-        usage.used_bytes += md.blocks() * 512;
-        usage.inodes_used += 1;
-        if md.is_dir() {
-            let Ok(rd) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for ent in rd.flatten() {
-                let p = ent.path();
-                if skip.is_some_and(|s| s == p) {
-                    continue;
-                }
-                stack.push(p);
-            }
-        }
-    }
-    Ok(usage)
+/// Bytes and inodes under `dir` on its filesystem (a bounded walk by file
+/// descriptor: `usage::tree_usage`), `skip` (a top-level name) left out.
+fn du(dir: &Path, skip: Option<&std::ffi::OsStr>) -> Result<FsUsage> {
+    let u = usage::tree_usage(dir, skip, UsageLimits::default())
+        .map_err(|e| ImageError::io("measure", dir, e))?;
+    Ok(FsUsage {
+        mountpoint: dir.to_path_buf(),
+        used_bytes: u.bytes,
+        inodes_used: u.inodes,
+    })
 }
 
 #[cfg(test)]

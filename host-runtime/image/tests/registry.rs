@@ -5,6 +5,8 @@
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use common::*;
 use oci_client::secrets::RegistryAuth;
@@ -285,19 +287,24 @@ async fn mirrors_are_tried_in_order_and_names_stay() {
     assert!(matches!(e, ImageError::RegistryNotFound { .. }), "{e:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn basic_auth_right_and_wrong() {
-    let reg = Registry::start(Some(("vessel", "s3cret")));
+/// Pushes a busybox image as `private/app:v1` with user vessel, password
+/// s3cret; a store in `dir` that pulls from the registry, and the reference.
+async fn private_app(
+    reg: &Registry,
+    dir: &std::path::Path,
+) -> (Image, vessel_image::ImageStore, String) {
     let good = RegistryAuth::Basic("vessel".into(), "s3cret".into());
-    let c = pusher(&reg, &good).await;
+    let c = pusher(reg, &good).await;
     let img = image(vec![busybox_layer(false)], false, "amd64", |_| {});
-    push(&c, &reg, "private/app", "v1", &img).await;
-    let h = reg.host();
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = store_for(dir.path(), &plain_http(&h));
-    let r = format!("{h}/private/app:v1");
+    push(&c, reg, "private/app", "v1", &img).await;
+    let (store, _) = store_for(dir, &plain_http(&reg.host()));
+    (img, store, format!("{}/private/app:v1", reg.host()))
+}
 
-    let e = store.pull(&r, &no_creds()).await.unwrap_err();
+/// Without credentials, or with a wrong password, the pull of `r` is
+/// refused naming the registry `host`, and leaves nothing.
+async fn refused_without_the_password(store: &vessel_image::ImageStore, r: &str, host: &str) {
+    let e = store.pull(r, &no_creds()).await.unwrap_err();
     assert!(
         matches!(e, ImageError::Unauthorized { .. }),
         "anonymous: {e:?}"
@@ -307,13 +314,22 @@ async fn basic_auth_right_and_wrong() {
         password: "wrong".into(),
         ..Default::default()
     };
-    let e = store.pull(&r, &wrong).await.unwrap_err();
+    let e = store.pull(r, &wrong).await.unwrap_err();
     assert!(
         matches!(e, ImageError::Unauthorized { .. }),
         "wrong password: {e:?}"
     );
-    assert!(e.to_string().contains(&h), "{e}");
+    assert!(e.to_string().contains(host), "{e}");
     assert!(store.list(None).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_right_and_wrong() {
+    let reg = Registry::start(Some(("vessel", "s3cret")));
+    let dir = tempfile::tempdir().unwrap();
+    let (img, store, r) = private_app(&reg, dir.path()).await;
+    let h = reg.host();
+    refused_without_the_password(&store, &r, &h).await;
 
     // CRI's `auth` field: base64 of user:password.
     use base64::Engine as _;
@@ -329,6 +345,45 @@ async fn basic_auth_right_and_wrong() {
         ..Default::default()
     };
     assert_eq!(store.pull(&r, &creds).await.unwrap().id, img.id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_flow_right_and_wrong() {
+    let tokens = TokenServer::start("vessel", "s3cret", &["private/app"]);
+    let reg = Registry::start_with_tokens(&tokens);
+    let dir = tempfile::tempdir().unwrap();
+    let (img, store, r) = private_app(&reg, dir.path()).await;
+    let h = reg.host();
+    // The token server refuses, and so the pull.
+    refused_without_the_password(&store, &r, &h).await;
+
+    // The right ones buy a token that pulls manifest, config and layers.
+    let right = Credentials {
+        username: "vessel".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    assert_eq!(store.pull(&r, &right).await.unwrap().id, img.id());
+    assert!(store.remove(&r).await.unwrap());
+    assert!(store.list(None).unwrap().is_empty());
+
+    // CRI's `registry_token`: the token itself, no token server involved.
+    let token = Credentials {
+        registry_token: tokens.token.clone(),
+        ..Default::default()
+    };
+    assert_eq!(store.pull(&r, &token).await.unwrap().id, img.id());
+    let forged = Credentials {
+        registry_token: format!("{}x", tokens.token),
+        ..Default::default()
+    };
+    let dir2 = tempfile::tempdir().unwrap();
+    let (store2, _) = store_for(dir2.path(), &plain_http(&h));
+    let e = store2.pull(&r, &forged).await.unwrap_err();
+    assert!(
+        matches!(e, ImageError::Unauthorized { .. }),
+        "a token whose signature is wrong: {e:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,6 +528,80 @@ async fn limits_and_stalled_registries() {
     assert!(matches!(e, ImageError::NoProgress { .. }), "{e:?}");
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
     drop(stall);
+}
+
+/// A registry whose manifests never end: every answer is a 200 with
+/// `declared` as its Content-Length (or none), followed by bytes for as long
+/// as the client reads; `sent` counts them.
+fn endless_registry(declared: Option<u64>, sent: Arc<AtomicU64>) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                // Only manifest GETs count (not the client's /v2/ check).
+                let counted = String::from_utf8_lossy(&buf[..n]).contains("/manifests/");
+                let length = declared
+                    .map(|n| format!("Content-Length: {n}\r\n"))
+                    .unwrap_or_default();
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{length}Connection: close\r\n\r\n");
+                if s.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = [b' '; 64 << 10];
+                while s.write_all(&chunk).is_ok() {
+                    if counted {
+                        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_manifest_is_cut_off_at_the_cap() {
+    let sent = Arc::new(AtomicU64::new(0));
+    let endless = endless_registry(None, sent.clone());
+    let huge = endless_registry(Some(1 << 40), Arc::new(AtomicU64::new(0)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = vessel_image::StoreConfig::new(dir.path().join("store"));
+    cfg.registry = vessel_image::RegistryConfig::from_toml(
+        &format!("{}{}", plain_http(&endless), plain_http(&huge)),
+        std::path::Path::new("t"),
+    )
+    .unwrap();
+    cfg.limits.max_manifest_bytes = 1 << 20;
+    let db = Arc::new(redb::Database::create(dir.path().join("s.redb")).unwrap());
+    let store = vessel_image::ImageStore::open(cfg, db).unwrap();
+
+    // Streamed: cut off once past the cap, having read about that much.
+    let e = store
+        .pull(&format!("{endless}/a:b"), &no_creds())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ImageError::TooLarge { .. }), "{e:?}");
+    assert!(e.to_string().contains("1048576"), "{e}");
+    // What the registry got out: the cap, plus what the sockets buffer.
+    let out = sent.load(Ordering::Relaxed);
+    assert!(out < 32 << 20, "{out} bytes were taken from the registry");
+
+    // Declared too large up front: refused before reading the body.
+    let e = store
+        .pull(&format!("{huge}/a:b"), &no_creds())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ImageError::TooLarge { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("1099511627776 bytes declared"),
+        "{e}"
+    );
+    assert!(store.list(None).unwrap().is_empty());
 }
 
 /// Serves every connection the same fixed HTTP answer (a broken registry).

@@ -46,13 +46,7 @@ impl Registry {
     /// Starts `docker-registry`, plain HTTP, with basic auth when `htpasswd`
     /// is given (user, password).
     pub fn start(htpasswd: Option<(&str, &str)>) -> Registry {
-        let bin = Path::new("/usr/bin/docker-registry");
-        assert!(
-            bin.exists(),
-            "Debian's docker-registry is needed (tests/deps.sh installs it)"
-        );
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let mut auth = String::new();
         if let Some((user, pass)) = htpasswd {
             let out = Command::new("htpasswd")
@@ -66,6 +60,29 @@ impl Registry {
                 dir.path().join("htpasswd").display()
             );
         }
+        Registry::start_with(dir, &auth)
+    }
+
+    /// Starts `docker-registry` with token auth: a client must get a Bearer
+    /// token from `tokens` (the distribution token flow) first.
+    pub fn start_with_tokens(tokens: &TokenServer) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            tokens.port,
+            tokens.cert.display()
+        );
+        Registry::start_with(dir, &auth)
+    }
+
+    /// Starts `docker-registry` in `dir` with the `auth` section given.
+    fn start_with(dir: tempfile::TempDir, auth: &str) -> Registry {
+        let bin = Path::new("/usr/bin/docker-registry");
+        assert!(
+            bin.exists(),
+            "Debian's docker-registry is needed (tests/deps.sh installs it)"
+        );
+        let port = free_port();
         let cfg = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
             dir.path().join("data").display()
@@ -104,6 +121,125 @@ impl Registry {
     /// `127.0.0.1:port`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// The `service` (token audience) the token-auth registry names itself.
+pub const TOKEN_SERVICE: &str = "vessel-test-registry";
+/// Who the registry trusts to issue tokens.
+pub const TOKEN_ISSUER: &str = "vessel-test-issuer";
+
+/// A token server for a registry's Bearer flow (the distribution token
+/// spec): to whoever sends its user and password as basic auth it hands a
+/// JWT granting pull and push on `repos`, signed RS256 with a throwaway key
+/// whose self-signed certificate (the registry's `rootcertbundle`) rides in
+/// the token's `x5c` header; anyone else gets 401.
+pub struct TokenServer {
+    pub port: u16,
+    /// The JWT it hands out (also usable as CRI's `registry_token`).
+    pub token: String,
+    pub cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    pub fn start(user: &str, pass: &str, repos: &[&str]) -> TokenServer {
+        use base64::Engine as _;
+        let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=vessel-test-token"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (tests/deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A PEM body is the base64 of the DER that x5c carries.
+        let der_b64: String = std::fs::read_to_string(&cert)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = json!({"typ": "JWT", "alg": "RS256", "x5c": [der_b64]});
+        let claims = json!({
+            "iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
+            "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": "vessel-test",
+            "access": repos.iter().map(|r| json!({
+                "type": "repository", "name": r, "actions": ["pull", "push"],
+            })).collect::<Vec<_>>(),
+        });
+        let signing_input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let mut sign = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        sign.stdin
+            .take()
+            .unwrap()
+            .write_all(signing_input.as_bytes())
+            .unwrap();
+        let signed = sign.wait_with_output().unwrap();
+        assert!(signed.status.success());
+        let token = format!("{signing_input}.{}", b64url(&signed.stdout));
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let want = format!(
+            "authorization: basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
+        .to_ascii_lowercase();
+        let answer = json!({"token": token, "expires_in": 3600}).to_string();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let reply = if head.lines().any(|l| l.trim() == want) {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    )
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
+                };
+                let _ = s.write_all(reply.as_bytes());
+            }
+        });
+        TokenServer {
+            port,
+            token,
+            cert,
+            _dir: dir,
+        }
     }
 }
 
