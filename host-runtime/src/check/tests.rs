@@ -78,6 +78,7 @@ fn every_check_runs_against_a_fake_host() {
         cni: crate::config::CniConfig {
             conf_dir: r.join("net.d"),
             bin_dirs: vec![r.join("bin")],
+            conf_template: None,
         },
         ..Config::default()
     };

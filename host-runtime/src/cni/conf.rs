@@ -113,7 +113,7 @@ fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, CniError> {
     Ok(files)
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, CniError> {
+pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, CniError> {
     let file = std::fs::File::open(path)
         .map_err(|e| CniError::io(format!("opening {}", path.display()), e))?;
     let mut text = Vec::new();

@@ -13,6 +13,7 @@ mod conf;
 mod exec;
 mod network;
 mod result;
+mod template;
 
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ pub use conf::{load_network, NetworkList, PluginConf, CONF_EXTENSIONS};
 pub use exec::{PluginLimits, PLUGIN_TIMEOUT};
 pub use network::{Cni, PodNetwork, PortMapping, Protocol};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use template::{parse_pod_cidrs, write_from_template, RENDERED_NAME};
 
 /// The CNI command a plugin runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

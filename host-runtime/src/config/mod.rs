@@ -144,6 +144,10 @@ pub struct CniConfig {
     pub conf_dir: PathBuf,
     /// Where plugins are searched, in order (`CNI_PATH`).
     pub bin_dirs: Vec<PathBuf>,
+    /// A network configuration list with `{{.PodCIDR}}` in it, written to
+    /// `conf_dir` as `10-vessel-net.conflist` when the kubelet sends the
+    /// node's pod CIDR (containerd's `conf_template`); unset: none.
+    pub conf_template: Option<PathBuf>,
 }
 
 impl Default for CniConfig {
@@ -151,6 +155,7 @@ impl Default for CniConfig {
         Self {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            conf_template: None,
         }
     }
 }
@@ -344,7 +349,10 @@ impl Config {
         );
         out.push_str(&body);
         out.push_str(
-            "\n# Serve the streaming server over TLS (absent: plain HTTP):\n\
+            "\n# Write the pod network from a template when the kubelet sends the\n\
+             # node's pod CIDR ({{.PodCIDR}} in it; absent: none), under [cni]:\n\
+             # conf_template = \"/etc/vessel/cni-template.conflist\"\n\
+             \n# Serve the streaming server over TLS (absent: plain HTTP):\n\
              # [streaming.tls]\n\
              # cert_file = \"/etc/vessel/stream.crt\"\n\
              # key_file = \"/etc/vessel/stream.key\"\n",
@@ -386,6 +394,9 @@ impl Config {
         }
         for dir in &self.cni.bin_dirs {
             check_absolute(dir).or_else(|why| bad("cni.bin_dirs", why))?;
+        }
+        if let Some(t) = &self.cni.conf_template {
+            check_absolute(t).or_else(|why| bad("cni.conf_template", why))?;
         }
         if let Some(tls) = &self.streaming.tls {
             check_absolute(&tls.cert_file).or_else(|why| bad("streaming.tls.cert_file", why))?;

@@ -49,6 +49,18 @@ impl Runtime {
         id_or_prefix: &str,
         spec: &ExecSpec,
     ) -> Result<StartedExec, Status> {
+        self.start_exec_by(id_or_prefix, spec, None).await
+    }
+
+    /// [`Self::start_exec`], giving up at `deadline` (ExecSync's timeout
+    /// covers starting too). An exec the agent starts after that is killed
+    /// and deleted in the background, so a slow guest leaks nothing.
+    pub async fn start_exec_by(
+        &self,
+        id_or_prefix: &str,
+        spec: &ExecSpec,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<StartedExec, Status> {
         if spec.cmd.is_empty() {
             return Err(invalid("cmd", "is empty"));
         }
@@ -65,34 +77,60 @@ impl Runtime {
         process["args"] = serde_json::json!(spec.cmd);
         process["terminal"] = serde_json::json!(spec.tty);
         let exec_id = format!("exec-{}", &crate::store::new_id()?[..16]);
-        agent_call(
-            "Processes.Exec",
-            AGENT_CALL_TIMEOUT,
-            ProcessesClient::new(pod.channel.clone()).exec(ExecProcessRequest {
-                container_id: c.id.clone(),
-                exec_id: exec_id.clone(),
-                process_json: process.to_string(),
-                streams: Some(StreamStdio {
-                    stdin: spec.stdin,
-                    terminal_size: spec.size.filter(|_| spec.tty).map(|(rows, cols)| {
-                        TerminalSize {
-                            rows: rows.into(),
-                            cols: cols.into(),
-                        }
+        let request = ExecProcessRequest {
+            container_id: c.id.clone(),
+            exec_id: exec_id.clone(),
+            process_json: process.to_string(),
+            streams: Some(StreamStdio {
+                stdin: spec.stdin,
+                terminal_size: spec
+                    .size
+                    .filter(|_| spec.tty)
+                    .map(|(rows, cols)| TerminalSize {
+                        rows: rows.into(),
+                        cols: cols.into(),
                     }),
-                }),
-                ..ExecProcessRequest::default()
             }),
-        )
-        .await
-        .map_err(agent_status)?;
+            ..ExecProcessRequest::default()
+        };
+        let started = StartedExec {
+            channel: pod.channel.clone(),
+            sandbox_id: pod.id.clone(),
+            container_id: c.id.clone(),
+            exec_id: exec_id.clone(),
+        };
+        // Its own task, so that the caller can stop waiting at `deadline`
+        // while the call runs to its end and cleans up after itself.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let orphan = started.clone();
+        tokio::spawn(async move {
+            let r = agent_call(
+                "Processes.Exec",
+                AGENT_CALL_TIMEOUT,
+                ProcessesClient::new(orphan.channel.clone()).exec(request),
+            )
+            .await;
+            let ok = r.is_ok();
+            if tx.send(r).is_err() && ok {
+                tracing::warn!(pod = %orphan.sandbox_id, container = %orphan.container_id, exec = %orphan.exec_id, "exec started after its caller gave up: killing it");
+                orphan.kill().await;
+                orphan.delete().await;
+            }
+        });
+        let reply = match deadline {
+            Some(d) => tokio::time::timeout_at(d, rx).await.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the exec did not start in time (the guest of pod {} is not answering)",
+                    pod.id
+                ))
+            })?,
+            None => rx.await,
+        };
+        reply
+            .map_err(|_| Status::internal("the exec's start task ended without a reply"))?
+            .map_err(agent_status)?;
         tracing::debug!(pod = %pod.id, container = %c.id, exec = %exec_id, tty = spec.tty, "exec started");
-        Ok(StartedExec {
-            channel: pod.channel,
-            sandbox_id: pod.id,
-            container_id: c.id,
-            exec_id,
-        })
+        Ok(started)
     }
 }
 

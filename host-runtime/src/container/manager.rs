@@ -666,13 +666,18 @@ impl Runtime {
         cmd: Vec<String>,
         timeout: i64,
     ) -> Result<(Vec<u8>, Vec<u8>, i32), Status> {
+        // The timeout bounds the whole call, starting included: a guest
+        // that does not answer costs the caller what it asked for.
+        let deadline = (timeout > 0)
+            .then(|| tokio::time::Instant::now() + Duration::from_secs(timeout as u64));
         let exec = self
-            .start_exec(
+            .start_exec_by(
                 id_or_prefix,
                 &ExecSpec {
                     cmd: cmd.clone(),
                     ..ExecSpec::default()
                 },
+                deadline,
             )
             .await?;
         let (c, exec_id) = (exec.container_id.clone(), exec.exec_id.clone());
@@ -693,10 +698,9 @@ impl Runtime {
             container_id: c.clone(),
             exec_id: exec_id.clone(),
         });
-        let waited = if timeout > 0 {
-            tokio::time::timeout(Duration::from_secs(timeout as u64), wait).await
-        } else {
-            Ok(wait.await)
+        let waited = match deadline {
+            Some(d) => tokio::time::timeout_at(d, wait).await,
+            None => Ok(wait.await),
         };
         let result = match waited {
             Ok(Ok(reply)) => {
@@ -710,12 +714,17 @@ impl Runtime {
                 format!("Processes.Wait: {}", status.message()),
             )),
             Err(_) => {
-                exec.kill().await;
                 out.abort();
                 err.abort();
-                Err(Status::deadline_exceeded(format!(
+                // Killing and forgetting it may take as long again on a
+                // guest that stopped answering: not on the caller's time.
+                tokio::spawn(async move {
+                    exec.kill().await;
+                    exec.delete().await;
+                });
+                return Err(Status::deadline_exceeded(format!(
                     "command {cmd:?} did not finish within {timeout} s"
-                )))
+                )));
             }
         };
         exec.delete().await;

@@ -93,7 +93,8 @@ fn to_cri(i: ImageInfo) -> Image {
     }
 }
 
-fn usage(u: vessel_image::FsUsage, now: i64) -> FilesystemUsage {
+/// A store usage figure in the CRI's shape.
+pub(crate) fn usage(u: vessel_image::FsUsage, now: i64) -> FilesystemUsage {
     FilesystemUsage {
         timestamp: now,
         fs_id: Some(FilesystemIdentifier {

@@ -47,6 +47,8 @@ pub struct Runtime {
     /// The streaming server whose URLs Exec, Attach and PortForward return
     /// (set once `serve` started it).
     pub streaming: OnceLock<vessel_streaming::StreamingServer>,
+    /// The node's pod CIDR, as the kubelet last sent it (`UpdateRuntimeConfig`).
+    pub pod_cidr: Mutex<Option<String>>,
 }
 
 /// A container's CRI log writer.
@@ -67,6 +69,7 @@ impl Runtime {
             logs: Mutex::new(HashMap::new()),
             fanouts: Mutex::new(HashMap::new()),
             streaming: OnceLock::new(),
+            pod_cidr: Mutex::new(None),
         })
     }
 
@@ -82,6 +85,32 @@ impl Runtime {
             c.bin_dirs.clone(),
             self.config.run_dir.join("cni-cache"),
         ))
+    }
+
+    /// Takes the node's pod CIDR from the kubelet: checks it, keeps it, and
+    /// with `cni.conf_template` writes the pod network from the template
+    /// (its first CIDR as `{{.PodCIDR}}`). An empty CIDR changes nothing.
+    pub fn set_pod_cidr(&self, text: &str) -> Result<(), Status> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let cidrs = crate::cni::parse_pod_cidrs(text).map_err(|why| {
+            Status::invalid_argument(format!("runtime_config.network_config.pod_cidr: {why}"))
+        })?;
+        if let Some(template) = &self.config.cni.conf_template {
+            let written =
+                crate::cni::write_from_template(&self.config.cni.conf_dir, template, &cidrs[0])
+                    .map_err(|e| {
+                        Status::failed_precondition(format!(
+                            "cni.conf_template: cannot write the pod network: {e}"
+                        ))
+                    })?;
+            tracing::info!(pod_cidr = %text, file = %written.display(), "pod network written from the CNI template");
+        } else {
+            tracing::info!(pod_cidr = %text, "pod CIDR noted (no cni.conf_template: the CNI config assigns addresses)");
+        }
+        *self.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.to_string());
+        Ok(())
     }
 
     /// The live pod of a sandbox, if it runs.

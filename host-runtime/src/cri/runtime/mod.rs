@@ -42,21 +42,29 @@ impl RuntimeServiceImpl {
 }
 
 impl RuntimeServiceImpl {
+    /// One sandbox's stats; `agent` is its guest's (see [`stats::agent_stats`]).
     async fn sandbox_stats(
         &self,
         s: &crate::store::SandboxRecord,
+        agent: Option<vessel_agent_api::proto::GetStatsResponse>,
     ) -> Result<PodSandboxStats, Status> {
         let containers = self.rt.store.list_containers(&ContainerFilter {
             sandbox_id: s.id.clone(),
             state: Some(crate::store::ContainerState::Running),
             ..ContainerFilter::default()
         })?;
-        let agent = stats::agent_stats(&self.rt, &s.id).await.unwrap_or(None);
         let host = stats::host_usage(&self.rt, &s.id).await;
+        let writable = futures_util::future::join_all(
+            containers
+                .iter()
+                .map(|c| stats::writable_layer(&self.rt, &c.id)),
+        )
+        .await;
         Ok(stats::sandbox_stats(
             &self.cpu,
             s,
             &containers,
+            writable,
             agent.as_ref(),
             host,
         ))
@@ -352,9 +360,14 @@ impl RuntimeService for RuntimeServiceImpl {
             .rt
             .store
             .find_container(&request.into_inner().container_id)?;
-        let agent = stats::agent_stats(&self.rt, &c.sandbox_id).await?;
+        let agent = stats::agent_stats(&self.rt, &c.sandbox_id, AGENT_CALL_TIMEOUT).await?;
         Ok(Response::new(ContainerStatsResponse {
-            stats: Some(stats::container_stats(&self.cpu, &c, agent.as_ref())),
+            stats: Some(stats::container_stats(
+                &self.cpu,
+                &c,
+                agent.as_ref(),
+                stats::writable_layer(&self.rt, &c.id).await,
+            )),
         }))
     }
 
@@ -371,21 +384,31 @@ impl RuntimeService for RuntimeServiceImpl {
             labels: f.label_selector.into_iter().collect(),
         };
         let containers = self.rt.store.list_containers(&filter)?;
-        let mut by_pod: std::collections::HashMap<
-            String,
-            Option<vessel_agent_api::proto::GetStatsResponse>,
-        > = std::collections::HashMap::new();
-        let mut stats = Vec::new();
-        for c in &containers {
-            if !by_pod.contains_key(&c.sandbox_id) {
-                let s = stats::agent_stats(&self.rt, &c.sandbox_id)
-                    .await
-                    .unwrap_or(None);
-                by_pod.insert(c.sandbox_id.clone(), s);
-            }
-            let agent = by_pod.get(&c.sandbox_id).and_then(Option::as_ref);
-            stats.push(stats::container_stats(&self.cpu, c, agent));
-        }
+        // Every pod's agent at once, each bounded: a guest that does not
+        // answer costs the list LIST_AGENT_TIMEOUT, whatever the number of pods.
+        let mut pods: Vec<&str> = containers.iter().map(|c| c.sandbox_id.as_str()).collect();
+        pods.sort_unstable();
+        pods.dedup();
+        let agents = futures_util::future::join_all(
+            pods.iter()
+                .map(|id| stats::agent_stats_for_list(&self.rt, id)),
+        )
+        .await;
+        let by_pod: std::collections::HashMap<&str, _> = pods.into_iter().zip(agents).collect();
+        let writable = futures_util::future::join_all(
+            containers
+                .iter()
+                .map(|c| stats::writable_layer(&self.rt, &c.id)),
+        )
+        .await;
+        let stats = containers
+            .iter()
+            .zip(writable)
+            .map(|(c, w)| {
+                let agent = by_pod.get(c.sandbox_id.as_str()).and_then(Option::as_ref);
+                stats::container_stats(&self.cpu, c, agent, w)
+            })
+            .collect();
         Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
@@ -397,8 +420,11 @@ impl RuntimeService for RuntimeServiceImpl {
             .rt
             .store
             .find_sandbox(&request.into_inner().pod_sandbox_id)?;
+        let agent = stats::agent_stats(&self.rt, &s.id, AGENT_CALL_TIMEOUT)
+            .await
+            .unwrap_or(None);
         Ok(Response::new(PodSandboxStatsResponse {
-            stats: Some(self.sandbox_stats(&s).await?),
+            stats: Some(self.sandbox_stats(&s, agent).await?),
         }))
     }
 
@@ -412,10 +438,15 @@ impl RuntimeService for RuntimeServiceImpl {
             state: Some(crate::store::SandboxState::Ready),
             labels: f.label_selector.into_iter().collect(),
         };
-        let mut stats = Vec::new();
-        for s in self.rt.store.list_sandboxes(&filter)? {
-            stats.push(self.sandbox_stats(&s).await?);
-        }
+        let sandboxes = self.rt.store.list_sandboxes(&filter)?;
+        // Concurrent and bounded per pod, as in ListContainerStats.
+        let stats = futures_util::future::join_all(sandboxes.iter().map(|s| async move {
+            let agent = stats::agent_stats_for_list(&self.rt, &s.id).await;
+            self.sandbox_stats(s, agent).await
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
@@ -423,15 +454,13 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<UpdateRuntimeConfigRequest>,
     ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
-        // The pod CIDR is the CNI chain's business (host-local ranges in the
-        // conflist), as with containerd without a CNI template.
         let cidr = request
             .into_inner()
             .runtime_config
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
-        tracing::info!(rpc = "UpdateRuntimeConfig", pod_cidr = %cidr, "pod CIDR noted (the CNI config assigns addresses)");
+        logged("UpdateRuntimeConfig", "", self.rt.set_pod_cidr(&cidr))?;
         Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 

@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use k8s_cri::v1::{
-    ContainerAttributes, ContainerMetadata, ContainerStats, CpuUsage, LinuxPodSandboxStats,
-    MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxMetadata,
-    PodSandboxStats, ProcessUsage, UInt64Value,
+    ContainerAttributes, ContainerMetadata, ContainerStats, CpuUsage, FilesystemUsage,
+    LinuxPodSandboxStats, MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes,
+    PodSandboxMetadata, PodSandboxStats, ProcessUsage, UInt64Value,
 };
 use tonic::Status;
 use vessel_agent_api::proto::stats_client::StatsClient;
@@ -21,7 +22,7 @@ use vessel_agent_api::proto::{
 
 use crate::cgroup::Usage;
 use crate::daemon::runtime::Runtime;
-use crate::pod::{agent_call, AGENT_CALL_TIMEOUT, GUEST_NIC};
+use crate::pod::{agent_call, GUEST_NIC};
 use crate::store::{ContainerRecord, SandboxRecord};
 
 /// The last CPU sample (time, cumulative ns) of each container and pod.
@@ -46,10 +47,17 @@ fn v(value: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value })
 }
 
-/// The agent's stats of a running sandbox's pod, or `None` when it does not run.
+/// How long the list RPCs wait for one pod's agent. Shorter than a single
+/// pod's call: the kubelet lists every pod's stats at once, and a guest
+/// that does not answer must cost the list this much, not stall it.
+pub const LIST_AGENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The agent's stats of a running sandbox's pod within `timeout`, or `None`
+/// when it does not run.
 pub async fn agent_stats(
     rt: &Runtime,
     sandbox_id: &str,
+    timeout: Duration,
 ) -> Result<Option<GetStatsResponse>, Status> {
     let Some(pod) = rt.pod(sandbox_id) else {
         return Ok(None);
@@ -59,12 +67,25 @@ pub async fn agent_stats(
     };
     let stats = agent_call(
         "Stats.Get",
-        AGENT_CALL_TIMEOUT,
+        timeout,
         StatsClient::new(channel).get(GetStatsRequest::default()),
     )
     .await
     .map_err(|e| Status::unavailable(e.to_string()))?;
     Ok(Some(stats))
+}
+
+/// [`agent_stats`] for the list RPCs: bounded by [`LIST_AGENT_TIMEOUT`],
+/// and a pod whose agent fails is listed without its guest's figures (and
+/// logged) instead of failing or stalling the whole list.
+pub async fn agent_stats_for_list(rt: &Runtime, sandbox_id: &str) -> Option<GetStatsResponse> {
+    match agent_stats(rt, sandbox_id, LIST_AGENT_TIMEOUT).await {
+        Ok(stats) => stats,
+        Err(status) => {
+            tracing::warn!(pod = sandbox_id, error = %status.message(), "no guest stats for this pod");
+            None
+        }
+    }
 }
 
 /// The host cgroup usage of a running sandbox's pod, and when it was read (ns).
@@ -125,11 +146,33 @@ fn memory(at: i64, cg: Option<&CgroupStats>) -> Option<MemoryUsage> {
     })
 }
 
-/// A container's CRI stats from its pod's agent stats.
+/// The disk use of a container's writable layer (a bounded walk that
+/// follows nothing the guest made, off the async threads), or `None`.
+pub async fn writable_layer(rt: &Runtime, container_id: &str) -> Option<FilesystemUsage> {
+    let images = rt.images.clone();
+    let id = container_id.to_string();
+    let measured = tokio::task::spawn_blocking(move || images.writable_usage(&id)).await;
+    match measured {
+        Ok(Ok(u)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            u.map(|u| crate::cri::image::usage(u, now))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(container = container_id, error = %e, "cannot measure the writable layer");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// A container's CRI stats from its pod's agent stats and its writable layer.
 pub fn container_stats(
     samples: &CpuSamples,
     c: &ContainerRecord,
     stats: Option<&GetStatsResponse>,
+    writable_layer: Option<FilesystemUsage>,
 ) -> ContainerStats {
     let at = stats.map_or(0, |s| s.timestamp);
     let cg = stats
@@ -155,7 +198,7 @@ pub fn container_stats(
         }),
         cpu: cpu(samples, &c.id, at, cg),
         memory: memory(at, cg),
-        writable_layer: None,
+        writable_layer,
         swap: None,
     }
 }
@@ -165,6 +208,7 @@ pub fn sandbox_stats(
     samples: &CpuSamples,
     s: &SandboxRecord,
     containers: &[ContainerRecord],
+    writable_layers: Vec<Option<FilesystemUsage>>,
     stats: Option<&GetStatsResponse>,
     host: Option<(i64, Usage)>,
 ) -> PodSandboxStats {
@@ -220,7 +264,8 @@ pub fn sandbox_stats(
             }),
             containers: containers
                 .iter()
-                .map(|c| container_stats(samples, c, stats))
+                .zip(writable_layers)
+                .map(|(c, w)| container_stats(samples, c, stats, w))
                 .collect(),
         }),
         windows: None,

@@ -61,6 +61,12 @@ pub fn status(rt: &Runtime, verbose: bool) -> StatusResponse {
             "config".to_string(),
             serde_json::to_string(&rt.config).unwrap_or_default(),
         );
+        let cidr = rt
+            .pod_cidr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        info.insert("podCIDR".to_string(), cidr.unwrap_or_default());
     }
     StatusResponse {
         status: Some(RuntimeStatus {
