@@ -142,6 +142,9 @@ mod tests {
             .arg(&log)
             .stdout(std::process::Stdio::null())
             .spawn();
+        if let Ok(child) = sleeper.as_ref() {
+            wait_for_args(child.id());
+        }
         let left = leftovers(&c, &[]);
         assert!(left.contains(&Leftover::Path(c.virtiofsd_config().socket)));
         assert!(left.contains(&Leftover::Path(c.state_dir())));
@@ -157,6 +160,18 @@ mod tests {
             assert!(!leftovers(&c, &[pid])
                 .iter()
                 .any(|l| matches!(l, Leftover::Process { .. })));
+        }
+    }
+
+    /// Spawn returns once exec has begun, but the kernel sets the new
+    /// image's argument area a moment later: until then its cmdline reads
+    /// empty, and the sweep would rightly not see it.
+    fn wait_for_args(pid: u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
