@@ -8,38 +8,73 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const CHUNK: usize = 64 << 10;
 
 /// Sends `bytes` to the guest and waits for its count; returns the time taken.
-pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, bytes: u64) -> Duration {
+pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(stream: S, bytes: u64) -> Duration {
+    try_send(stream, bytes)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`send`], or how the transfer broke.
+pub async fn try_send<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    bytes: u64,
+) -> Result<Duration, String> {
     let buf = vec![0x5au8; CHUNK];
     let start = Instant::now();
-    stream.write_u8(b'W').await.expect("diag request");
-    stream.write_u64_le(bytes).await.expect("diag request");
+    let request = |e: std::io::Error| format!("diag request: {e}");
+    stream.write_u8(b'W').await.map_err(request)?;
+    stream.write_u64_le(bytes).await.map_err(request)?;
     let mut left = bytes;
     while left > 0 {
         let n = left.min(CHUNK as u64) as usize;
-        stream.write_all(&buf[..n]).await.expect("diag write");
+        stream
+            .write_all(&buf[..n])
+            .await
+            .map_err(|e| format!("diag write after {} of {bytes} bytes: {e}", bytes - left))?;
         left -= n as u64;
     }
-    let got = stream.read_u64_le().await.expect("diag count");
-    assert_eq!(got, bytes, "the guest received a different byte count");
-    start.elapsed()
+    let got = stream
+        .read_u64_le()
+        .await
+        .map_err(|e| format!("diag count: {e}"))?;
+    if got != bytes {
+        return Err(format!("the guest received {got} bytes, not {bytes}"));
+    }
+    Ok(start.elapsed())
 }
 
 /// Asks the guest for `bytes` and reads them all; returns the time taken.
-pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, bytes: u64) -> Duration {
+pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(stream: S, bytes: u64) -> Duration {
+    try_receive(stream, bytes)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`receive`], or how the transfer broke.
+pub async fn try_receive<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    bytes: u64,
+) -> Result<Duration, String> {
     let mut buf = vec![0u8; CHUNK];
     let start = Instant::now();
-    stream.write_u8(b'R').await.expect("diag request");
-    stream.write_u64_le(bytes).await.expect("diag request");
+    let request = |e: std::io::Error| format!("diag request: {e}");
+    stream.write_u8(b'R').await.map_err(request)?;
+    stream.write_u64_le(bytes).await.map_err(request)?;
     let mut seen = 0u64;
     loop {
-        let n = stream.read(&mut buf).await.expect("diag read");
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("diag read after {seen} of {bytes} bytes: {e}"))?;
         if n == 0 {
             break;
         }
         seen += n as u64;
     }
-    assert_eq!(seen, bytes, "the guest sent a different byte count");
-    start.elapsed()
+    if seen != bytes {
+        return Err(format!("the stream ended after {seen} of {bytes} bytes"));
+    }
+    Ok(start.elapsed())
 }
 
 /// MB/s (10^6 bytes per second) for `bytes` in `took`.

@@ -4,8 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use vessel_agent_api::client::stdio::read_output;
 use vessel_agent_api::client::Channel;
-use vessel_agent_api::proto::{SandboxInfo, SharedMount};
+use vessel_agent_api::proto::containers_client::ContainersClient;
+use vessel_agent_api::proto::{
+    CreateContainerRequest, DeleteContainerRequest, SandboxInfo, SharedMount,
+    StartContainerRequest, StdioStream, StreamStdio, WaitContainerRequest,
+};
 use vessel_host_runtime::pod::container_spec;
 use vessel_host_runtime::vm::{FsShare, VmConfig, VmProcess};
 
@@ -57,6 +62,73 @@ pub fn spec(sandbox: &SandboxInfo, script: &str) -> Value {
     let args = ["/bin/sh", "-c", script].map(String::from);
     let spec = container_spec(&args, sandbox).expect("vesseld's container spec");
     serde_json::to_value(spec).expect("spec as JSON")
+}
+
+/// Runs a busybox container (rootfs at `<SHARED>/rootfs`) that writes
+/// `bytes` zeros to its stdout with `dd` in `block`-byte writes, reads the
+/// stream through the agent's `Stdio.Output`, calling `on_chunk` for each
+/// piece, and removes the container; an error says which step failed.
+pub async fn dd_to_stdout(
+    channel: Channel,
+    id: &str,
+    bytes: u64,
+    block: u64,
+    on_chunk: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "user": { "uid": 0, "gid": 0 },
+            "args": ["/bin/dd", "if=/dev/zero", format!("bs={block}"), format!("count={}", bytes / block)],
+            "env": ["PATH=/bin"],
+            "cwd": "/"
+        },
+        "root": { "path": "rootfs", "readonly": true },
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"] }
+        ],
+        "linux": { "namespaces": [{ "type": "pid" }, { "type": "mount" }] }
+    });
+    let mut containers = ContainersClient::new(channel.clone());
+    let container_id = id.to_string();
+    containers
+        .create(CreateContainerRequest {
+            container_id: container_id.clone(),
+            oci_spec_json: spec.to_string(),
+            rootfs: format!("{SHARED}/rootfs"),
+            streams: Some(StreamStdio::default()),
+            ..CreateContainerRequest::default()
+        })
+        .await
+        .map_err(|e| format!("Create: {e}"))?;
+    containers
+        .start(StartContainerRequest {
+            container_id: container_id.clone(),
+        })
+        .await
+        .map_err(|e| format!("Start: {e}"))?;
+    let got = read_output(channel, id, "", StdioStream::Stdout, on_chunk)
+        .await
+        .map_err(|e| format!("stdout stream: {e:?}"))?;
+    if got != bytes / block * block {
+        return Err(format!("stdout stream: {got} bytes, not {bytes}"));
+    }
+    let exit = containers
+        .wait(WaitContainerRequest {
+            container_id: container_id.clone(),
+        })
+        .await
+        .map_err(|e| format!("Wait: {e}"))?
+        .into_inner();
+    if exit.exit_code != 0 {
+        return Err(format!("dd exited {}", exit.exit_code));
+    }
+    containers
+        .delete(DeleteContainerRequest { container_id })
+        .await
+        .map_err(|e| format!("Delete: {e}"))?;
+    Ok(())
 }
 
 /// A file's text, or "" if it cannot be read (for failure messages).

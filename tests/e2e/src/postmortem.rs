@@ -40,6 +40,69 @@ fn dmesg_tail(lines: usize) -> String {
     }
 }
 
+/// The heading of the KVM trace section of a saved post-mortem.
+pub const TRACE_HEADER: &str =
+    "test host KVM trace of the VMM's threads, 2 s (kvm_exit, kvm_entry, kvm_inj_exception), last 300 lines";
+
+/// How long the trace runs, and how much of it is kept.
+const TRACE_SPAN: Duration = Duration::from_secs(2);
+const TRACE_LINES: usize = 300;
+
+/// The test host's KVM tracepoints for the VMM's threads (`pid`'s tasks)
+/// over [`TRACE_SPAN`]: what a stuck guest keeps doing (exits, injected
+/// exceptions). Turned on only now, so it costs the tests nothing, and
+/// only in the nested test host, whose tracing is the tests' own.
+fn kvm_trace(pid: u32) -> String {
+    let t = std::path::Path::new("/sys/kernel/tracing");
+    if !t.join("events/kvm").exists() {
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "nodev"])
+            .arg(t)
+            .output();
+    }
+    if !t.join("events/kvm").exists() {
+        return "no KVM tracepoints (tracefs or the kvm events are missing)".into();
+    }
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if tids.is_empty() {
+        return format!("no threads of pid {pid}: the VMM is gone");
+    }
+    let set = |file: &str, value: &str| std::fs::write(t.join(file), value);
+    let events = ["kvm_exit", "kvm_entry", "kvm_inj_exception"];
+    let run = || -> std::io::Result<String> {
+        set("tracing_on", "0")?;
+        set("trace", "")?;
+        set("buffer_size_kb", "1024")?;
+        set("set_event_pid", &tids.join(" "))?;
+        for e in events {
+            set(&format!("events/kvm/{e}/enable"), "1")?;
+        }
+        set("tracing_on", "1")?;
+        std::thread::sleep(TRACE_SPAN);
+        set("tracing_on", "0")?;
+        let text = std::fs::read_to_string(t.join("trace"))?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        Ok(format!(
+            "{} events; the last:\n{}",
+            lines.len(),
+            lines[lines.len().saturating_sub(TRACE_LINES)..].join("\n")
+        ))
+    };
+    let result = run().unwrap_or_else(|e| format!("tracing failed: {e}"));
+    for e in events {
+        let _ = set(&format!("events/kvm/{e}/enable"), "0");
+    }
+    let _ = set("set_event_pid", "");
+    let _ = set("trace", "");
+    result
+}
+
 /// Asks `vm`'s VMM for its post-mortem and saves it; returns the file, or
 /// why there is none (no API socket, the VMM is gone, no answer). Prints
 /// the path with [`SAVED_MARKER`].
@@ -63,10 +126,18 @@ pub fn save(vm: &VmProcess) -> Result<PathBuf, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("{name}.txt"));
     let mode = std::env::var("VESSEL_KVM_HOST_ACTIVE_MODE").unwrap_or_default();
+    let trace = match vm.pid() {
+        Some(pid) if mode == "nested" => kvm_trace(pid),
+        Some(_) => format!(
+            "not taken in {mode} mode: only the nested test host's tracing is ours to change"
+        ),
+        None => "not taken: the VMM's pid is unknown".into(),
+    };
     let text = format!(
         "# vessel-vmm post-mortem of {name} (docs/operations.md, \"Post-mortem\")\n\
          {answer}\n\
-         # test host ({mode}) kernel log, last 100 lines\n{}\n",
+         # test host ({mode}) kernel log, last 100 lines\n{}\n\
+         # {TRACE_HEADER}\n{trace}\n",
         dmesg_tail(100)
     );
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;

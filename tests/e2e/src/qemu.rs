@@ -19,6 +19,8 @@ pub struct QemuConfig {
     pub cid: u32,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
+    /// vCPUs (0: one).
+    pub cpus: u32,
     /// Words appended to [`BASE_CMDLINE`].
     pub extra_cmdline: String,
     /// Extra QEMU arguments (devices).
@@ -60,7 +62,8 @@ impl QemuVm {
             "-M",
             "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on",
         ])
-        .args(["-accel", "kvm", "-cpu", "host", "-smp", "1"])
+        .args(["-accel", "kvm", "-cpu", "host"])
+        .args(["-smp", &config.cpus.max(1).to_string()])
         .args(["-m", &config.memory_mib.to_string()])
         .args(["-nodefaults", "-no-user-config", "-nographic"])
         // A file, not stdio: QEMU's serial into a pipe stalls in the nested host.
@@ -93,10 +96,23 @@ impl QemuVm {
     /// Waits until the agent answers a health check over AF_VSOCK; returns
     /// the channel and the time since spawn.
     pub async fn wait_agent(&mut self, timeout: Duration) -> (Channel, Duration) {
+        self.try_wait_agent(timeout)
+            .await
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`Self::wait_agent`], or why the guest did not become ready.
+    pub async fn try_wait_agent(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(Channel, Duration), String> {
         let deadline = self.started + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("qemu exited early ({status}): {}", self.console_text());
+                return Err(format!(
+                    "qemu exited early ({status}): {}",
+                    self.console_text()
+                ));
             }
             if let Ok(channel) = client::connect_vsock(self.config.cid, AGENT_VSOCK_PORT).await {
                 if HealthClient::new(channel.clone())
@@ -104,12 +120,20 @@ impl QemuVm {
                     .await
                     .is_ok()
                 {
-                    return (channel, self.started.elapsed());
+                    return Ok((channel, self.started.elapsed()));
                 }
             }
-            assert!(Instant::now() < deadline, "QEMU guest not ready in time");
+            if Instant::now() >= deadline {
+                return Err("QEMU guest not ready in time".into());
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// How QEMU exited, if it has (with `-no-reboot`, a guest reset or
+    /// triple fault ends it).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// The QEMU process id.

@@ -316,6 +316,16 @@ async fn postmortem_of_a_running_linux_guest_through_the_api_and_sigusr1() {
     let text = std::fs::read_to_string(&saved).expect("saved post-mortem");
     assert!(text.contains("\"vcpus\""), "{text}");
     assert!(text.contains("kernel log"), "{text}");
+    // In the nested test host, two seconds of KVM's view of the guest: a
+    // running guest exits at least for its timer.
+    let trace = text
+        .split(vessel_e2e::postmortem::TRACE_HEADER)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no KVM trace section: {text}"));
+    if std::env::var("VESSEL_KVM_HOST_ACTIVE_MODE").as_deref() == Ok("nested") {
+        assert!(trace.contains("kvm_exit"), "{trace}");
+        assert!(trace.contains("kvm_entry"), "{trace}");
+    }
     std::fs::remove_file(&saved).expect("remove the saved copy");
 
     // SIGUSR1: the same dump into the VMM's log, and the guest carries on.

@@ -2,9 +2,11 @@
 //! `vesseld serve` and pod VMs: users and groups, a read-only rootfs,
 //! capabilities, privileged or not, UpdateContainerResources, an OOM kill,
 //! GetContainerEvents, `hostPort` through Debian's `portmap` plugin, one pod
-//! reaching another, a rootfs write that dies with its container, log
-//! rotation (ReopenContainerLog), and a container that
-//! plants symlinks to host paths in what vesseld later removes.
+//! reaching another, a rootfs write that dies with its container and shows
+//! in its writable layer's stats, log
+//! rotation (ReopenContainerLog), a frozen guest that blocks no other pod,
+//! and a container that plants symlinks to host paths in what vesseld later
+//! removes.
 //!
 //! Two pods in one test host; the leak check after both are removed.
 
@@ -20,8 +22,49 @@ use vessel_e2e::cri::{
 };
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
 
+/// The bytes ContainerStats reports for a container's writable layer.
+async fn writable_bytes(cri: &mut Cri, id: &str) -> u64 {
+    let stats = cri
+        .runtime
+        .container_stats(ContainerStatsRequest {
+            container_id: id.into(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.writable_layer)
+        .expect("a writable layer in ContainerStats");
+    assert!(
+        stats.inodes_used.as_ref().is_some_and(|i| i.value > 0),
+        "{stats:?}"
+    );
+    stats.used_bytes.map_or(0, |b| b.value)
+}
+
+/// The VMM pid of a pod, from PodSandboxStatus's verbose info.
+async fn vmm_pid(cri: &mut Cri, pod_id: &str) -> i32 {
+    let info = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus verbose")
+        .into_inner()
+        .info;
+    let vm: serde_json::Value =
+        serde_json::from_str(info.get("info").map_or("", String::as_str)).expect("info JSON");
+    vm["vm"]["pid"].as_i64().expect("vm.pid") as i32
+}
+
 /// The node port the web pod's `hostPort` maps to its port 80.
 const HOST_PORT: i32 = 18080;
+
+/// ExecSync's timeout (s) for the frozen guest: longer than the other
+/// pod's calls take, shorter than vesseld's bound on one agent call (30 s).
+const FROZEN_EXEC_TIMEOUT: i64 = 15;
 
 /// CapEff of a process with every capability of the test kernel's 41.
 const ALL_CAPS: &str = "000001ffffffffff";
@@ -379,6 +422,21 @@ async fn containers_behave_as_critest_expects() {
     )
     .await;
     assert_eq!(out.stdout, "mine\n", "{out:?}");
+    // The writable layer's use is in its stats (the kubelet's ephemeral
+    // storage accounting), a guest-planted symlink out of it not followed.
+    let before = writable_bytes(&mut cri, &writer).await;
+    let out = sh(
+        &mut cri,
+        &writer,
+        "dd if=/dev/zero of=/big bs=64k count=64 2>/dev/null && ln -s /etc /etc-link && sync && echo ok",
+    )
+    .await;
+    assert_eq!(out.stdout, "ok\n", "{out:?}");
+    let after = writable_bytes(&mut cri, &writer).await;
+    assert!(
+        after >= before + (4 << 20),
+        "writable layer {before} -> {after} bytes after a 4 MiB write"
+    );
     cri.runtime
         .stop_container(StopContainerRequest {
             container_id: writer.clone(),
@@ -521,6 +579,70 @@ async fn containers_behave_as_critest_expects() {
     )
     .await;
     assert_eq!(out.stdout, "planted\n", "{out:?}");
+
+    // A guest that never answers (its VMM stopped) blocks nothing else: the
+    // other pod's calls and the node-wide lists answer while a call to it
+    // waits, and that call ends with DeadlineExceeded, not a hang.
+    let frozen_vmm = vmm_pid(&mut cri, &client_id).await;
+    // SAFETY: kill(2) of the client pod's VMM, a process this test started.
+    assert_eq!(unsafe { libc::kill(frozen_vmm, libc::SIGSTOP) }, 0);
+    let mut frozen_cri = vesseld.connect().await;
+    let frozen_planter = planter.clone();
+    let frozen_call = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = frozen_cri
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: frozen_planter,
+                cmd: vec!["true".into()],
+                timeout: FROZEN_EXEC_TIMEOUT,
+            })
+            .await;
+        (code(r), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = sh(&mut cri, &ids, "echo alive").await;
+    assert_eq!(out.stdout, "alive\n", "the other pod's ExecSync: {out:?}");
+    assert_eq!(
+        fetch(&format!("{web_ip}:80")).as_deref(),
+        Ok("served by the web pod\n")
+    );
+    // The node-wide lists wait at most 5 s for the frozen guest, at once.
+    let mut other = vesseld.connect().await;
+    let (pods, containers) = tokio::join!(
+        cri.runtime
+            .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default()),
+        other
+            .runtime
+            .list_container_stats(ListContainerStatsRequest::default()),
+    );
+    let pods = pods
+        .expect("ListPodSandboxStats with a frozen guest")
+        .into_inner()
+        .stats;
+    assert_eq!(pods.len(), 2, "both pods listed: {pods:?}");
+    let containers = containers
+        .expect("ListContainerStats with a frozen guest")
+        .into_inner()
+        .stats;
+    assert!(
+        containers
+            .iter()
+            .any(|c| c.attributes.as_ref().is_some_and(|a| a.id == ids)),
+        "{containers:?}"
+    );
+    assert!(
+        !frozen_call.is_finished(),
+        "the frozen pod's ExecSync ended before the other pod's calls"
+    );
+    let ((c, m), took) = frozen_call.await.expect("the frozen pod's ExecSync task");
+    assert_eq!(c, Code::DeadlineExceeded, "ExecSync to a frozen guest: {m}");
+    // Its own timeout ends it, not vesseld's 30 s bound on one agent call.
+    assert!(took < Duration::from_secs(29), "took {took:?}: {m}");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(frozen_vmm, libc::SIGCONT) }, 0);
+    let out = sh(&mut cri, &planter, "echo thawed").await;
+    assert_eq!(out.stdout, "thawed\n", "after SIGCONT: {out:?}");
 
     // Stop and remove everything; every container's lifecycle is in the events.
     let all = [

@@ -31,8 +31,12 @@ const BIG: usize = 64 << 20;
 /// The longest any exec session of this test may take (64 MiB in the nested host takes ~40 s).
 const SESSION_LIMIT: Duration = Duration::from_secs(300);
 
-/// After this, the test prints vesseld's log and fails rather than hang.
-const WATCHDOG: Duration = Duration::from_secs(20 * 60);
+/// After this, the test prints vesseld's log and thread states and fails
+/// rather than hang. It must fire inside the test host's own budget
+/// (VESSEL_KVM_HOST_TIMEOUT, 900 s in tests/e2e/run.sh, boot included), or
+/// a hang leaves no log, and well after a slow run's end: the whole test
+/// takes about 8 minutes in the nested host.
+const WATCHDOG: Duration = Duration::from_secs(750);
 
 /// What the echo container gets while an attach session stalls.
 const FLOOD: usize = 24 << 20;
@@ -277,6 +281,32 @@ fn vessel_cli(socket: &std::path::Path, web: &str, pod: &str) -> (String, Option
     (text(&done.stdout), done.status.code(), page)
 }
 
+/// Each thread of `pid`: its name, scheduler state, and where the kernel
+/// holds it, to tell a process blocked in the kernel from one that idles.
+fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("process {pid} is gone\n");
+    };
+    let mut out = String::new();
+    for task in tasks.flatten() {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+        let stat = read("stat");
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string();
+        out += &format!(
+            "{} {} {state} wchan={}\n{}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan"),
+            read("stack")
+        );
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_attach_and_port_forward_stream_through_vesseld() {
     let dir = scratch(SCRATCH);
@@ -289,11 +319,16 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     );
     let mut cri = vesseld.connect().await;
     let log_file = vesseld.dir.join("vesseld.log");
+    let vesseld_pid = vesseld.pid();
     std::thread::spawn(move || {
         std::thread::sleep(WATCHDOG);
         let log = std::fs::read(&log_file).unwrap_or_default();
         let tail = &log[log.len().saturating_sub(64 << 10)..];
         eprintln!("the test hangs; vesseld's log ends:\n{}", text(tail));
+        if let Some(pid) = vesseld_pid {
+            eprintln!("vesseld's threads:\n{}", thread_states(pid));
+        }
+        eprintln!("the test's threads:\n{}", thread_states(std::process::id()));
         std::process::exit(1);
     });
     let logs = dir.join("pod-logs");

@@ -25,19 +25,14 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use tokio_vsock::{VsockAddr, VsockStream};
-use vessel_agent_api::client::stdio::read_output;
 use vessel_agent_api::client::Channel;
 use vessel_agent_api::client::HybridVsock;
-use vessel_agent_api::proto::containers_client::ContainersClient;
 use vessel_agent_api::proto::sandbox_client::SandboxClient;
-use vessel_agent_api::proto::{
-    CreateContainerRequest, Interface, SetupSandboxRequest, StartContainerRequest, StdioStream,
-    StreamStdio, WaitContainerRequest,
-};
+use vessel_agent_api::proto::{Interface, SetupSandboxRequest};
 use vessel_agent_api::DIAG_VSOCK_PORT;
 use vessel_e2e::diag::{mb_per_s, receive, send};
 use vessel_e2e::netns::{connect_in_netns, NetnsTap};
-use vessel_e2e::pod::{pod_share, share_busybox_rootfs, SHARED};
+use vessel_e2e::pod::{dd_to_stdout, pod_share, share_busybox_rootfs};
 use vessel_e2e::qemu::{QemuConfig, QemuVm};
 use vessel_e2e::stats::stats;
 use vessel_e2e::{vm_config, BOOT_TIMEOUT};
@@ -121,38 +116,6 @@ async fn stream_from_container(
     progress: &AtomicU64,
 ) -> Result<f64, String> {
     let id = format!("stream{round}");
-    let spec = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "user": { "uid": 0, "gid": 0 },
-            "args": ["/bin/dd", "if=/dev/zero", format!("bs={DD_BLOCK}"), format!("count={}", bytes / DD_BLOCK)],
-            "env": ["PATH=/bin"],
-            "cwd": "/"
-        },
-        "root": { "path": "rootfs", "readonly": true },
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"] }
-        ],
-        "linux": { "namespaces": [{ "type": "pid" }, { "type": "mount" }] }
-    });
-    let mut containers = ContainersClient::new(channel.clone());
-    containers
-        .create(CreateContainerRequest {
-            container_id: id.clone(),
-            oci_spec_json: spec.to_string(),
-            rootfs: format!("{SHARED}/rootfs"),
-            streams: Some(StreamStdio::default()),
-            ..CreateContainerRequest::default()
-        })
-        .await
-        .expect("Create of the streaming container");
-    containers
-        .start(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect("Start");
     let started = std::time::Instant::now();
     // Progress every 32 MiB: a stream that fails or stalls shows how far it got.
     let who = if vm.is_some() { "vessel" } else { "qemu" };
@@ -167,35 +130,18 @@ async fn stream_from_container(
             );
         }
     };
-    let got = match read_output(channel, &id, "", StdioStream::Stdout, count).await {
-        Ok(got) => got,
-        Err(e) => {
-            let msg = format!(
-                "round {round}: {who} container stdout stream broke after {} MiB: {e:?}",
-                progress.load(Ordering::Relaxed) >> 20
-            );
-            eprintln!(
-                "bench-io: WARNING: {msg}\n{}",
-                vm.map(vessel_e2e::console_tail).unwrap_or_default()
-            );
-            return Err(msg);
-        }
-    };
-    let took = started.elapsed();
-    assert_eq!(got, bytes, "streamed byte count");
-    let exit = containers
-        .wait(WaitContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect("Wait")
-        .into_inner();
-    assert_eq!(exit.exit_code, 0);
-    containers
-        .delete(vessel_agent_api::proto::DeleteContainerRequest { container_id: id })
-        .await
-        .expect("Delete");
-    Ok(mb_per_s(bytes, took))
+    if let Err(e) = dd_to_stdout(channel, &id, bytes, DD_BLOCK, count).await {
+        let msg = format!(
+            "round {round}: {who} container stdout stream broke after {} MiB: {e}",
+            progress.load(Ordering::Relaxed) >> 20
+        );
+        eprintln!(
+            "bench-io: WARNING: {msg}\n{}",
+            vm.map(vessel_e2e::console_tail).unwrap_or_default()
+        );
+        return Err(msg);
+    }
+    Ok(mb_per_s(bytes, started.elapsed()))
 }
 
 /// A transfer that must finish (or, for streams, move) within [`STALL_LIMIT`]: in the nested host
@@ -357,6 +303,7 @@ async fn main() {
     let qemu_virtiofsd = vessel_e2e::virtiofsd::start(&shared, &console.join("virtiofsd")).await;
     let mut qemu = QemuVm::spawn(QemuConfig {
         cid: 90,
+        cpus: 1,
         memory_mib,
         extra_cmdline: cmdline,
         console: console.join("console.log"),
