@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::cri_log::Stream;
 
@@ -43,7 +43,22 @@ struct Subscribers {
 struct Subscriber {
     id: u64,
     tx: mpsc::Sender<Bytes>,
-    dropped: Arc<AtomicBool>,
+    dropped: Arc<Dropped>,
+}
+
+/// Whether a session was dropped, and a wake-up for the one who waits on it.
+#[derive(Debug, Default)]
+struct Dropped {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Dropped {
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        // Stores a permit when nobody waits yet: the wake-up is not lost.
+        self.notify.notify_one();
+    }
 }
 
 /// One attach session's queues.
@@ -55,13 +70,21 @@ pub struct Subscription {
     pub stdout: Option<mpsc::Receiver<Bytes>>,
     /// stderr pieces, if asked for.
     pub stderr: Option<mpsc::Receiver<Bytes>>,
-    dropped: Arc<AtomicBool>,
+    dropped: Arc<Dropped>,
 }
 
 impl Subscription {
     /// Whether the session was dropped for not keeping up.
     pub fn was_dropped(&self) -> bool {
-        self.dropped.load(Ordering::Acquire)
+        self.dropped.flag.load(Ordering::Acquire)
+    }
+
+    /// Returns once the session is dropped for not keeping up, so that it
+    /// ends then rather than when its client goes away.
+    pub async fn dropped(&self) {
+        while !self.was_dropped() {
+            self.dropped.notify.notified().await;
+        }
     }
 }
 
@@ -77,7 +100,7 @@ impl OutputFanout {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
-        let dropped = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(Dropped::default());
         let join = |subs: &mut Subscribers| {
             let (tx, rx) = mpsc::channel(BACKLOG);
             if !subs.ended {
@@ -124,7 +147,7 @@ impl OutputFanout {
                 match s.tx.try_send(data.slice_ref(piece)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        s.dropped.store(true, Ordering::Release);
+                        s.dropped.set();
                         slow.push(s.id);
                         return false;
                     }
@@ -194,6 +217,10 @@ mod tests {
         }
         assert!(slow.was_dropped());
         assert!(!fast.was_dropped());
+        // Whoever waits for the drop learns of it, even after the fact.
+        tokio::time::timeout(std::time::Duration::from_secs(5), slow.dropped())
+            .await
+            .expect("the drop is signalled");
         fanout.publish(Stream::Stdout, b"y");
         let got = fast.stdout.as_mut().map(|rx| rx.try_recv().ok());
         assert_eq!(got, Some(Some(Bytes::from_static(b"y"))));

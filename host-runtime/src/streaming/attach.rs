@@ -103,6 +103,8 @@ pub async fn attach(
     };
     let ended = tokio::select! {
         _ = outputs_done, if has_output => Ended::Output,
+        // Its queue was full: the session ends now, not when its client leaves.
+        _ = subscription.dropped() => Ended::Dropped,
         _ = wait_exit(rt, &c.id, None) => Ended::Exited,
         _ = client_gone(disconnected) => Ended::Detached,
     };
@@ -115,11 +117,12 @@ pub async fn attach(
     }
     let result = match ended {
         Ended::Detached => Ok(0),
+        // Ended::Dropped, or dropped as the output ended.
         _ if subscription.was_dropped() => Err(RuntimeError::new(
             "attach session dropped: the client does not keep up with the output",
         )),
         // The output ends when the container exits: its code follows.
-        Ended::Output | Ended::Exited => wait_exit(rt, &c.id, Some(EXIT_RECORD_WAIT))
+        _ => wait_exit(rt, &c.id, Some(EXIT_RECORD_WAIT))
             .await
             .ok_or_else(|| {
                 RuntimeError::new(format!("container {} output ended but it runs", c.id))
@@ -132,6 +135,7 @@ pub async fn attach(
 #[derive(Debug)]
 enum Ended {
     Output,
+    Dropped,
     Exited,
     Detached,
 }

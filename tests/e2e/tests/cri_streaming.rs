@@ -170,15 +170,16 @@ async fn read_until(from: &mut DuplexStream, want: &str) -> String {
 }
 
 async fn attach_url(cri: &mut Cri, id: &str, stdin: bool, stderr: bool) -> String {
-    cri.runtime
-        .attach(AttachRequest {
-            container_id: id.into(),
-            stdin,
-            tty: false,
-            stdout: true,
-            stderr,
-        })
+    let call = cri.runtime.attach(AttachRequest {
+        container_id: id.into(),
+        stdin,
+        tty: false,
+        stdout: true,
+        stderr,
+    });
+    tokio::time::timeout(Duration::from_secs(30), call)
         .await
+        .expect("Attach answered in time")
         .expect("Attach")
         .into_inner()
         .url
@@ -631,9 +632,21 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     let flood = data(FLOOD);
     let started = Instant::now();
     let mut echoed = vec![0u8; FLOOD];
-    for (sent, back) in flood.chunks(STEP).zip(echoed.chunks_mut(STEP)) {
-        a_in.write_all(sent).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(60), a_out.read_exact(back))
+    for (i, (sent, back)) in flood.chunks(STEP).zip(echoed.chunks_mut(STEP)).enumerate() {
+        // Progress, so a slow run shows where its time goes.
+        if i % 16 == 0 {
+            eprintln!(
+                "attach flood: {} MiB echoed after {:?}",
+                (i * STEP) >> 20,
+                started.elapsed()
+            );
+        }
+        // Writing is bounded too: a stalled pipeline stops the write first.
+        let step = async {
+            a_in.write_all(sent).await?;
+            a_out.read_exact(back).await
+        };
+        tokio::time::timeout(Duration::from_secs(60), step)
             .await
             .expect("a step echoed in time")
             .expect("the session goes on");
