@@ -363,7 +363,7 @@ async fn serve(args: Serve) -> Result<ExitCode> {
     config.apply_env(|name| std::env::var_os(name))?;
     config.apply_flags(&args.flags)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| config.log.level.as_str().into());
+        .unwrap_or_else(|_| config.log.filter_directives().into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -127,6 +127,26 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// Transport crates that log every frame at `debug`: capped at `info` so that
+/// `log.level = "debug"` shows vessel's own detail, not a line per HTTP/2
+/// frame on every agent connection (which slowed a streaming pod several
+/// times over). `RUST_LOG` can still ask for them.
+const CHATTY_CRATES: [&str; 6] = ["h2", "hyper", "hyper_util", "tower", "rustls", "reqwest"];
+
+impl LogConfig {
+    /// The `tracing` filter the level stands for.
+    pub fn filter_directives(&self) -> String {
+        let level = self.level.as_str();
+        match self.level {
+            LogLevel::Trace | LogLevel::Debug => std::iter::once(level.to_string())
+                .chain(CHATTY_CRATES.iter().map(|c| format!("{c}=info")))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => level.to_string(),
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {

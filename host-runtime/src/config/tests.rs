@@ -329,3 +329,15 @@ fn streaming_on_every_address_needs_an_advertised_host() {
         "{err}"
     );
 }
+
+#[test]
+fn debug_logging_keeps_the_transport_crates_at_info() {
+    let mut log = LogConfig::default();
+    assert_eq!(log.filter_directives(), "info");
+    log.level = LogLevel::Debug;
+    let d = log.filter_directives();
+    assert!(d.starts_with("debug,"), "{d}");
+    assert!(d.contains("h2=info") && d.contains("hyper=info"), "{d}");
+    // Every directive parses as tracing's filter would read it.
+    assert!(tracing_subscriber::EnvFilter::try_new(&d).is_ok(), "{d}");
+}
