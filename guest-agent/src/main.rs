@@ -13,6 +13,7 @@ use vessel_agent::reaper::Reaper;
 use vessel_agent::server::{self, Listen, Workloads};
 use vessel_agent::shutdown::ShutdownSignal;
 use vessel_agent::{init, logging, sandbox, AGENT_VERSION, AGENT_VSOCK_PORT};
+use vessel_vmm_api::BootMark;
 
 /// Command line of the agent.
 #[derive(Debug, Parser)]
@@ -60,14 +61,17 @@ fn main() -> ExitCode {
     if !init::is_pid1() {
         return host_main(Args::parse());
     }
+    init::boot_mark::mark(BootMark::InitStarted);
     logging::init();
     // First line on the serial console: proves the kernel reached init.
     tracing::info!(version = %AGENT_VERSION, pid1 = true, "vessel-agent starting");
     init::install_panic_hook();
     let switched = init::switch_root::leave_initramfs();
     tracing::info!(switched_root = switched, "root mount ready");
+    init::boot_mark::mark(BootMark::RootReady);
     // Before the runtime: setup changes the environment, which is unsound with threads.
     init::setup();
+    init::boot_mark::mark(BootMark::SetupDone);
     let reason = match run(pid1_args(), true) {
         Ok(()) => "shutdown",
         Err(err) => {

@@ -3,6 +3,7 @@
 //! Only used when the agent runs as PID 1. The kernel panics if PID 1 exits,
 //! so every path here ends in a reboot, never a return to the kernel.
 
+pub mod boot_mark;
 mod mounts;
 mod power;
 pub mod switch_root;

@@ -57,6 +57,7 @@ pub(super) async fn serve_vsock(
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
         .map_err(|source| ServerError::BindVsock { port, source })?;
     tracing::info!(port, "listening on vsock");
+    crate::init::boot_mark::mark(vessel_vmm_api::BootMark::Listening);
     router
         .serve_with_incoming_shutdown(listener.incoming(), shutdown.triggered())
         .await?;

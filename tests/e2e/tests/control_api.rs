@@ -266,10 +266,28 @@ async fn postmortem_of_a_running_linux_guest_through_the_api_and_sigusr1() {
     if thp.contains("[advise]") {
         assert!(backing.starts_with("transparent huge pages"), "{info}");
     }
-    assert!(
-        info["timeline"]["first_vsock_connection"].is_number(),
-        "{info}"
-    );
+    // The whole boot timeline, the guest agent's marks included, in order.
+    let at = |phase: &str| {
+        info["timeline"][phase]
+            .as_f64()
+            .unwrap_or_else(|| panic!("timeline without {phase}: {info}"))
+    };
+    let order = [
+        "first_vcpu_run",
+        "guest_init_started",
+        "agent_root_ready",
+        "agent_setup_done",
+        "agent_listening",
+        "first_vsock_connection",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            at(pair[0]) <= at(pair[1]),
+            "{} after {}: {info}",
+            pair[0],
+            pair[1]
+        );
+    }
     // Reported, not asserted: how much of the RAM the guest touched the
     // host could back with huge pages depends on its free memory.
     let huge_kib = guest_ram_pmd_kib(pid);

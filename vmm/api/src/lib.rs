@@ -3,6 +3,7 @@
 //! ([`LaunchConfig`], given as JSON with `--config` or built from the
 //! human flags), the `key=value` device specs, and the control API client.
 
+pub mod boot_mark;
 pub mod client;
 pub mod disk;
 pub mod fs;
@@ -10,6 +11,7 @@ pub mod kv;
 pub mod launch;
 pub mod net;
 
+pub use boot_mark::{BootMark, BOOT_MARK_PORT};
 pub use client::{ApiClient, ApiError, Request};
 pub use disk::DiskSpec;
 pub use fs::FsSpec;

@@ -23,6 +23,14 @@ pub enum Phase {
     FirstVcpuRun,
     /// The guest's first byte on the serial console.
     FirstConsoleByte,
+    /// The guest kernel ran `/init` (the agent's first boot mark).
+    GuestInitStarted,
+    /// The agent has its root filesystem (boot mark).
+    AgentRootReady,
+    /// The agent's PID 1 setup is done (boot mark).
+    AgentSetupDone,
+    /// The agent listens on vsock (boot mark).
+    AgentListening,
     /// The host's first connection through the hybrid vsock socket that
     /// the guest accepted (its RESPONSE: something listened on the port).
     FirstVsockConnection,
@@ -30,13 +38,17 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 11] = [
         Phase::ProcessStart,
         Phase::VmCreated,
         Phase::MemoryReady,
         Phase::GuestLoaded,
         Phase::FirstVcpuRun,
         Phase::FirstConsoleByte,
+        Phase::GuestInitStarted,
+        Phase::AgentRootReady,
+        Phase::AgentSetupDone,
+        Phase::AgentListening,
         Phase::FirstVsockConnection,
     ];
 
@@ -49,6 +61,10 @@ impl Phase {
             Phase::GuestLoaded => "kernel_and_initramfs_loaded",
             Phase::FirstVcpuRun => "first_vcpu_run",
             Phase::FirstConsoleByte => "first_console_byte",
+            Phase::GuestInitStarted => "guest_init_started",
+            Phase::AgentRootReady => "agent_root_ready",
+            Phase::AgentSetupDone => "agent_setup_done",
+            Phase::AgentListening => "agent_listening",
             Phase::FirstVsockConnection => "first_vsock_connection",
         }
     }

@@ -14,6 +14,7 @@ use crate::boot::layout::{
     SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_LEN, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SLOT_SIZE,
 };
 use crate::bus::{Bus, BusError};
+use crate::devices::legacy::boot_mark::BootMarkPort;
 use crate::devices::legacy::i8042::{SharedCtrlAltDel, I8042};
 use crate::devices::legacy::serial::{ConsoleWriter, SerialDevice};
 use crate::devices::legacy::EventFdTrigger;
@@ -145,6 +146,14 @@ pub fn attach_i8042(
     pio.insert(dev.clone(), I8042_PORT_BASE, I8042_PORT_LEN)
         .map_err(|e| DeviceError::Bus(NAME, e))?;
     Ok(dev)
+}
+
+/// Puts the boot-mark port (the guest agent's boot phases for the timeline)
+/// at [`vessel_vmm_api::BOOT_MARK_PORT`].
+pub fn attach_boot_marks(pio: &mut Bus) -> Result<(), DeviceError> {
+    let port = Arc::new(Mutex::new(BootMarkPort));
+    pio.insert(port, u64::from(vessel_vmm_api::BOOT_MARK_PORT), 1)
+        .map_err(|e| DeviceError::Bus("boot-mark port", e))
 }
 
 /// Maps `device` behind a virtio-mmio transport in slot `slot`: queue

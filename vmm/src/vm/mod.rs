@@ -213,6 +213,7 @@ impl Vm {
         let serial =
             devices::attach_serial(&vm, &mut pio, console_writer(console, console_tail.clone()))?;
         let keyboard = devices::attach_i8042(&vm, &mut pio, exit.clone())?;
+        devices::attach_boot_marks(&mut pio)?;
         let mut virtio = Vec::new();
         let mut vsock_bytes = None;
         if let Some(path) = &cfg.vsock {

@@ -1,5 +1,7 @@
-//! Legacy PC devices on the PIO bus: the 16550 serial console and the i8042.
+//! Legacy PC devices on the PIO bus: the 16550 serial console, the i8042
+//! and vessel's boot-mark port.
 
+pub mod boot_mark;
 pub mod i8042;
 pub mod serial;
 
