@@ -1,53 +1,53 @@
 #!/usr/bin/env bash
 # Boot benchmark (not a test): vessel-vmm vs QEMU microvm, interleaved, through
-# tests/kvm-host. Prints a Markdown table for docs/benchmarks.md.
-#   tests/bench/boot.sh            # 10 rounds
-#   VESSEL_BENCH_RUNS=20 tests/bench/boot.sh
-# The rounds run two at a time, each pair in a fresh nested test host: a
-# nested host fails more often the more guests it has booted (see
-# tests/kvm-host/README.md, "Freezes"), and a pair whose host failed (status
-# 125) is run again, at most three times in all.
+# tests/kvm-host. Prints Markdown tables for docs/benchmarks.md.
+#   tests/bench/boot.sh                 # 20 pairs, 2 per fresh test host
+#   VESSEL_BENCH_RUNS=10 tests/bench/boot.sh
+#   VESSEL_BENCH_PAIRS_PER_HOST=4 tests/bench/boot.sh
+# A change on and off (vessel-vmm against vessel-vmm set up otherwise, in
+# QEMU's place):
+#   VESSEL_BENCH_B_COMPRESS=lz4 tests/bench/boot.sh       # initramfs lz4 or none
+#   VESSEL_BENCH_B_CMDLINE='tsc=reliable' tests/bench/boot.sh
+# Each test host first boots one warm-up guest with each VMM (reported apart
+# as "first boot of a host", never paired), then its pairs, alternating which
+# VMM goes first. A nested host fails more often the more guests it has
+# booted (tests/kvm-host/README.md, "Freezes"): hosts stay short, and a host
+# that failed (status 125) is run again, at most three times in all.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 eval "$(tests/artifacts.sh)"
+if [ -n "${VESSEL_BENCH_B_COMPRESS:-}" ]; then
+  VESSEL_BENCH_B_INITRAMFS=$(COMPRESS=$VESSEL_BENCH_B_COMPRESS rootfs/build.sh | tail -n 1)
+  export VESSEL_BENCH_B_INITRAMFS
+fi
 cargo build --release -q -p vessel-e2e --bin bench-boot
 bench=${CARGO_TARGET_DIR:-$repo/target}/release/bench-boot
-runs=${VESSEL_BENCH_RUNS:-10}
+runs=${VESSEL_BENCH_RUNS:-20}
+per_host=${VESSEL_BENCH_PAIRS_PER_HOST:-2}
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 retries=0
-done_rounds=0
-while [ "$done_rounds" -lt "$runs" ]; do
-  n=$((runs - done_rounds < 2 ? runs - done_rounds : 2))
+done_pairs=0
+host=0
+while [ "$done_pairs" -lt "$runs" ]; do
+  n=$((runs - done_pairs < per_host ? runs - done_pairs : per_host))
   out=$(mktemp)
   rc=0
   # QEMU's vsock is vhost-vsock; tests/kvm-host loads its module.
-  VESSEL_BENCH_RUNS=$n VESSEL_BENCH_RAW=1 tests/kvm-host/run "$bench" >"$out" || rc=$?
+  VESSEL_BENCH_RUNS=$n tests/kvm-host/run "$bench" >"$out" || rc=$?
   if [ "$rc" -eq 125 ] && [ "$retries" -lt 3 ]; then
     retries=$((retries + 1))
-    echo "bench: the test host failed (125); running these $n round(s) again ($retries of 3 retries)" >&2
+    echo "bench: the test host failed (125); running its $n pair(s) again ($retries of 3 retries)" >&2
     rm -f "$out"
     continue
   fi
   [ "$rc" -eq 0 ] || { cat "$out" >&2; rm -f "$out"; echo "bench: the benchmark failed (status $rc)" >&2; exit "$rc"; }
-  grep '^raw ' "$out" >>"$raw"
+  # Each line gets its host's number, which makes pairs unique.
+  grep -E '^(raw|phase) ' "$out" | sed "s/^/$host /" >>"$raw"
   rm -f "$out"
-  done_rounds=$((done_rounds + n))
+  done_pairs=$((done_pairs + n))
+  host=$((host + 1))
 done
-python3 - "$raw" "$runs" <<'PY'
-import statistics, sys
-rows = [l.split()[1:] for l in open(sys.argv[1])]
-runs = int(sys.argv[2])
-def ok(vmm, col):
-    return [float(r[col]) for r in rows if r[0] == vmm and r[1] != "failed"]
-failed = {v: sum(1 for r in rows if r[0] == v and r[1] == "failed") for v in ("vessel-vmm", "qemu")}
-def cell(xs):
-    return f"{statistics.median(xs):.0f} ({min(xs):.0f}–{max(xs):.0f})"
-print(f"failed boots (left out): vessel-vmm {failed['vessel-vmm']} of {runs}, QEMU {failed['qemu']} of {runs}")
-print(f"| metric ({runs} rounds, 1 vCPU, 256 MiB) | vessel-vmm median (min–max) | QEMU microvm median (min–max) | ratio vessel/QEMU |")
-print("| --- | --- | --- | --- |")
-for name, col in (("boot to agent-ready (ms)", 1), ("VMM RSS excluding guest RAM (KiB)", 2)):
-    v, q = ok("vessel-vmm", col), ok("qemu", col)
-    print(f"| {name} | {cell(v)} | {cell(q)} | {statistics.median(v) / statistics.median(q):.2f} |")
-PY
+echo "bench: $runs pairs in $host test hosts, $retries host(s) run again" >&2
+python3 "$repo/tests/bench/boot_tables.py" "$raw"

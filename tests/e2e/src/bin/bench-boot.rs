@@ -5,8 +5,12 @@
 //! spawning the VMM process to the first `Health.Check` that answers SERVING
 //! over vsock: the hybrid vsock socket for vessel-vmm, AF_VSOCK through
 //! vhost-vsock for QEMU. RSS excludes guest RAM and is read right after the
-//! agent is ready. Prints a Markdown table; run it through tests/kvm-host
-//! (tests/bench/boot.sh does that).
+//! agent is ready, vessel-vmm's boot timeline (its own phases and the guest
+//! agent's boot marks) from its control API. In one test host: a warm-up
+//! boot of each VMM, then VESSEL_BENCH_RUNS pairs. Prints raw lines
+//! (`raw VMM KIND ROUND READY_MS RSS_KIB`, `phase VMM KIND ROUND NAME MS`);
+//! tests/bench/boot.sh runs it in several fresh test hosts through
+//! tests/kvm-host and makes the tables.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +18,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use vessel_e2e::qemu::{QemuConfig, QemuVm};
-use vessel_e2e::rss::rss_excluding_guest_kib;
-use vessel_e2e::stats::stats;
+use vessel_e2e::rss::{anon_huge_excluding_guest_kib, rss_excluding_guest_kib};
 use vessel_e2e::{vm_config, within, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use vessel_host_runtime::vm::{VmExit, VmProcess};
+use vessel_vmm_api::{ApiClient, Request};
 
 const MEMORY_MIB: u32 = 256;
 
@@ -71,6 +75,9 @@ fn shown(s: &Option<Sample>, f: impl Fn(&Sample) -> u128) -> String {
 struct Sample {
     ready: Duration,
     rss_kib: u64,
+    /// vessel-vmm's boot timeline (phase, ms from the VMM's start); the
+    /// host's first answer is `host_ready` (from the spawn).
+    timeline: Vec<(String, f64)>,
 }
 
 fn env_path(name: &str) -> PathBuf {
@@ -79,16 +86,59 @@ fn env_path(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} is not set: run tests/bench/boot.sh"))
 }
 
-async fn boot_vessel(round: usize) -> Sample {
-    let config = vm_config(&format!("bench-vessel-{round}"), 1, MEMORY_MIB);
+/// A vessel-vmm guest set up otherwise, to measure a change on and off in
+/// the same hosts: `VESSEL_BENCH_B_INITRAMFS` (another initramfs, e.g.
+/// compressed otherwise) and `VESSEL_BENCH_B_CMDLINE` (kernel arguments
+/// added). With either set, the variant takes QEMU's place as the peer.
+#[derive(Debug, Clone, Default)]
+struct Variant {
+    initramfs: Option<PathBuf>,
+    cmdline: Option<String>,
+}
+
+impl Variant {
+    fn from_env() -> Option<Self> {
+        let v = Self {
+            initramfs: std::env::var_os("VESSEL_BENCH_B_INITRAMFS").map(PathBuf::from),
+            cmdline: std::env::var("VESSEL_BENCH_B_CMDLINE").ok(),
+        };
+        (v.initramfs.is_some() || v.cmdline.is_some()).then_some(v)
+    }
+}
+
+async fn boot_vessel(kind: &'static str, round: usize, variant: Option<Variant>) -> Sample {
+    let who = if variant.is_some() {
+        "variant"
+    } else {
+        "vessel"
+    };
+    let mut config = vm_config(&format!("bench-{who}-{kind}-{round}"), 1, MEMORY_MIB);
+    if let Some(v) = variant {
+        config.initramfs = v.initramfs.unwrap_or(config.initramfs);
+        config.extra_cmdline = v.cmdline;
+    }
     let state_dir = config.state_dir.clone();
-    phase(format!("round {round}: vessel-vmm boot"));
+    phase(format!("{kind} {round}: vessel-vmm boot"));
     let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
     let channel = vm.connect_agent(BOOT_TIMEOUT).await.expect("agent ready");
-    phase(format!("round {round}: vessel-vmm shutdown"));
+    phase(format!("{kind} {round}: vessel-vmm shutdown"));
     let ready = vm.started().elapsed();
-    let rss_kib = rss_excluding_guest_kib(vm.pid().expect("pid"), u64::from(MEMORY_MIB) << 20)
+    let pid = vm.pid().expect("pid");
+    let rss_kib =
+        rss_excluding_guest_kib(pid, u64::from(MEMORY_MIB) << 20).expect("smaps of vessel-vmm");
+    let huge_kib = anon_huge_excluding_guest_kib(pid, u64::from(MEMORY_MIB) << 20)
         .expect("smaps of vessel-vmm");
+    let info = ApiClient::new(vm.config().api_path(), Duration::from_secs(10))
+        .call(Request::Info)
+        .expect("control API info");
+    let mut timeline: Vec<(String, f64)> = info["timeline"]
+        .as_object()
+        .expect("a timeline in info")
+        .iter()
+        .filter_map(|(phase, at)| Some((phase.clone(), at.as_f64()?)))
+        .collect();
+    timeline.push(("host_ready".into(), ms(ready)));
+    eprintln!("vessel-vmm: {rss_kib} KiB RSS outside guest RAM, {huge_kib} KiB of it on anonymous huge pages");
     within(
         "Agent.Shutdown",
         vessel_agent_api::proto::agent_client::AgentClient::new(channel)
@@ -101,15 +151,19 @@ async fn boot_vessel(round: usize) -> Sample {
         VmExit::Code(0)
     );
     let _ = std::fs::remove_dir_all(state_dir);
-    phase(format!("round {round}: after vessel-vmm"));
-    Sample { ready, rss_kib }
+    phase(format!("{kind} {round}: after vessel-vmm"));
+    Sample {
+        ready,
+        rss_kib,
+        timeline,
+    }
 }
 
-async fn boot_qemu(round: usize) -> Sample {
-    let console = env_path("VESSEL_SCRATCH").join(format!("qemu-console-{round}.log"));
-    phase(format!("round {round}: qemu boot"));
+async fn boot_qemu(kind: &'static str, round: usize) -> Sample {
+    let console = env_path("VESSEL_SCRATCH").join(format!("qemu-console-{kind}-{round}.log"));
+    phase(format!("{kind} {round}: qemu boot"));
     let mut vm = QemuVm::spawn(QemuConfig {
-        cid: 100 + round as u32,
+        cid: 100 + round as u32 + if kind == "warmup" { 50 } else { 0 },
         memory_mib: MEMORY_MIB,
         console,
         ..QemuConfig::default()
@@ -117,90 +171,65 @@ async fn boot_qemu(round: usize) -> Sample {
     let (_channel, ready) = vm.wait_agent(BOOT_TIMEOUT).await;
     let rss_kib =
         rss_excluding_guest_kib(vm.pid(), u64::from(MEMORY_MIB) << 20).expect("smaps of qemu");
-    phase(format!("round {round}: qemu kill"));
+    phase(format!("{kind} {round}: qemu kill"));
     drop(vm);
-    Sample { ready, rss_kib }
+    Sample {
+        ready,
+        rss_kib,
+        timeline: Vec::new(),
+    }
 }
 
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::var("VESSEL_BENCH_RUNS")
+    let pairs: usize = std::env::var("VESSEL_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10)
+        .unwrap_or(2)
         .max(1);
-    // VESSEL_BENCH_RAW=1: one `raw VMM READY_MS RSS_KIB` (or `raw VMM
-    // failed`) line per boot on stdout and no table, for tests/bench/boot.sh
-    // to merge rounds run in several test hosts.
-    let raw = std::env::var_os("VESSEL_BENCH_RAW").is_some_and(|v| v == "1");
-    let (mut vessel, mut qemu) = (Vec::new(), Vec::new());
-    let (mut vessel_failed, mut qemu_failed) = (0, 0);
-    for round in 0..runs {
+    // First a warm-up boot of each VMM: the first boots of a fresh host read
+    // everything cold (over 9p) and are reported apart, never paired.
+    let variant = Variant::from_env();
+    let peer_name = if variant.is_some() { "variant" } else { "qemu" };
+    let peer = |kind: &'static str, round: usize| {
+        let variant = variant.clone();
+        async move {
+            match variant {
+                Some(v) => guarded(boot_vessel(kind, round, Some(v))).await,
+                None => guarded(boot_qemu(kind, round)).await,
+            }
+        }
+    };
+    for (kind, round) in std::iter::once(("warmup", 0)).chain((0..pairs).map(|r| ("pair", r))) {
         // Alternate which goes first, so neither always runs on a warmer host.
         let (v, q) = if round % 2 == 0 {
-            let v = guarded(boot_vessel(round)).await;
-            (v, guarded(boot_qemu(round)).await)
+            let v = guarded(boot_vessel(kind, round, None)).await;
+            (v, peer(kind, round).await)
         } else {
-            let q = guarded(boot_qemu(round)).await;
-            (guarded(boot_vessel(round)).await, q)
+            let q = peer(kind, round).await;
+            (guarded(boot_vessel(kind, round, None)).await, q)
         };
         eprintln!(
-            "round {round}: ready vessel-vmm {} ms, qemu {} ms; RSS excluding guest RAM vessel-vmm {} KiB, qemu {} KiB",
+            "{kind} {round}: ready vessel-vmm {} ms, {peer_name} {} ms; RSS excluding guest RAM vessel-vmm {} KiB, {peer_name} {} KiB",
             shown(&v, |s| s.ready.as_millis()),
             shown(&q, |s| s.ready.as_millis()),
             shown(&v, |s| s.rss_kib.into()),
             shown(&q, |s| s.rss_kib.into()),
         );
-        if raw {
-            for (vmm, sample) in [("vessel-vmm", &v), ("qemu", &q)] {
-                match sample {
-                    Some(s) => println!("raw {vmm} {} {}", s.ready.as_millis(), s.rss_kib),
-                    None => println!("raw {vmm} failed"),
+        for (vmm, sample) in [("vessel-vmm", &v), (peer_name, &q)] {
+            match sample {
+                Some(s) => {
+                    println!("raw {vmm} {kind} {round} {:.1} {}", ms(s.ready), s.rss_kib);
+                    for (phase, at) in &s.timeline {
+                        println!("phase {vmm} {kind} {round} {phase} {at:.1}");
+                    }
                 }
+                None => println!("raw {vmm} {kind} {round} failed"),
             }
         }
-        match v {
-            Some(v) => vessel.push(v),
-            None => vessel_failed += 1,
-        }
-        match q {
-            Some(q) => qemu.push(q),
-            None => qemu_failed += 1,
-        }
     }
-    if raw {
-        return;
-    }
-    if vessel.is_empty() || qemu.is_empty() {
-        eprintln!("bench: no successful boot of one of the VMMs; no table");
-        std::process::exit(1);
-    }
-    println!(
-        "failed boots (left out of the table): vessel-vmm {vessel_failed} of {runs}, QEMU {qemu_failed} of {runs}"
-    );
-    let ms = |s: &[Sample]| stats(s.iter().map(|x| x.ready.as_secs_f64() * 1e3).collect());
-    let kib = |s: &[Sample]| stats(s.iter().map(|x| x.rss_kib as f64).collect());
-    let (vb, qb, vr, qr) = (ms(&vessel), ms(&qemu), kib(&vessel), kib(&qemu));
-    println!("| metric ({runs} runs, 1 vCPU, {MEMORY_MIB} MiB) | vessel-vmm median (min–max) | QEMU microvm median (min–max) | ratio vessel/QEMU |");
-    println!("| --- | --- | --- | --- |");
-    println!(
-        "| boot to agent-ready (ms) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} |",
-        vb.median,
-        vb.min,
-        vb.max,
-        qb.median,
-        qb.min,
-        qb.max,
-        vb.median / qb.median
-    );
-    println!(
-        "| VMM RSS excluding guest RAM (KiB) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} |",
-        vr.median,
-        vr.min,
-        vr.max,
-        qr.median,
-        qr.min,
-        qr.max,
-        vr.median / qr.median
-    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
