@@ -56,8 +56,9 @@ pub(super) async fn serve_vsock(
 ) -> Result<(), ServerError> {
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
         .map_err(|source| ServerError::BindVsock { port, source })?;
-    tracing::info!(port, "listening on vsock");
+    // Before the log line, which crawls out of the serial console.
     crate::init::boot_mark::mark(vessel_vmm_api::BootMark::Listening);
+    tracing::info!(port, "listening on vsock");
     router
         .serve_with_incoming_shutdown(listener.incoming(), shutdown.triggered())
         .await?;
