@@ -55,7 +55,7 @@ mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 # VESSEL_E2E_HOST_FAILURES (5) retries in all, none started after
 # VESSEL_E2E_BUDGET seconds. Every retry is printed with its evidence, and
 # the last line counts them per class (.ci/run shows it at its end).
-export VESSEL_KVM_HOST_TIMEOUT=${VESSEL_KVM_HOST_TIMEOUT:-900}
+export VESSEL_KVM_HOST_TIMEOUT=${VESSEL_KVM_HOST_TIMEOUT:-1500}
 retries_allowed=${VESSEL_E2E_HOST_FAILURES:-5}
 budget=${VESSEL_E2E_BUDGET:-2400}
 start=$SECONDS
