@@ -16,6 +16,7 @@ use k8s_cri::v1::{
 use oci_client::secrets::RegistryAuth;
 use tonic::{Code, Request};
 use vessel_host_runtime::cri::image::ImageServiceImpl;
+use vessel_image::pinned::PinnedImages;
 use vessel_image::{ImageStore, RegistryConfig, StoreConfig};
 
 fn spec(image: &str) -> Option<ImageSpec> {
@@ -44,6 +45,8 @@ async fn image_service_over_a_real_registry() {
         std::path::Path::new("test"),
     )
     .unwrap();
+    // The operator pins the app's images: status and list report it.
+    cfg.pinned = PinnedImages::new(&[format!("{host}/app*")], "docker.io").unwrap();
     let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).unwrap());
     let svc = ImageServiceImpl::new(ImageStore::open(cfg, db).unwrap());
     let image = format!("{host}/app:v1");
@@ -101,6 +104,7 @@ async fn image_service_over_a_real_registry() {
     assert_eq!(img.id, pulled.image_ref);
     assert_eq!(img.repo_tags, vec![image.clone()]);
     assert_eq!(img.uid.map(|u| u.value), Some(65534));
+    assert!(img.pinned, "{img:?}");
     assert!(st.info["info"].contains("diff_ids"));
 
     let list = svc
@@ -113,6 +117,7 @@ async fn image_service_over_a_real_registry() {
         .unwrap()
         .into_inner();
     assert_eq!(list.images.len(), 1);
+    assert!(list.images[0].pinned);
 
     // Both filesystems are reported: the store's and the writable layers'.
     let fs = svc

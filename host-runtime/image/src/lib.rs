@@ -13,6 +13,8 @@ pub mod layers;
 pub mod manifest;
 mod manifest_fetch;
 pub mod metadata;
+mod oauth;
+pub mod pinned;
 pub mod platform;
 pub mod pull;
 pub mod reference;

@@ -18,6 +18,7 @@ use crate::error::{ImageError, Result};
 use crate::manifest::{self, Descriptor, Document, ImageConfig, Manifest};
 use crate::manifest_fetch::{fetch_manifest, FetchError};
 use crate::metadata::{ImageRecord, LayerRecord};
+use crate::oauth;
 use crate::platform;
 use crate::reference::ImageRef;
 use crate::registry::Endpoint;
@@ -33,7 +34,8 @@ pub struct Credentials {
     pub password: String,
     /// base64 of `user:password`.
     pub auth: String,
-    /// An identity (refresh) token; sent as the basic-auth password.
+    /// An identity (OAuth2 refresh) token: exchanged at the registry's token
+    /// server, or sent as the Basic password where that does no OAuth2.
     pub identity_token: String,
     /// A registry (bearer) token.
     pub registry_token: String,
@@ -290,8 +292,31 @@ async fn resolve(
     let client = Client::try_from(ep.client_config(read_timeout)?)
         .map_err(|e| registry_err(&ep.host, r, "client", e))?;
     let http = ep.http_client(read_timeout)?;
-    let auth = creds.for_endpoint(ep, &r.registry)?;
+    let mut auth = creds.for_endpoint(ep, &r.registry)?;
     let oref = r.for_host(&ep.host);
+    if matches!(&auth, RegistryAuth::Basic(_, secret) if *secret == creds.identity_token && !secret.is_empty())
+    {
+        let scheme = if ep.plain_http { "http" } else { "https" };
+        let base = format!("{scheme}://{}", ep.host);
+        match oauth::exchange(&http, &base, oref.repository(), &creds.identity_token).await {
+            Ok(Some(token)) => auth = RegistryAuth::Bearer(token),
+            Ok(None) => {}
+            Err(oauth::OauthError::Transport(detail)) => {
+                return Err(ImageError::Registry {
+                    registry: ep.host.clone(),
+                    reference: r.to_string(),
+                    detail: format!("identity token exchange: {detail}"),
+                })
+            }
+            Err(e) => {
+                return Err(ImageError::Unauthorized {
+                    registry: ep.host.clone(),
+                    reference: r.to_string(),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
     let get = |mref: Reference, limit: u64, what: String| {
         let (client, http, auth) = (&client, &http, &auth);
         async move {

@@ -21,6 +21,7 @@ use crate::gc::{self, GcReport};
 use crate::layers::LayerStore;
 use crate::manifest::Platform;
 use crate::metadata::{ImageRecord, Lease, Metadata};
+use crate::pinned::PinnedImages;
 use crate::platform;
 use crate::pull::{self, Credentials, Progress};
 use crate::reference::ImageRef;
@@ -76,6 +77,8 @@ pub struct StoreConfig {
     pub progress_log_interval: Duration,
     /// Layers downloaded at once per pull.
     pub max_concurrent_downloads: usize,
+    /// Images reported as pinned (the kubelet's garbage collector keeps them).
+    pub pinned: PinnedImages,
 }
 
 impl StoreConfig {
@@ -89,6 +92,7 @@ impl StoreConfig {
             progress_timeout: Duration::from_secs(300),
             progress_log_interval: Duration::from_secs(10),
             max_concurrent_downloads: 3,
+            pinned: PinnedImages::default(),
         }
     }
 }
@@ -399,6 +403,7 @@ impl ImageStore {
     }
 
     fn info(&self, rec: &ImageRecord, names: Vec<String>) -> ImageInfo {
+        let pinned = rec.pinned || self.inner.cfg.pinned.matches(&rec.id, &names);
         let (mut repo_digests, mut repo_tags): (Vec<String>, Vec<String>) =
             names.into_iter().partition(|n| n.contains('@'));
         repo_tags.sort();
@@ -416,7 +421,7 @@ impl ImageStore {
             user: rec.user.clone(),
             uid,
             username,
-            pinned: rec.pinned,
+            pinned,
         }
     }
 

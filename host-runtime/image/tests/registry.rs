@@ -349,7 +349,7 @@ async fn basic_auth_right_and_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_flow_right_and_wrong() {
-    let tokens = TokenServer::start("vessel", "s3cret", &["private/app"]);
+    let tokens = TokenServer::start("vessel", "s3cret", &["private/app"], Some("refresh-42"));
     let reg = Registry::start_with_tokens(&tokens);
     let dir = tempfile::tempdir().unwrap();
     let (img, store, r) = private_app(&reg, dir.path()).await;
@@ -366,6 +366,23 @@ async fn bearer_token_flow_right_and_wrong() {
     assert_eq!(store.pull(&r, &right).await.unwrap().id, img.id());
     assert!(store.remove(&r).await.unwrap());
     assert!(store.list(None).unwrap().is_empty());
+
+    // CRI's `identity_token`: exchanged with an OAuth2 refresh-token grant
+    // (the server refuses a wrong one, and so the pull).
+    let identity = |t: &str| Credentials {
+        identity_token: t.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.pull(&r, &identity("refresh-42")).await.unwrap().id,
+        img.id()
+    );
+    assert!(store.remove(&r).await.unwrap());
+    let e = store.pull(&r, &identity("refresh-41")).await.unwrap_err();
+    assert!(
+        matches!(&e, ImageError::Unauthorized { detail, .. } if detail.contains("invalid_grant")),
+        "a wrong identity token: {e:?}"
+    );
 
     // CRI's `registry_token`: the token itself, no token server involved.
     let token = Credentials {
@@ -384,6 +401,25 @@ async fn bearer_token_flow_right_and_wrong() {
         matches!(e, ImageError::Unauthorized { .. }),
         "a token whose signature is wrong: {e:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_goes_as_basic_where_the_token_server_has_no_oauth2() {
+    // The server answers OAuth2 POSTs with 405; containerd then sends the
+    // identity token as the password of user `<token>`, and so do we.
+    let tokens = TokenServer::start("<token>", "id-7", &["private/app"], None);
+    let reg = Registry::start_with_tokens(&tokens);
+    let dir = tempfile::tempdir().unwrap();
+    let c = pusher(&reg, &RegistryAuth::Basic("<token>".into(), "id-7".into())).await;
+    let img = image(vec![busybox_layer(false)], false, "amd64", |_| {});
+    push(&c, &reg, "private/app", "v1", &img).await;
+    let (store, _) = store_for(dir.path(), &plain_http(&reg.host()));
+    let r = format!("{}/private/app:v1", reg.host());
+    let identity = Credentials {
+        identity_token: "id-7".into(),
+        ..Default::default()
+    };
+    assert_eq!(store.pull(&r, &identity).await.unwrap().id, img.id());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,6 +255,10 @@ pub struct ImageLimits {
     pub max_unpacked_bytes: u64,
     /// Most tar entries in one layer.
     pub max_entries: u64,
+    /// Images reported as pinned, so that the kubelet's garbage collector
+    /// keeps them: references (normalized as pulls are), image ids, or name
+    /// prefixes ending in `*` (`registry.k8s.io/pause*`).
+    pub pinned: Vec<String>,
 }
 
 impl Default for ImageLimits {
@@ -269,6 +273,7 @@ impl Default for ImageLimits {
             max_layer_bytes: 10 << 30,
             max_unpacked_bytes: 32 << 30,
             max_entries: 1_000_000,
+            pinned: Vec::new(),
         }
     }
 }
@@ -455,6 +460,12 @@ impl Config {
                 "streaming.advertise_host",
                 "required when streaming.address is unspecified (0.0.0.0 or ::)".into(),
             );
+        }
+        if let Err(e) = vessel_image::pinned::PinnedImages::new(
+            &self.images.pinned,
+            &self.registry.default_registry,
+        ) {
+            return bad("images.pinned", e.to_string());
         }
         if self.images.max_concurrent_downloads == 0 {
             return bad(

@@ -144,6 +144,7 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
             "images.progress_timeout_secs",
         ),
         ("[images]\nmax_layers = 0", "images.max_layers"),
+        ("[images]\npinned = [\"Bad Name\"]", "images.pinned"),
         ("[cgroup]\nparent = \"vessel\"", "cgroup.parent"),
         ("[cgroup]\nparent = \"/a/../b\"", "cgroup.parent"),
         ("[cni]\nbin_dirs = []", "cni.bin_dirs"),

@@ -64,6 +64,12 @@ pub fn image_store_config(config: &Config) -> StoreConfig {
     images.limits.max_layer_bytes = config.images.max_layer_bytes;
     images.limits.unpack.max_bytes = config.images.max_unpacked_bytes;
     images.limits.unpack.max_entries = config.images.max_entries;
+    // Config::parse has rejected entries that are not references.
+    images.pinned = vessel_image::pinned::PinnedImages::new(
+        &config.images.pinned,
+        &config.registry.default_registry,
+    )
+    .unwrap_or_default();
     images
 }
 
@@ -151,7 +157,7 @@ mod tests {
     #[test]
     fn the_images_section_reaches_the_image_store() {
         let config = Config::parse(
-            "[images]\nmax_manifest_bytes = 1000\nmax_config_bytes = 1500\nmax_layers = 7\nprogress_timeout_secs = 9\nmax_layer_bytes = 2000\nmax_unpacked_bytes = 3000\nmax_entries = 40\nmax_concurrent_downloads = 5\n",
+            "[images]\nmax_manifest_bytes = 1000\nmax_config_bytes = 1500\nmax_layers = 7\nprogress_timeout_secs = 9\nmax_layer_bytes = 2000\nmax_unpacked_bytes = 3000\nmax_entries = 40\nmax_concurrent_downloads = 5\npinned = [\"busybox\"]\n",
             std::path::Path::new("config.toml"),
         )
         .unwrap();
@@ -163,6 +169,8 @@ mod tests {
         assert_eq!(store.limits.max_layer_bytes, 2000);
         assert_eq!(store.limits.unpack.max_bytes, 3000);
         assert_eq!(store.limits.unpack.max_entries, 40);
+        let busybox = ["docker.io/library/busybox:latest".to_string()];
+        assert!(store.pinned.matches("sha256:1", &busybox));
         assert_eq!(store.max_concurrent_downloads, 5);
         assert_eq!(store.root, config.state_dir.join("images"));
     }

@@ -133,7 +133,9 @@ pub const TOKEN_ISSUER: &str = "vessel-test-issuer";
 /// spec): to whoever sends its user and password as basic auth it hands a
 /// JWT granting pull and push on `repos`, signed RS256 with a throwaway key
 /// whose self-signed certificate (the registry's `rootcertbundle`) rides in
-/// the token's `x5c` header; anyone else gets 401.
+/// the token's `x5c` header; anyone else gets 401. With a refresh token it
+/// also takes OAuth2 POSTs (`grant_type=refresh_token`) carrying that token;
+/// without one it answers POSTs with 405, as a server without OAuth2 does.
 pub struct TokenServer {
     pub port: u16,
     /// The JWT it hands out (also usable as CRI's `registry_token`).
@@ -143,7 +145,7 @@ pub struct TokenServer {
 }
 
 impl TokenServer {
-    pub fn start(user: &str, pass: &str, repos: &[&str]) -> TokenServer {
+    pub fn start(user: &str, pass: &str, repos: &[&str], refresh: Option<&str>) -> TokenServer {
         use base64::Engine as _;
         let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let dir = tempfile::tempdir().unwrap();
@@ -211,6 +213,8 @@ impl TokenServer {
         )
         .to_ascii_lowercase();
         let answer = json!({"token": token, "expires_in": 3600}).to_string();
+        let oauth_answer = json!({"access_token": token, "expires_in": 3600}).to_string();
+        let refresh = refresh.map(|r| format!("refresh_token={r}"));
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten() {
                 let mut head = Vec::new();
@@ -221,7 +225,39 @@ impl TokenServer {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let text = String::from_utf8_lossy(&head).to_string();
+                let head = text.to_ascii_lowercase();
+                let ok = |body: &str| {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                if head.starts_with("post ") {
+                    // The form follows the head (small: it arrives with it or just after).
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let start = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+                    let mut form = text.as_bytes()[start..].to_vec();
+                    while form.len() < len {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => form.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let form = String::from_utf8_lossy(&form).to_string();
+                    let fields: Vec<&str> = form.split('&').collect();
+                    let reply = match &refresh {
+                        None => "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                        Some(r) if fields.contains(&"grant_type=refresh_token") && fields.contains(&r.as_str()) => ok(&oauth_answer),
+                        Some(_) => "HTTP/1.1 400 Bad Request\r\nContent-Length: 13\r\nConnection: close\r\n\r\ninvalid_grant".to_string(),
+                    };
+                    let _ = s.write_all(reply.as_bytes());
+                    continue;
+                }
                 let reply = if head.lines().any(|l| l.trim() == want) {
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
