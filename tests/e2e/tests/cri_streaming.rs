@@ -35,8 +35,9 @@ const SESSION_LIMIT: Duration = Duration::from_secs(300);
 /// rather than hang. It must fire inside the test host's own budget
 /// (VESSEL_KVM_HOST_TIMEOUT, 1500 s in tests/e2e/run.sh, boot included), or
 /// a hang leaves no log, and well after a slow run's end: the whole test
-/// takes about 8 minutes in the nested host, and a CI run was still
-/// echoing the attach flood (slowly, not stuck) at 12.5 minutes.
+/// takes about 6 minutes in the nested host (19 before the e2e crate and
+/// the hashing crates were optimized in the dev profile: the test's own
+/// SHA-256 work, not the attach flood, was what ran for minutes).
 const WATCHDOG: Duration = Duration::from_secs(1300);
 
 /// What the echo container gets while an attach session stalls.
@@ -311,9 +312,13 @@ fn thread_states(pid: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_attach_and_port_forward_stream_through_vesseld() {
+    // Where the test's time goes, for a slow run's log.
+    let test_started = Instant::now();
+    let phase = |name: &str| eprintln!("phase {name}: at {:?}", test_started.elapsed());
     let dir = scratch(SCRATCH);
     let registry = Registry::start(&dir.join("registry"));
     let image = push_busybox(&registry.host()).await;
+    phase("pushed busybox");
     let mut vesseld = Vesseld::start_with(
         &dir.join("vessel"),
         &registry.host(),
@@ -336,6 +341,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     let logs = dir.join("pod-logs");
     std::fs::create_dir_all(&logs).unwrap();
     pull(&mut cri, &image).await;
+    phase("pulled");
 
     // Unknown ids.
     let (c, m) = code(
@@ -363,6 +369,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     // echoes its stdin to attach to.
     let sandbox = pod_config("streams", &logs.display().to_string());
     let pod = run_pod(&mut cri, &vesseld, &sandbox).await;
+    phase("pod ready");
     let web = start_container(
         &mut cri,
         &vesseld,
@@ -392,6 +399,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     )
     .await;
 
+    phase("Bad requests name what is wrong");
     // Bad requests name what is wrong.
     let bad = |tty: bool, stderr: bool, cmd: Vec<String>| ExecRequest {
         container_id: web.clone(),
@@ -455,6 +463,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         })
         .await
         .expect("RemoveContainer idle");
+    phase("one-use URLs");
     // A URL works once; a made-up one is refused.
     let url = exec_url(&mut cri, &web, &["true"], false, false).await;
     let ran = run(&url, None).await;
@@ -490,6 +499,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         ("hello from CRI\n".into(), 7)
     );
 
+    phase("A terminal");
     // A terminal: the size the client sends is the one `stty size` sees.
     let url = exec_url(
         &mut cri,
@@ -533,8 +543,10 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     assert_eq!(status.code, 0, "{shown}");
     assert!(shown.contains("45 123"), "stty size: {shown:?}");
 
+    phase("64 MiB each way");
     // 64 MiB each way, with checksums.
     let upload = data(BIG);
+    phase("64 MiB of data made");
     let started = Instant::now();
     let ran = exec(&mut cri, &web, &["sha256sum"], Some(upload.clone())).await;
     let up_secs = started.elapsed().as_secs_f64();
@@ -576,6 +588,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
         64.0 / down_secs
     );
 
+    phase("10 sessions at once");
     // 10 sessions at once.
     let mut urls = Vec::new();
     for i in 0..10 {
@@ -596,6 +609,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     }
     eprintln!("10 concurrent execs took {:?}", started.elapsed());
 
+    phase("Attach");
     // Attach: two sessions see what the container echoes; one detaches, the
     // other and the container go on.
     let (mut a_in, mut a_out, a) = attach(&mut cri, &echo).await;
@@ -631,6 +645,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     // In steps that the reading session keeps up with (a session that falls
     // more than its queue behind the container is dropped too).
     let flood = data(FLOOD);
+    phase("flood data made");
     let started = Instant::now();
     let mut echoed = vec![0u8; FLOOD];
     for (i, (sent, back)) in flood.chunks(STEP).zip(echoed.chunks_mut(STEP)).enumerate() {
@@ -672,6 +687,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     a_in.write_all(b"third line\n").await.unwrap();
     read_until(&mut a_out, "third line").await;
 
+    phase("Port-forward to httpd in the pod");
     // Port-forward to httpd in the pod.
     let url = cri
         .runtime
@@ -715,6 +731,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     );
     drop(forwarder);
 
+    phase("The vessel CLI over the same client");
     // The vessel CLI over the same client: exec -i and port-forward.
     let (socket, web_id, pod_id) = (vesseld.socket.clone(), web.clone(), pod.clone());
     let cli = tokio::task::spawn_blocking(move || vessel_cli(&socket, &web_id, &pod_id));
@@ -722,6 +739,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     assert_eq!((exec_out.as_str(), exec_code), ("via the CLI\n", Some(4)));
     assert!(page.contains("hello from httpd"), "{page}");
 
+    phase("A client that stalls");
     // A client that stalls: it opens an exec of endless output and never
     // reads. Its session is dropped and its process killed; meanwhile other
     // sessions and the container go on.
@@ -776,6 +794,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     a_in.write_all(b"after the stall\n").await.unwrap();
     read_until(&mut a_out, "after the stall").await;
 
+    phase("log check");
     // The container's log got everything the attach sessions saw.
     let echo_status = status_of(&mut cri, &echo).await;
     assert_eq!(echo_status.state, ContainerState::ContainerRunning as i32);
@@ -799,6 +818,7 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     );
     a.abort();
 
+    phase("The pod goes; nothing is left");
     // The pod goes; nothing is left.
     remove_pod(&mut cri, &vesseld, &pod).await;
     nothing_left(&mut cri, &vesseld, &pod).await;
