@@ -76,12 +76,16 @@ pub(crate) async fn fetch_manifest(
     read_capped(&mut res, limit).await
 }
 
-/// Reads the body, failing once it passes `limit` bytes.
-async fn read_capped(res: &mut reqwest::Response, limit: u64) -> Result<Vec<u8>, FetchError> {
+/// Reads the body, failing once it passes `limit` bytes (the identity token
+/// exchange reads its answer with it too).
+pub(crate) async fn read_capped(
+    res: &mut reqwest::Response,
+    limit: u64,
+) -> Result<Vec<u8>, FetchError> {
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(transport)? {
-        // A declared length over the cap was refused before; hyper holds
-        // the body to a declared length, so this is an undeclared one.
+        // A declared length over the cap was refused before (manifests; the
+        // token exchange refuses it here), and hyper holds the body to it.
         if body.len() as u64 + chunk.len() as u64 > limit {
             return Err(FetchError::TooLarge {
                 limit,
@@ -131,7 +135,7 @@ fn error_text(body: &[u8]) -> String {
     }
 }
 
-fn transport(e: reqwest::Error) -> FetchError {
+pub(crate) fn transport(e: reqwest::Error) -> FetchError {
     // The innermost cause says what happened (refused, reset, bad certificate).
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);

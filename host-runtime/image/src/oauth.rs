@@ -10,8 +10,10 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::manifest_fetch::{read_capped, transport, FetchError};
+
 /// The most of a token answer read (tokens are a few KiB).
-const ANSWER_LIMIT: usize = 64 * 1024;
+const ANSWER_LIMIT: u64 = 64 * 1024;
 
 /// The client id vessel gives the token server.
 const CLIENT_ID: &str = "vessel";
@@ -47,6 +49,20 @@ pub(crate) enum OauthError {
 pub(crate) struct BearerChallenge {
     pub(crate) realm: String,
     pub(crate) service: Option<String>,
+}
+
+/// The manifest fetch's body reader and transport errors serve here too.
+impl From<FetchError> for OauthError {
+    fn from(e: FetchError) -> Self {
+        OauthError::Transport(match e {
+            FetchError::TooLarge { limit, .. } => {
+                format!("the token server's answer is longer than {limit} bytes")
+            }
+            FetchError::Transport(text) => text,
+            FetchError::Status(code, text) => format!("HTTP {code}: {text}"),
+            FetchError::Auth(e) => e.to_string(),
+        })
+    }
 }
 
 /// Parses a Bearer challenge (`Bearer realm="...",service="..."`); None for
@@ -96,7 +112,7 @@ pub(crate) async fn exchange(
     repository: &str,
     identity_token: &str,
 ) -> Result<Option<String>, OauthError> {
-    let transport = |e: reqwest::Error| OauthError::Transport(e.to_string());
+    let transport = |e: reqwest::Error| OauthError::from(transport(e));
     let probe = http
         .get(format!("{base}/v2/"))
         .send()
@@ -126,7 +142,7 @@ pub(crate) async fn exchange(
         .await
         .map_err(transport)?;
     let status = answer.status().as_u16();
-    let body = read_capped(&mut answer).await?;
+    let body = read_capped(&mut answer, ANSWER_LIMIT).await?;
     if matches!(status, 401 | 404 | 405) {
         tracing::debug!(realm = %challenge.realm, status, "the token server does not take OAuth2 refresh tokens; trying Basic");
         return Ok(None);
@@ -163,24 +179,6 @@ fn grant_form(identity_token: &str, repository: &str, service: Option<&str>) -> 
         form.append_pair("service", service);
     }
     form.finish()
-}
-
-/// The answer's body, at most [`ANSWER_LIMIT`] bytes (the rest is an error).
-async fn read_capped(res: &mut reqwest::Response) -> Result<Vec<u8>, OauthError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = res
-        .chunk()
-        .await
-        .map_err(|e| OauthError::Transport(e.to_string()))?
-    {
-        if body.len() + chunk.len() > ANSWER_LIMIT {
-            return Err(OauthError::Transport(format!(
-                "the token server's answer is longer than {ANSWER_LIMIT} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]

@@ -423,6 +423,41 @@ async fn identity_token_goes_as_basic_where_the_token_server_has_no_oauth2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_token_answer_is_cut_off() {
+    // A registry whose token server answers the OAuth2 grant with 1 MiB:
+    // the exchange stops at its 64 KiB cap with an error naming it.
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    let realm = format!("http://{host}/token");
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let reply = if buf[..n].starts_with(b"POST") {
+                let body = "a".repeat(1 << 20);
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{body}")
+            } else {
+                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            };
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = store_for(dir.path(), &plain_http(&host));
+    let identity = Credentials {
+        identity_token: "id".into(),
+        ..Default::default()
+    };
+    let e = store
+        .pull(&format!("{host}/a:b"), &identity)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("longer than 65536 bytes"), "{e}");
+    assert!(store.list(None).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_and_bad_content_is_refused() {
     let reg = Registry::start(None);
     let c = pusher(&reg, &RegistryAuth::Anonymous).await;
