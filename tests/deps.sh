@@ -12,6 +12,7 @@ apt_pkgs=(
   containerd                                      # vessel-client tests: a real peer CRI runtime
   protobuf-compiler                               # k8s-cri (CRI protos) builds with the system protoc
   iproute2 util-linux                             # taps, netns, unshare, nsenter
+  dwarves                                         # pahole: the test host's L1 shutdown probe (tests/kvm-host/guest-run)
   containernetworking-plugins iptables            # CNI tests: bridge, host-local, portmap
   systemd                                         # systemd-analyze verify of host-runtime/deploy/vesseld.service
   python3 python3-pip

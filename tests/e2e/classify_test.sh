@@ -63,6 +63,39 @@ e2e: post-mortem saved to $pm"
 expect 101 host-stuck-vcpu "a post-mortem with a vCPU stuck in KVM_RUN"
 echo '{"vcpus":[{"index":0,"answered":false,"error":"did not answer within 1000 ms (stuck in the VMM)"}]}' >"$pm"
 expect 101 "" "a post-mortem with a vCPU stuck in the VMM (vessel's)"
+rm -f "$pm"
+
+# The L1 shutdown probe's trace (tests/kvm-host/guest-run).
+# l1_trace INTR ERR RIP: an earlier shutdown (a hand-made guest's), then
+# the last one, with INTR, ERR and RIP.
+l1_trace() {
+  local p=" (shutdown_interception+0x0/0x80 [kvm_amd]) exit_code=0x7f"
+  {
+    echo "  vcpu0-175 [000] ..... 18.67: shutdown:$p intr_info=0x80000306 error_code=0x0 rip=0x10000d cr2=0x0 cr3=0x0"
+    echo "  vcpu0-901 [001] ..... 100.2: shutdown:$p intr_info=$1 error_code=$2 rip=$3 cr2=$3 cr3=0x1c0a000"
+  } >"$rd/l1-shutdown.trace"
+}
+crash="Internal error: cannot connect to vsock.sock
+2026-12-03T18:44:49Z  WARN vessel_vmm: guest crashed: vCPU 0: triple fault (KVM_EXIT_SHUTDOWN); rip=0xfff0"
+runner_output nested "$crash"
+expect 101 "" "a guest triple fault, no L1 shutdown trace"
+l1_trace 0x80000b0e 0x10 0xffffffff8160a0b4
+expect 101 host-l1-fault "a guest triple fault with the L1 signature"
+l1_trace 0x80000306 0x0 0xffffffff8160a0b4
+expect 101 "" "a shutdown delivering #UD (a bad IDT)"
+l1_trace 0x80000b0e 0x14 0x7f0000001000
+expect 101 "" "a fetch fault in user space"
+l1_trace 0x80000b0e 0x10 0xffffffffc0001000
+expect 101 "" "a fetch fault outside the kernel image mapping (modules)"
+l1_trace 0x80000b0e 0x10 0xffffffff8160a0b4
+runner_output nested "$crash
+thread 'tokio-runtime-worker' panicked at host-runtime/src/sandbox/manager.rs:10:5:"
+expect 101 "" "the L1 signature, but a panic in vessel's code as well"
+runner_output nested "vessel-vmm: vmm error: vsock: bad packet
+$crash"
+expect 101 "" "the L1 signature, but the VMM failed by itself as well"
+rm -f "$rd/l1-shutdown.trace"
+
 rm -rf "$rd"
 expect 125 "" "no run dir"
 

@@ -63,7 +63,7 @@ runs=0
 failed=()
 retried=()
 postmortems=()
-declare -A retries_by_class=([host-freeze]=0 [host-panic]=0 [host-lockup]=0 [host-stuck-vcpu]=0)
+declare -A retries_by_class=([host-freeze]=0 [host-panic]=0 [host-lockup]=0 [host-stuck-vcpu]=0 [host-l1-fault]=0)
 logs=$(mktemp -d "${TMPDIR:-/tmp}/vessel-e2e-logs.XXXXXX")
 trap 'rm -rf -- "$logs"' EXIT
 
@@ -137,5 +137,5 @@ done
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "e2e: FAILED: ${failed[*]}" >&2
 fi
-echo "e2e: retries by class: host-freeze=${retries_by_class[host-freeze]} host-panic=${retries_by_class[host-panic]} host-lockup=${retries_by_class[host-lockup]} host-stuck-vcpu=${retries_by_class[host-stuck-vcpu]} (total $total_retries)"
+echo "e2e: retries by class: host-freeze=${retries_by_class[host-freeze]} host-panic=${retries_by_class[host-panic]} host-lockup=${retries_by_class[host-lockup]} host-stuck-vcpu=${retries_by_class[host-stuck-vcpu]} host-l1-fault=${retries_by_class[host-l1-fault]} (total $total_retries)"
 [ "${#failed[@]}" -eq 0 ] || exit 1
