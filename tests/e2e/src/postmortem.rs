@@ -3,7 +3,7 @@
 //! plus the test host's kernel log tail in nested mode, written beside the
 //! test's other logs, where tests/e2e/run.sh finds and names it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vessel_host_runtime::vm::VmProcess;
@@ -122,11 +122,18 @@ pub fn save(vm: &VmProcess) -> Result<PathBuf, String> {
         .state_dir
         .file_name()
         .map_or_else(|| "vm".into(), |n| n.to_string_lossy().into_owned());
+    write(&name, &answer.to_string(), vm.pid())
+}
+
+/// Writes one post-mortem file (the VMM's answer, the test host's kernel
+/// log and, in nested mode, its KVM trace of `pid`) and prints its path
+/// with [`SAVED_MARKER`].
+fn write(name: &str, answer: &str, pid: Option<u32>) -> Result<PathBuf, String> {
     let dir = dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("{name}.txt"));
     let mode = std::env::var("VESSEL_KVM_HOST_ACTIVE_MODE").unwrap_or_default();
-    let trace = match vm.pid() {
+    let trace = match pid {
         Some(pid) if mode == "nested" => kvm_trace(pid),
         Some(_) => format!(
             "not taken in {mode} mode: only the nested test host's tracing is ours to change"
@@ -143,4 +150,69 @@ pub fn save(vm: &VmProcess) -> Result<PathBuf, String> {
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("{SAVED_MARKER}{}", path.display());
     Ok(path)
+}
+
+/// What a VMM writes to its log on SIGUSR1, before the post-mortem itself.
+const SIGNALLED_MARKER: &str = "post-mortem (SIGUSR1): ";
+
+/// Post-mortems of the pod VMMs of the vesseld whose dir is `vesseld_dir`
+/// (pods started through the CRI have no control API socket): each running
+/// `vessel-vmm` whose command line names a pod there gets SIGUSR1, writes
+/// its post-mortem to the pod's `vmm.log`, and that is saved as [`save`]
+/// saves one. Returns, per pod, the file or why there is none.
+pub fn save_pods(vesseld_dir: &Path) -> Vec<Result<PathBuf, String>> {
+    let pods = vesseld_dir.join("state").join("pods");
+    let Ok(entries) = std::fs::read_dir(&pods) else {
+        return vec![Err(format!("no pods under {}", pods.display()))];
+    };
+    entries
+        .flatten()
+        .map(|pod| {
+            let id = pod.file_name().to_string_lossy().into_owned();
+            save_pod(&id, &pod.path().join("vmm.log"))
+        })
+        .collect()
+}
+
+/// Signals pod `id`'s VMM and saves the post-mortem it logs to `log`.
+fn save_pod(id: &str, log: &Path) -> Result<PathBuf, String> {
+    let pid = vmm_pid_naming(id).ok_or_else(|| format!("pod {id}: no running vessel-vmm"))?;
+    let seen = std::fs::metadata(log).map_or(0, |m| m.len());
+    // SAFETY: kill(2) has no memory effects; the pid was read just now.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
+        return Err(format!(
+            "pod {id}: SIGUSR1 to {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let new = String::from_utf8_lossy(&text[text.len().min(seen as usize)..]).into_owned();
+        if let Some(at) = new.find(SIGNALLED_MARKER) {
+            let dump = new[at + SIGNALLED_MARKER.len()..]
+                .lines()
+                .next()
+                .unwrap_or("");
+            return write(&format!("pod-{id}"), dump, Some(pid));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "pod {id}: no post-mortem in {} within {ANSWER_TIMEOUT:?} of SIGUSR1",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The pid of the running `vessel-vmm` whose command line mentions `id`.
+fn vmm_pid_naming(id: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(p.path().join("comm")).ok()?;
+        let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+        (comm.trim() == "vessel-vmm" && String::from_utf8_lossy(&cmdline).contains(id))
+            .then_some(pid)
+    })
 }

@@ -8,6 +8,7 @@
 //! one dropped), port-forward to busybox `httpd`, bad requests' codes, and
 //! nothing left once the pod is removed.
 
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
@@ -39,6 +40,9 @@ const SESSION_LIMIT: Duration = Duration::from_secs(300);
 /// the hashing crates were optimized in the dev profile: the test's own
 /// SHA-256 work, not the attach flood, was what ran for minutes).
 const WATCHDOG: Duration = Duration::from_secs(1300);
+
+/// How long the test may clean up after a failure before the watchdog ends it.
+const PANIC_GRACE: Duration = Duration::from_secs(60);
 
 /// What the echo container gets while an attach session stalls.
 const FLOOD: usize = 24 << 20;
@@ -117,10 +121,10 @@ async fn run(url: &str, stdin: Option<Vec<u8>>) -> Ran {
     );
     let status = match tokio::time::timeout(SESSION_LIMIT, session).await {
         Ok(Ok(status)) => status,
-        Ok(Err(e)) => panic!("exec session: {e}\n{}", pod_log_tails(&vesseld_dir())),
+        Ok(Err(e)) => panic!("exec session: {e}\n{}", failure_report()),
         Err(_) => panic!(
             "the exec session did not end in {SESSION_LIMIT:?}\n{}",
-            pod_log_tails(&vesseld_dir())
+            failure_report()
         ),
     };
     let (stdout, stderr) = reading.await.expect("readers");
@@ -129,6 +133,18 @@ async fn run(url: &str, stdin: Option<Vec<u8>>) -> Ran {
         stderr,
         code: status.code,
     }
+}
+
+/// What explains a failed session: the pod VMMs' post-mortems (saved where
+/// tests/e2e/run.sh looks: a vCPU stuck in the test host's KVM_RUN is the
+/// test host's failure) and the pods' log tails, which then end with them.
+fn failure_report() -> String {
+    for saved in vessel_e2e::postmortem::save_pods(&vesseld_dir()) {
+        if let Err(why) = saved {
+            eprintln!("e2e: no post-mortem: {why}");
+        }
+    }
+    pod_log_tails(&vesseld_dir())
 }
 
 async fn exec(cri: &mut Cri, id: &str, cmd: &[&str], stdin: Option<Vec<u8>>) -> Ran {
@@ -144,13 +160,16 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Data that is not all alike (a counter through SHA-256, 32 bytes at a time).
+/// Data that is not all alike: xorshift64* words. (A counter through
+/// SHA-256 took 38 s for 64 MiB in the nested test host.)
 fn data(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut i = 0u64;
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     while out.len() < len {
-        out.extend_from_slice(&Sha256::digest(i.to_le_bytes()));
-        i += 1;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
     }
     out.truncate(len);
     out
@@ -327,8 +346,28 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
     let mut cri = vesseld.connect().await;
     let log_file = vesseld.dir.join("vesseld.log");
     let vesseld_pid = vesseld.pid();
+    // A panic wakes the watchdog too: the test's cleanup (vesseld's
+    // shutdown, the runtime's blocking tasks) may wait on the very pod
+    // that failed, and once hung for 13 minutes after a failed session.
+    let (panicked, on_panic) = std::sync::mpsc::channel::<()>();
+    let panicked = std::sync::Mutex::new(panicked);
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report_panic(info);
+        if let Ok(tx) = panicked.lock() {
+            let _ = tx.send(());
+        }
+    }));
     std::thread::spawn(move || {
-        std::thread::sleep(WATCHDOG);
+        match on_panic.recv_timeout(WATCHDOG) {
+            Ok(()) => {
+                std::thread::sleep(PANIC_GRACE);
+                eprintln!("the test still runs {PANIC_GRACE:?} after it failed");
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // The hook is gone: the test is over.
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
         let log = std::fs::read(&log_file).unwrap_or_default();
         let tail = &log[log.len().saturating_sub(64 << 10)..];
         eprintln!("the test hangs; vesseld's log ends:\n{}", text(tail));
