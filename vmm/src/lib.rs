@@ -15,5 +15,6 @@ pub mod memory;
 pub mod seccomp;
 #[cfg(test)]
 mod test_sockets;
+pub mod threads;
 pub mod vcpu;
 pub mod vm;

@@ -87,8 +87,7 @@ impl ApiSocket {
             .listener
             .try_clone()
             .map_err(|e| ApiError::Io(self.path.clone(), e))?;
-        std::thread::Builder::new()
-            .name("api".into())
+        crate::threads::builder("api")
             .spawn(move || accept_loop(listener, ctl))
             .map_err(ApiError::Spawn)?;
         Ok(ApiServer { _socket: self })
@@ -135,12 +134,10 @@ fn accept_loop(listener: UnixListener, ctl: Arc<dyn Controller>) {
             continue;
         }
         let (ctl, counter) = (ctl.clone(), clients.clone());
-        let spawned = std::thread::Builder::new()
-            .name("api-client".into())
-            .spawn(move || {
-                serve_client(&stream, &stream, ctl.as_ref());
-                counter.fetch_sub(1, Ordering::SeqCst);
-            });
+        let spawned = crate::threads::builder("api-client").spawn(move || {
+            serve_client(&stream, &stream, ctl.as_ref());
+            counter.fetch_sub(1, Ordering::SeqCst);
+        });
         if let Err(e) = spawned {
             tracing::warn!("control API: cannot start a client thread: {e}");
             clients.fetch_sub(1, Ordering::SeqCst);

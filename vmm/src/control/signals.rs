@@ -122,8 +122,7 @@ impl StopSignals {
         control: Arc<VmControl>,
         grace: Duration,
     ) -> io::Result<()> {
-        std::thread::Builder::new()
-            .name("signals".into())
+        crate::threads::builder("signals")
             .spawn(move || {
                 // On failure the VM is already stopping.
                 if crate::seccomp::enter(crate::seccomp::Role::Signals).is_err() {

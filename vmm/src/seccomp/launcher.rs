@@ -29,9 +29,7 @@ static LAUNCHER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
 /// Starts the launcher thread (once, after the filters are active).
 pub(super) fn start() -> io::Result<()> {
     let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("launcher".into())
-        .spawn(move || run(rx))?;
+    crate::threads::builder("launcher").spawn(move || run(rx))?;
     if LAUNCHER.set(Mutex::new(tx)).is_err() {
         tracing::warn!("device launcher already running");
     }
@@ -44,7 +42,7 @@ fn run(rx: Receiver<Request>) {
     }
     for req in rx {
         let (body, role) = (req.body, req.role);
-        let spawned = std::thread::Builder::new().name(req.name).spawn(move || {
+        let spawned = crate::threads::builder(req.name).spawn(move || {
             if super::enter(role).is_ok() {
                 body();
             }
@@ -89,7 +87,7 @@ fn spawn_direct<F>(name: &str, _role: Role, body: F) -> io::Result<JoinHandle<()
 where
     F: FnOnce() + Send + 'static,
 {
-    std::thread::Builder::new().name(name.into()).spawn(body)
+    crate::threads::builder(name).spawn(body)
 }
 
 /// Unit tests: with `VESSEL_VMM_TEST_DEVICE_SECCOMP=1` every worker runs
@@ -101,14 +99,12 @@ where
     F: FnOnce() + Send + 'static,
 {
     let confine = std::env::var_os(super::tests::DEVICE_FILTER_ENV).is_some();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            if confine {
-                if let Err(e) = super::install_now(role, seccompiler::SeccompAction::KillProcess) {
-                    panic!("cannot install the device filter: {e}");
-                }
+    crate::threads::builder(name).spawn(move || {
+        if confine {
+            if let Err(e) = super::install_now(role, seccompiler::SeccompAction::KillProcess) {
+                panic!("cannot install the device filter: {e}");
             }
-            body()
-        })
+        }
+        body()
+    })
 }

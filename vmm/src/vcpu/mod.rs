@@ -137,8 +137,7 @@ impl Vcpu {
     /// Starts the run loop on a thread named `vcpuN`.
     pub fn spawn(self) -> Result<JoinHandle<()>, VcpuError> {
         let index = self.index;
-        std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
+        crate::threads::builder(format!("vcpu{index}"))
             .spawn(move || self.run())
             .map_err(|source| VcpuError::Spawn { index, source })
     }

@@ -309,8 +309,7 @@ fn open_in_netns(arg: &str, name: &str, netns: &Path) -> Result<Tap, TapError> {
         open_by_name(arg, name)
     };
     std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .name("net-netns".into())
+        let handle = crate::threads::builder("net-netns")
             .spawn_scoped(s, enter_and_open)
             .map_err(|source| TapError::Io {
                 arg: arg.to_string(),
