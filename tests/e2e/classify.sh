@@ -8,8 +8,8 @@ host_panic_re='Kernel panic - not syncing|corrupted stack end detected|kernel BU
 # The test host starving: its own watchdogs' reports.
 host_lockup_re='watchdog: BUG: soft lockup|rcu: INFO: rcu_(sched|preempt) (self-)?detected (stalls|stall)|INFO: task .* blocked for more than'
 # vessel's own failures in the test's output: the VMM's exit lines (a guest
-# triple fault counts as vessel's until a post-mortem proves otherwise), a
-# seccomp kill, a Rust panic in a vessel crate.
+# triple fault counts as vessel's unless the L1 shutdown probe shows the
+# signature below), a seccomp kill, a Rust panic in a vessel crate.
 # (vessel_vmm: is the same line in a vmm.log that vesseld printed.)
 vessel_re='vessel[-_]vmm: (guest crashed|vmm error)|Bad system call|SIGSYS|panicked at (vmm|guest-agent|host-runtime)/src'
 # The VMM's line for a guest triple fault: explained, and then retried, by
@@ -39,7 +39,7 @@ stuck_vcpu() {
 # (intr_info 0x80000b0e) for an instruction fetch from a page not present
 # (error code 0x10) at a RIP in the guest kernel's image mapping, which a
 # running kernel never unmaps. A guest that triple-faults any other way (a
-# bad IDT, a fault in user space or in modules) does not match.
+# bad IDT, a fault in user space or past the kernel image) does not match.
 l1_fault() {
   [ -s "$1" ] || return 1
   awk '
@@ -48,10 +48,13 @@ l1_fault() {
       if (last == "") { print "no guest shutdown in the trace"; exit 1 }
       n = split(last, f, " ")
       for (i = 1; i <= n; i++) if (split(f[i], kv, "=") == 2) v[kv[1]] = kv[2]
-      task = f[1]
+      # The task (a thread name may hold spaces): up to its " [cpu]".
+      task = substr(last, 1, index(last, " [") - 1)
+      sub(/^ +/, "", task)
       rip = v["rip"]
-      # The kernel image mapping (__START_KERNEL_map), KASLR or not.
-      kernel_text = length(rip) == 18 && rip >= "0xffffffff80000000" && rip < "0xffffffffc0000000"
+      # The kernel image mapping (__START_KERNEL_map, 512 MiB: the guest
+      # kernel is not relocatable, kernel-config/microvm.config).
+      kernel_text = length(rip) == 18 && rip >= "0xffffffff80000000" && rip < "0xffffffffa0000000"
       if (v["intr_info"] == "0x80000b0e" && v["error_code"] == "0x10" && kernel_text) {
         printf "L1 signature: %s shut down delivering a #PF (intr_info %s, error code %s: fetch, not present) at kernel text %s (cr2 %s, cr3 %s)\n", task, v["intr_info"], v["error_code"], rip, v["cr2"], v["cr3"]
         exit 0
@@ -93,12 +96,15 @@ classify() {
   elif line=$(stuck_vcpu "$log"); then
     class=host-stuck-vcpu
     evidence="$line"
-  elif line=$(l1_fault "$run_dir/l1-shutdown.trace"); then
+  elif grep -qaE "$triple_fault_re" "$log" && line=$(l1_fault "$run_dir/l1-shutdown.trace"); then
     class=host-l1-fault
     evidence="$line ($run_dir/l1-shutdown.trace)"
   else
     evidence="status $rc, no test-host evidence in $run_dir (stalled, console.log, l1-shutdown.trace)"
-    [ ! -s "$run_dir/l1-shutdown.trace" ] || evidence="$evidence; $(l1_fault "$run_dir/l1-shutdown.trace" || true)"
+    if [ -s "$run_dir/l1-shutdown.trace" ]; then
+      evidence="$evidence; $(l1_fault "$run_dir/l1-shutdown.trace" || true)"
+      grep -qaE "$triple_fault_re" "$log" || evidence="$evidence (but the test did not fail by a guest triple fault)"
+    fi
     return
   fi
   # A test that ran to its end and failed with vessel's own signature is

@@ -85,8 +85,12 @@ l1_trace 0x80000306 0x0 0xffffffff8160a0b4
 expect 101 "" "a shutdown delivering #UD (a bad IDT)"
 l1_trace 0x80000b0e 0x14 0x7f0000001000
 expect 101 "" "a fetch fault in user space"
-l1_trace 0x80000b0e 0x10 0xffffffffc0001000
-expect 101 "" "a fetch fault outside the kernel image mapping (modules)"
+l1_trace 0x80000b0e 0x10 0xffffffffa0001000
+expect 101 "" "a fetch fault past the kernel image mapping"
+l1_trace 0x80000b0e 0x10 0xffffffff8160a0b4
+runner_output nested "assertion failed: left == right"
+expect 101 "" "the L1 signature, but the test failed otherwise (no guest crash)"
+runner_output nested "$crash"
 l1_trace 0x80000b0e 0x10 0xffffffff8160a0b4
 runner_output nested "$crash
 thread 'tokio-runtime-worker' panicked at host-runtime/src/sandbox/manager.rs:10:5:"

@@ -46,12 +46,16 @@ mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 #   host-lockup  the test host's console.log has its watchdogs' report (soft
 #                lockup, RCU stall, hung task): the host starved, not the test;
 #   host-stuck-vcpu  a post-mortem the test saved shows a vCPU thread that
-#                did not come back from KVM_RUN when kicked (the L1 signature).
+#                did not come back from KVM_RUN when kicked;
+#   host-l1-fault  the test failed by a guest triple fault, and the test
+#                host's L1 shutdown probe (RUN_DIR/l1-shutdown.trace) shows
+#                the known signature of its emulated SVM.
 # Never in native mode (there is no test host of ours to blame), never for
 # 124 (the run's own time budget: a failure), never for a 125 without such
 # evidence, and not when the test's output carries a vessel-side signature
 # (the VMM reporting a guest crash or its own error, a seccomp kill, a panic
-# in vessel's code): host-lockup is then treated as a failure. At most
+# in vessel's code; for host-l1-fault, anything but the triple fault it
+# explains): host-lockup is then treated as a failure. At most
 # VESSEL_E2E_HOST_FAILURES (5) retries in all, none started after
 # VESSEL_E2E_BUDGET seconds. Every retry is printed with its evidence, and
 # the last line counts them per class (.ci/run shows it at its end).

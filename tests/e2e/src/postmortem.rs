@@ -188,8 +188,15 @@ fn save_pod(id: &str, log: &Path) -> Result<PathBuf, String> {
     let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
     loop {
         let text = std::fs::read(log).unwrap_or_default();
-        let new = String::from_utf8_lossy(&text[text.len().min(seen as usize)..]).into_owned();
-        if let Some(at) = new.find(SIGNALLED_MARKER) {
+        // The log is capped: when it dropped its older half, it is shorter
+        // than before and the dump is somewhere in what is left.
+        let from = if (text.len() as u64) < seen {
+            0
+        } else {
+            seen as usize
+        };
+        let new = String::from_utf8_lossy(&text[from..]).into_owned();
+        if let Some(at) = new.rfind(SIGNALLED_MARKER) {
             let dump = new[at + SIGNALLED_MARKER.len()..]
                 .lines()
                 .next()
@@ -210,9 +217,15 @@ fn save_pod(id: &str, log: &Path) -> Result<PathBuf, String> {
 fn vmm_pid_naming(id: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
         let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        // comm first: reading a process's cmdline takes its mmap lock,
+        // which a wedged process may hold.
         let comm = std::fs::read_to_string(p.path().join("comm")).ok()?;
+        if comm.trim() != "vessel-vmm" {
+            return None;
+        }
         let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
-        (comm.trim() == "vessel-vmm" && String::from_utf8_lossy(&cmdline).contains(id))
+        String::from_utf8_lossy(&cmdline)
+            .contains(id)
             .then_some(pid)
     })
 }

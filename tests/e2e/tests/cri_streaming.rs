@@ -121,11 +121,8 @@ async fn run(url: &str, stdin: Option<Vec<u8>>) -> Ran {
     );
     let status = match tokio::time::timeout(SESSION_LIMIT, session).await {
         Ok(Ok(status)) => status,
-        Ok(Err(e)) => panic!("exec session: {e}\n{}", failure_report()),
-        Err(_) => panic!(
-            "the exec session did not end in {SESSION_LIMIT:?}\n{}",
-            failure_report()
-        ),
+        Ok(Err(e)) => fail(format!("exec session: {e}")),
+        Err(_) => fail(format!("the exec session did not end in {SESSION_LIMIT:?}")),
     };
     let (stdout, stderr) = reading.await.expect("readers");
     Ran {
@@ -135,14 +132,31 @@ async fn run(url: &str, stdin: Option<Vec<u8>>) -> Ran {
     }
 }
 
+/// How long saving the pods' post-mortems may take.
+const REPORT_LIMIT: Duration = Duration::from_secs(40);
+
+/// Fails the test with `what` and what explains it.
+fn fail(what: String) -> ! {
+    // First: collecting the report may hang, or outlast the test host.
+    eprintln!("{what}");
+    panic!("{what}\n{}", failure_report());
+}
+
 /// What explains a failed session: the pod VMMs' post-mortems (saved where
 /// tests/e2e/run.sh looks: a vCPU stuck in the test host's KVM_RUN is the
 /// test host's failure) and the pods' log tails, which then end with them.
 fn failure_report() -> String {
-    for saved in vessel_e2e::postmortem::save_pods(&vesseld_dir()) {
-        if let Err(why) = saved {
-            eprintln!("e2e: no post-mortem: {why}");
+    let (saved, saving) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = saved.send(vessel_e2e::postmortem::save_pods(&vesseld_dir()));
+    });
+    match saving.recv_timeout(REPORT_LIMIT) {
+        Ok(results) => {
+            for why in results.into_iter().filter_map(Result::err) {
+                eprintln!("e2e: no post-mortem: {why}");
+            }
         }
+        Err(_) => eprintln!("e2e: no post-mortem: saving took more than {REPORT_LIMIT:?}"),
     }
     pod_log_tails(&vesseld_dir())
 }
@@ -365,7 +379,8 @@ async fn exec_attach_and_port_forward_stream_through_vesseld() {
                 eprintln!("the test still runs {PANIC_GRACE:?} after it failed");
             }
             Err(RecvTimeoutError::Timeout) => {}
-            // The hook is gone: the test is over.
+            // Our hook was dropped: libtest sets its own when the test has
+            // ended (seen after a passing run), so the test is over.
             Err(RecvTimeoutError::Disconnected) => return,
         }
         let log = std::fs::read(&log_file).unwrap_or_default();
