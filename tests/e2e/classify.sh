@@ -65,6 +65,42 @@ l1_fault() {
   ' "$1"
 }
 
+# npf_loop LOG: prints which saved post-mortem (named in LOG) shows the L1
+# signature as a live-lock instead of a shutdown: in its test-host KVM
+# trace, the VMM's vCPU's last 50 exits (or more) are all nested page
+# faults at one guest-physical address, each taken while delivering the
+# same instruction-fetch #PF (intr_info 0x80000b0e, error code 0x10) at
+# one RIP, which the test host's KVM injects again and again. The fault
+# is in the test host's own walk of the guest's page tables (its nested
+# paging), which nothing the guest or a VMM does in between changes: a
+# bad memslot ends KVM_RUN with an error instead.
+npf_loop() {
+  local pm found
+  while IFS= read -r pm; do
+    [ -f "$pm" ] || continue
+    if found=$(awk '
+      / kvm_exit: / {
+        n++; line[n] = $0
+      }
+      END {
+        if (n < 50) exit 1
+        for (i = n - 49; i <= n; i++) {
+          l = line[i]
+          if (l !~ / reason npf / || l !~ / intr_info 0x80000b0e error_code 0x00000010/) exit 1
+          key = l; sub(/^.* rip /, "", key); sub(/ info1 .*$/, "", key)
+          gpa = l; sub(/^.* info2 /, "", gpa); sub(/ .*$/, "", gpa)
+          if (i > n - 49 && (key != rip || gpa != at)) exit 1
+          rip = key; at = gpa
+        }
+        printf "the vCPU looped on a nested page fault at GPA %s while delivering a fetch #PF at %s (the last 50 of %d exits in the trace)\n", at, rip, n
+      }' "$pm"); then
+      echo "post-mortem $pm: $found"
+      return 0
+    fi
+  done < <(sed -n 's/^.*e2e: post-mortem saved to //p' "$1")
+  return 1
+}
+
 # classify RC LOG: sets `class` (empty: not the test host's) and `evidence`
 # from the runner's output LOG and the run dir it names.
 classify() {
@@ -99,6 +135,9 @@ classify() {
   elif grep -qaE "$triple_fault_re" "$log" && line=$(l1_fault "$run_dir/l1-shutdown.trace"); then
     class=host-l1-fault
     evidence="$line ($run_dir/l1-shutdown.trace)"
+  elif line=$(npf_loop "$log"); then
+    class=host-l1-fault
+    evidence="$line"
   else
     evidence="status $rc, no test-host evidence in $run_dir (stalled, console.log, l1-shutdown.trace)"
     if [ -s "$run_dir/l1-shutdown.trace" ]; then

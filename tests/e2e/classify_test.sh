@@ -100,6 +100,36 @@ $crash"
 expect 101 "" "the L1 signature, but the VMM failed by itself as well"
 rm -f "$rd/l1-shutdown.trace"
 
+# The same signature as a live-lock, in a post-mortem's KVM trace.
+# npf_trace N RIP2: N nested page faults at one GPA while delivering the
+# fetch #PF, the last at RIP2.
+npf_trace() {
+  local i
+  {
+    echo "# test host KVM trace of the VMM's threads"
+    echo " vcpu0-228 [000] ..... 363.0: kvm_exit: vcpu 0 reason hlt rip 0xffffffff81001000 info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000"
+    for ((i = 1; i < $1; i++)); do
+      echo " vcpu0-228 [000] ..... 363.0: kvm_exit: vcpu 0 reason npf rip 0xffffffffc049620c info1 0x000000020000000e info2 0x0000000102b66fe0 intr_info 0x80000b0e error_code 0x00000010"
+      echo " vcpu0-228 [000] ..... 363.0: kvm_inj_exception: #PF (0x10)"
+    done
+    echo " vcpu0-228 [000] ..... 363.0: kvm_exit: vcpu 0 reason npf rip $2 info1 0x000000020000000e info2 0x0000000102b66fe0 intr_info 0x80000b0e error_code 0x00000010"
+  } >"$pm"
+}
+runner_output nested "the exec session did not end in 300s
+e2e: post-mortem saved to $pm"
+npf_trace 100 0xffffffffc049620c
+expect 101 host-l1-fault "a post-mortem whose vCPU loops on one nested page fault"
+npf_trace 30 0xffffffffc049620c
+expect 101 "" "too few such faults to call it a loop"
+npf_trace 100 0xffffffffc0496210
+expect 101 "" "the faults move on (the guest makes progress)"
+npf_trace 100 0xffffffffc049620c
+runner_output nested "the exec session did not end in 300s
+thread 'x' panicked at host-runtime/src/sandbox/manager.rs:1:1:
+e2e: post-mortem saved to $pm"
+expect 101 "" "the loop, but a panic in vessel's code as well"
+rm -f "$pm"
+
 rm -rf "$rd"
 expect 125 "" "no run dir"
 

@@ -49,7 +49,9 @@ mapfile -t -O "${#bins[@]}" bins < <(test_bins -p vessel-agent --test cgroups)
 #                did not come back from KVM_RUN when kicked;
 #   host-l1-fault  the test failed by a guest triple fault, and the test
 #                host's L1 shutdown probe (RUN_DIR/l1-shutdown.trace) shows
-#                the known signature of its emulated SVM.
+#                the known signature of its emulated SVM; or a post-mortem's
+#                KVM trace shows the vCPU looping on one nested page fault
+#                while delivering that same fault.
 # Never in native mode (there is no test host of ours to blame), never for
 # 124 (the run's own time budget: a failure), never for a 125 without such
 # evidence, and not when the test's output carries a vessel-side signature
