@@ -16,6 +16,11 @@ vessel_re='vessel[-_]vmm: (guest crashed|vmm error)|Bad system call|SIGSYS|panic
 # the L1 signature below, and only by it.
 triple_fault_re='guest crashed: vCPU [0-9]+: triple fault'
 
+# saved_postmortems LOG: the post-mortem files the test named in LOG.
+saved_postmortems() {
+  sed -n 's/^.*e2e: post-mortem saved to //p' "$1"
+}
+
 # stuck_vcpu LOG: prints which saved post-mortem (named in LOG) has a vCPU
 # thread that did not come back from KVM_RUN although it was kicked: the
 # test host's KVM no longer returns to its caller, the known L1 signature
@@ -27,7 +32,7 @@ stuck_vcpu() {
       echo "post-mortem $pm: a vCPU did not answer (stuck in KVM_RUN)"
       return 0
     fi
-  done < <(sed -n 's/^.*e2e: post-mortem saved to //p' "$1")
+  done < <(saved_postmortems "$1")
   return 1
 }
 
@@ -97,7 +102,7 @@ npf_loop() {
       echo "post-mortem $pm: $found"
       return 0
     fi
-  done < <(sed -n 's/^.*e2e: post-mortem saved to //p' "$1")
+  done < <(saved_postmortems "$1")
   return 1
 }
 

@@ -96,7 +96,7 @@ run_test() {
     # A failed run's dir is kept, so the post-mortems saved in it stay.
     while IFS= read -r pm; do
       postmortems+=("$label: $pm")
-    done < <(sed -n 's/^.*e2e: post-mortem saved to //p' "$log")
+    done < <(saved_postmortems "$log")
     classify "$rc" "$log"
     local spent=0 c
     for c in "${!retries_by_class[@]}"; do spent=$((spent + ${retries_by_class[$c]})); done
