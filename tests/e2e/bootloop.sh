@@ -6,6 +6,7 @@
 #   VESSEL_BOOTLOOP_HOSTS=4 VESSEL_BOOTLOOP_BOOTS=10 tests/e2e/bootloop.sh
 # VESSEL_BOOTLOOP_MIB (32): the load per boot; VESSEL_BOOTLOOP_QEMU=0: no
 # QEMU control boots. Output (boots.txt, hosts.txt, each failed boot's
+# evidence, l1.txt: the failed boots with the test host's L1 fault as
 # evidence) in VESSEL_BOOTLOOP_OUT (default target/bootloop/<time>); the
 # summary is printed at the end (tests/e2e/bootloop_summary.py).
 set -euo pipefail
@@ -40,5 +41,18 @@ for h in $(seq 0 $((hosts - 1))); do
     line="host=$h status=$rc boots=$n class=${class:-vessel-or-unknown} evidence=\"$evidence\" log=$log"
   fi
   echo "$line" | tee -a "$out/hosts.txt"
+done
+# A failed boot with the test host's own L1 fault as evidence (classify.sh):
+# the probe's record of its guest's shutdown, or a post-mortem that shows
+# the same fault as a live-lock. The summary counts those as host-l1-fault.
+for dir in "$out"/boot*/; do
+  [ -d "$dir" ] || continue
+  boot=${dir%/}
+  boot=${boot##*/boot}
+  if why=$(l1_fault "$dir/l1-shutdown.trace") ||
+    why=$(npf_loop_in "$dir/postmortem.txt") ||
+    why=$(npf_loop_in "$dir/postmortem-3s-later.txt"); then
+    echo "boot=$boot evidence=\"$(printf '%s' "$why" | tr -d '\r\n"')\"" >>"$out/l1.txt"
+  fi
 done
 python3 tests/e2e/bootloop_summary.py "$out"

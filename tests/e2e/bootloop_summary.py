@@ -29,6 +29,15 @@ results = [fields(l) for l in lines if " result=" in l]
 started = [fields(l) for l in lines if l.endswith(" start")]
 hosts = [fields(l) for l in (out / "hosts.txt").read_text().splitlines()] if (out / "hosts.txt").exists() else []
 
+# Failed boots the test host's L1 fault explains (bootloop.sh's l1.txt,
+# from the L1 shutdown probe or a post-mortem's live-lock): its class.
+l1_txt = out / "l1.txt"
+l1 = {f["boot"]: f["evidence"] for f in map(fields, l1_txt.read_text().splitlines())} if l1_txt.exists() else {}
+for r in results:
+    if r["result"] != "ok" and r["boot"] in l1:
+        r["detail"] = f"{r['class']}, {l1[r['boot']]}"
+        r["class"] = "host-l1-fault"
+
 # The last phase each boot reached ("bootloop-phase boot N: what").
 last_phase = {}
 for l in lines:

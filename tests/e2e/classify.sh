@@ -82,28 +82,33 @@ l1_fault() {
 npf_loop() {
   local pm found
   while IFS= read -r pm; do
-    [ -f "$pm" ] || continue
-    if found=$(awk '
-      / kvm_exit: / {
-        n++; line[n] = $0
-      }
-      END {
-        if (n < 50) exit 1
-        for (i = n - 49; i <= n; i++) {
-          l = line[i]
-          if (l !~ / reason npf / || l !~ / intr_info 0x80000b0e error_code 0x00000010/) exit 1
-          key = l; sub(/^.* rip /, "", key); sub(/ info1 .*$/, "", key)
-          gpa = l; sub(/^.* info2 /, "", gpa); sub(/ .*$/, "", gpa)
-          if (i > n - 49 && (key != rip || gpa != at)) exit 1
-          rip = key; at = gpa
-        }
-        printf "the vCPU looped on a nested page fault at GPA %s while delivering a fetch #PF at %s (the last 50 of %d exits in the trace)\n", at, rip, n
-      }' "$pm"); then
+    if found=$(npf_loop_in "$pm"); then
       echo "post-mortem $pm: $found"
       return 0
     fi
   done < <(saved_postmortems "$1")
   return 1
+}
+
+# npf_loop_in POSTMORTEM: npf_loop's check of one post-mortem file.
+npf_loop_in() {
+  [ -f "$1" ] || return 1
+  awk '
+    / kvm_exit: / {
+      n++; line[n] = $0
+    }
+    END {
+      if (n < 50) exit 1
+      for (i = n - 49; i <= n; i++) {
+        l = line[i]
+        if (l !~ / reason npf / || l !~ / intr_info 0x80000b0e error_code 0x00000010/) exit 1
+        key = l; sub(/^.* rip /, "", key); sub(/ info1 .*$/, "", key)
+        gpa = l; sub(/^.* info2 /, "", gpa); sub(/ .*$/, "", gpa)
+        if (i > n - 49 && (key != rip || gpa != at)) exit 1
+        rip = key; at = gpa
+      }
+      printf "the vCPU looped on a nested page fault at GPA %s while delivering a fetch #PF at %s (the last 50 of %d exits in the trace)\n", at, rip, n
+    }' "$1"
 }
 
 # classify RC LOG: sets `class` (empty: not the test host's) and `evidence`

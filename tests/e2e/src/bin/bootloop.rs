@@ -483,6 +483,31 @@ async fn keep_evidence(out: &Path, mut vm: VmProcess) {
     let _ = vm.kill().await;
 }
 
+/// The test host's L1 shutdown probe (tests/kvm-host/guest-run): the VMCB
+/// at every guest shutdown, before the test host's KVM resets the vCPU.
+const L1_TRACE: &str = "/sys/kernel/tracing/instances/vessel-l1/trace";
+
+/// Empties the probe's buffer, so that what it holds after a failed boot
+/// is that boot's (no probe, as in native mode: nothing to do).
+fn clear_l1_trace() {
+    let _ = std::fs::write(L1_TRACE, "");
+}
+
+/// Keeps the probe's records of a failed boot as `out/l1-shutdown.trace`
+/// for tests/e2e/bootloop.sh to match against the L1 signature; read
+/// capped, and only if the probe saw a shutdown.
+fn save_l1_trace(out: &Path) {
+    use std::io::Read;
+    let mut text = String::new();
+    let read =
+        std::fs::File::open(L1_TRACE).and_then(|f| f.take(1 << 20).read_to_string(&mut text));
+    let records: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    if read.is_ok() && !records.is_empty() {
+        let _ = std::fs::create_dir_all(out);
+        let _ = std::fs::write(out.join("l1-shutdown.trace"), records.join("\n") + "\n");
+    }
+}
+
 /// Prints `line` and appends it to `<out>/boots.txt` at once (written
 /// through to the machine outside the test host, so a boot that took the
 /// host down is still on record).
@@ -541,12 +566,16 @@ async fn main() {
         record(&out_root, &format!("{label} start"));
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         watchdog(out_root.clone(), label.clone(), done.clone());
+        clear_l1_trace();
         let result = if v.qemu {
             boot_qemu(n, v, bytes, &out).await
         } else {
             boot_vessel(n, v, bytes, &out).await
         };
         done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if result.is_err() {
+            save_l1_trace(&out);
+        }
         let line = match result {
             Ok(p) => format!(
                 "{label} result=ok ready_ms={} load_ms={}",
