@@ -1,8 +1,7 @@
-//! `vesseld`: the CRI runtime daemon of vessel.
-//!
-//! The CRI services arrive with later work; today it can run one pod end to
-//! end through the agent API (`vesseld run-pod`, what `make run` shows), or
-//! just boot a VM and talk to its agent (`vesseld boot-vm`).
+//! `vesseld`: the CRI runtime daemon of vessel (`vesseld` or `vesseld
+//! serve`), and its tools: `check` (the host doctor), `config`, `sweep`,
+//! and the developer paths `run-pod` (one pod end to end through the agent
+//! API, without the CRI) and `boot-vm`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,8 +20,11 @@ use vessel_host_runtime::vm::{VmConfig, VmExit, VmProcess};
 
 /// vesseld: runs Kubernetes pods in KVM microVMs.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// With no subcommand, `serve`'s flags (`vesseld --config PATH`).
+    #[command(flatten)]
+    serve: Serve,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -166,12 +168,8 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
-    let command = Cli::parse().command.unwrap_or_else(|| {
-        Command::Serve(Serve {
-            config: vessel_host_runtime::config::DEFAULT_CONFIG_PATH.into(),
-            ..Serve::default()
-        })
-    });
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     if let Command::Serve(args) = command {
         return serve(args).await;
     }
@@ -554,6 +552,15 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["vesseld"]).unwrap();
         assert!(cli.command.is_none(), "no subcommand: serve");
+        assert_eq!(
+            cli.serve.config,
+            PathBuf::from(vessel_host_runtime::config::DEFAULT_CONFIG_PATH)
+        );
+        let cli = Cli::try_parse_from(["vesseld", "--config", "/etc/v.toml"]).unwrap();
+        assert!(cli.command.is_none(), "serve's flags alone: serve");
+        assert_eq!(cli.serve.config, PathBuf::from("/etc/v.toml"));
+        Cli::try_parse_from(["vesseld", "--config", "/etc/v.toml", "check"])
+            .expect_err("serve's flags with another subcommand");
     }
 
     #[test]

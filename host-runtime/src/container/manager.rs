@@ -7,10 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_cri::v1::{
-    ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerStatus as CriStatus,
-    PodSandboxConfig,
-};
+use k8s_cri::v1::{ContainerConfig, ContainerEventResponse, ContainerEventType, PodSandboxConfig};
 use prost::Message;
 use tonic::Status;
 use vessel_agent_api::client::stdio::read_output;
@@ -57,18 +54,27 @@ pub(crate) fn agent_status(e: crate::pod::PodError) -> Status {
     }
 }
 
-/// A CRI container event for `c`.
-pub fn event(c: &ContainerRecord, kind: ContainerEventType) -> ContainerEventResponse {
-    ContainerEventResponse {
-        container_id: c.id.clone(),
-        container_event_type: kind as i32,
-        created_at: now_nanos(),
-        pod_sandbox_status: None,
-        containers_statuses: Vec::<CriStatus>::new(),
-    }
-}
-
 impl Runtime {
+    /// A CRI container event for `c`, with its pod's status and the
+    /// statuses of the pod's containers (what the kubelet's evented PLEG
+    /// reads instead of asking).
+    pub fn event(&self, c: &ContainerRecord, kind: ContainerEventType) -> ContainerEventResponse {
+        use crate::cri::runtime::convert;
+        let pod = self.store.find_sandbox(&c.sandbox_id).ok();
+        let filter = crate::store::ContainerFilter {
+            sandbox_id: c.sandbox_id.clone(),
+            ..crate::store::ContainerFilter::default()
+        };
+        let containers = self.store.list_containers(&filter).unwrap_or_default();
+        ContainerEventResponse {
+            container_id: c.id.clone(),
+            container_event_type: kind as i32,
+            created_at: now_nanos(),
+            pod_sandbox_status: pod.as_ref().map(convert::pod_sandbox_status),
+            containers_statuses: containers.iter().map(convert::container_status).collect(),
+        }
+    }
+
     /// The agent channel and share paths of a ready sandbox.
     pub(crate) async fn ready_pod(&self, sandbox_id: &str) -> Result<ReadyPod, Status> {
         let record = self.store.find_sandbox(sandbox_id)?;
@@ -207,7 +213,7 @@ impl Runtime {
         }
         self.store
             .update_container(&id, |r| r.process_json = record.process_json.clone())?;
-        self.publish(event(&record, ContainerEventType::ContainerCreatedEvent));
+        self.publish(self.event(&record, ContainerEventType::ContainerCreatedEvent));
         tracing::info!(pod = %pod.id, container = %id, name = %metadata.name, image = %image_name, "container created");
         Ok(id)
     }
@@ -405,7 +411,7 @@ impl Runtime {
             r.state = ContainerState::Running;
             r.started_at = now_nanos();
         })?;
-        self.publish(event(&started, ContainerEventType::ContainerStartedEvent));
+        self.publish(self.event(&started, ContainerEventType::ContainerStartedEvent));
         let rt = Arc::clone(self);
         let id = c.id.clone();
         let sandbox = c.sandbox_id.clone();
@@ -484,7 +490,7 @@ impl Runtime {
         match updated {
             Ok(c) => {
                 tracing::info!(pod = %c.sandbox_id, container = %id, exit_code, oom, "container exited");
-                self.publish(event(&c, ContainerEventType::ContainerStoppedEvent));
+                self.publish(self.event(&c, ContainerEventType::ContainerStoppedEvent));
             }
             Err(e) => {
                 tracing::debug!(container = %id, error = %e, "exit of a container already removed")
@@ -506,7 +512,7 @@ impl Runtime {
                     r.exit_code = 0;
                     r.reason = "Completed".to_string();
                 })?;
-                self.publish(event(&c, ContainerEventType::ContainerStoppedEvent));
+                self.publish(self.event(&c, ContainerEventType::ContainerStoppedEvent));
                 return Ok(());
             }
             _ => return Ok(()),
@@ -632,7 +638,7 @@ impl Runtime {
             ContainerShare::new(&source, &share, &c.id).remove()?;
         }
         if let Some(removed) = self.store.delete_container(&c.id)? {
-            self.publish(event(&removed, ContainerEventType::ContainerDeletedEvent));
+            self.publish(self.event(&removed, ContainerEventType::ContainerDeletedEvent));
         }
         tracing::info!(pod = %c.sandbox_id, container = %c.id, "container removed");
         Ok(())
@@ -705,9 +711,25 @@ impl Runtime {
         let result = match waited {
             Ok(Ok(reply)) => {
                 let code = reply.into_inner().exit_code;
-                let stdout = out.await.unwrap_or_default();
-                let stderr = err.await.unwrap_or_default();
-                Ok((stdout, stderr, code))
+                // A process the command left behind may hold its output
+                // open (as may a hostile guest): the rest of the timeout,
+                // or EXEC_DRAIN_TIMEOUT without one, as containerd's
+                // drain_exec_sync_io_timeout.
+                let drain =
+                    deadline.unwrap_or_else(|| tokio::time::Instant::now() + EXEC_DRAIN_TIMEOUT);
+                let (out_abort, err_abort) = (out.abort_handle(), err.abort_handle());
+                match tokio::time::timeout_at(drain, futures_util::future::join(out, err)).await {
+                    Ok((stdout, stderr)) => {
+                        Ok((stdout.unwrap_or_default(), stderr.unwrap_or_default(), code))
+                    }
+                    Err(_) => {
+                        out_abort.abort();
+                        err_abort.abort();
+                        Err(Status::deadline_exceeded(format!(
+                            "command {cmd:?} exited with {code}, but its output did not end in time (a process it started may hold it open)"
+                        )))
+                    }
+                }
             }
             Ok(Err(status)) => Err(Status::new(
                 status.code(),
@@ -731,6 +753,10 @@ impl Runtime {
         result
     }
 }
+
+/// How long ExecSync without a timeout waits for the output of a command
+/// that has exited.
+const EXEC_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The CRI log file of a container, if it has one.
 fn record_log_path(c: &ContainerRecord) -> Option<PathBuf> {

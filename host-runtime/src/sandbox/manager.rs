@@ -43,6 +43,10 @@ pub fn host_name(sandbox_id: &str) -> &str {
     &sandbox_id[..HOST_NAME_LEN.min(sandbox_id.len())]
 }
 
+/// The reason of a container whose pod VM exited under it (killed, or a
+/// crashed guest); the message says how.
+pub const VM_EXITED: &str = "PodVMExited";
+
 impl Runtime {
     /// RunPodSandbox: checks the request, records the sandbox, boots its pod
     /// VM; on failure undoes everything and forgets it. Returns its id.
@@ -256,7 +260,7 @@ impl Runtime {
             self.tear_down_unheld(&id, &record.metadata, &record.netns_path)
                 .await?;
         }
-        self.mark_containers_gone(&id, "the pod sandbox was stopped")?;
+        self.mark_containers_gone(&id, "Error", "the pod sandbox was stopped")?;
         self.store.update_sandbox(&id, |s| {
             s.state = SandboxState::NotReady;
             s.vm = None;
@@ -353,7 +357,11 @@ impl Runtime {
             {
                 tracing::error!(pod = %s.id, error = %e.message(), "cannot tear down a pod from an earlier vesseld");
             }
-            let _ = self.mark_containers_gone(&s.id, "the pod VM was gone when vesseld restarted");
+            let _ = self.mark_containers_gone(
+                &s.id,
+                VM_EXITED,
+                "the pod VM was gone when vesseld restarted",
+            );
             let _ = self.store.update_sandbox(&s.id, |r| {
                 r.state = SandboxState::NotReady;
                 r.vm = None;
@@ -395,7 +403,11 @@ impl Runtime {
         match channel {
             Some(channel) => self.reattach_containers(&s.id, channel).await,
             None => {
-                self.mark_containers_gone(&s.id, "the pod's agent does not answer")?;
+                self.mark_containers_gone(
+                    &s.id,
+                    "PodAgentLost",
+                    "the pod's agent does not answer",
+                )?;
                 self.store
                     .update_sandbox(&s.id, |r| r.state = SandboxState::NotReady)?;
             }
@@ -431,7 +443,7 @@ impl Runtime {
                     "the pod VM exited (vessel-vmm pid {} is gone; its log ends: {last})",
                     vmm.pid
                 );
-                if let Err(e) = rt.mark_containers_gone(&id, &why) {
+                if let Err(e) = rt.mark_containers_gone(&id, VM_EXITED, &why) {
                     tracing::error!(pod = %id, error = %e.message(), "cannot mark the containers of a dead pod VM");
                 }
                 if let Err(e) = rt
@@ -445,9 +457,14 @@ impl Runtime {
         });
     }
 
-    /// Marks the sandbox's containers that still look alive as exited: its
-    /// VM, where they ran, is gone.
-    pub fn mark_containers_gone(&self, sandbox_id: &str, why: &str) -> Result<(), Status> {
+    /// Marks the sandbox's containers that still look alive as exited, with
+    /// `reason` and the message `why`: their VM, where they ran, is gone.
+    pub fn mark_containers_gone(
+        &self,
+        sandbox_id: &str,
+        reason: &str,
+        why: &str,
+    ) -> Result<(), Status> {
         let containers = self.store.list_containers(&ContainerFilter {
             sandbox_id: sandbox_id.to_string(),
             ..ContainerFilter::default()
@@ -459,11 +476,11 @@ impl Runtime {
                         r.state = ContainerState::Exited;
                         r.finished_at = now_nanos();
                         r.exit_code = 137;
-                        r.reason = "Error".to_string();
+                        r.reason = reason.to_string();
                         r.message = why.to_string();
                     }
                 })?;
-                self.publish(crate::container::manager::event(
+                self.publish(self.event(
                     &updated,
                     k8s_cri::v1::ContainerEventType::ContainerStoppedEvent,
                 ));

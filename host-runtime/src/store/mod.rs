@@ -65,6 +65,12 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Another process (another vesseld) holds the database.
+    #[error("state database {path} is in use: another vesseld is running with this state dir (stop it first)")]
+    InUse {
+        /// The database file.
+        path: String,
+    },
     /// No random bytes for an id.
     #[error("cannot generate an id: {0}")]
     Random(String),
@@ -75,6 +81,14 @@ pub enum StoreError {
         kind: &'static str,
         /// The id or prefix asked for.
         id: String,
+    },
+    /// An empty id, where the request needs one.
+    #[error("{field} is empty: a {kind} id (or a unique prefix of one) is required")]
+    EmptyId {
+        /// `pod sandbox` or `container`.
+        kind: &'static str,
+        /// The request's field (`pod_sandbox_id`, `container_id`).
+        field: &'static str,
     },
     /// An id prefix that more than one record has.
     #[error("{kind} id prefix {prefix:?} is ambiguous: it matches more than one {kind}")]
@@ -137,7 +151,9 @@ impl From<StoreError> for tonic::Status {
         let msg = err.to_string();
         match err {
             StoreError::NotFound { .. } => tonic::Status::not_found(msg),
-            StoreError::Ambiguous { .. } => tonic::Status::invalid_argument(msg),
+            StoreError::Ambiguous { .. } | StoreError::EmptyId { .. } => {
+                tonic::Status::invalid_argument(msg)
+            }
             StoreError::AlreadyExists { .. } => tonic::Status::already_exists(msg),
             _ => tonic::Status::internal(msg),
         }
@@ -156,7 +172,14 @@ pub fn open_database(state_dir: &Path) -> Result<Arc<Database>, StoreError> {
             path: state_dir.display().to_string(),
             source,
         })?;
-    Ok(Arc::new(Database::create(state_dir.join(DATABASE_FILE))?))
+    let path = state_dir.join(DATABASE_FILE);
+    match Database::create(&path) {
+        Ok(db) => Ok(Arc::new(db)),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::InUse {
+            path: path.display().to_string(),
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A new id: 32 random bytes as 64 lowercase hex characters.
@@ -194,6 +217,8 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 /// What the generic operations need to know of a record type.
 trait Record: Serialize + DeserializeOwned {
     const KIND: &'static str;
+    /// The CRI request field that carries this kind's id.
+    const ID_FIELD: &'static str;
     const TABLE: RecordTable;
     const NAMES: NameTable;
     fn id(&self) -> &str;
@@ -207,6 +232,7 @@ trait Record: Serialize + DeserializeOwned {
 
 impl Record for SandboxRecord {
     const KIND: &'static str = "pod sandbox";
+    const ID_FIELD: &'static str = "pod_sandbox_id";
     const TABLE: RecordTable = SANDBOXES;
     const NAMES: NameTable = SANDBOX_NAMES;
     fn id(&self) -> &str {
@@ -220,6 +246,7 @@ impl Record for SandboxRecord {
 
 impl Record for ContainerRecord {
     const KIND: &'static str = "container";
+    const ID_FIELD: &'static str = "container_id";
     const TABLE: RecordTable = CONTAINERS;
     const NAMES: NameTable = CONTAINER_NAMES;
     fn id(&self) -> &str {
@@ -511,7 +538,10 @@ impl Store {
             id: prefix.to_string(),
         };
         if prefix.is_empty() {
-            return Err(not_found());
+            return Err(StoreError::EmptyId {
+                kind: R::KIND,
+                field: R::ID_FIELD,
+            });
         }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(R::TABLE)?;

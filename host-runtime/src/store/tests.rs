@@ -275,7 +275,7 @@ fn ids_resolve_from_unique_prefixes() {
         tonic::Status::from(err).code(),
         tonic::Code::InvalidArgument
     );
-    for unknown in ["abd", "0", ""] {
+    for unknown in ["abd", "0"] {
         let err = s.find_sandbox(unknown).expect_err("unknown");
         assert!(
             matches!(err, StoreError::NotFound { .. }),
@@ -283,6 +283,15 @@ fn ids_resolve_from_unique_prefixes() {
         );
         assert_eq!(tonic::Status::from(err).code(), tonic::Code::NotFound);
     }
+    // An empty id is a bad request naming its field, not an unknown id.
+    let err = tonic::Status::from(s.find_sandbox("").expect_err("empty"));
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("pod_sandbox_id is empty"),
+        "{err}"
+    );
+    let err = tonic::Status::from(s.find_container("").expect_err("empty"));
+    assert!(err.message().starts_with("container_id is empty"), "{err}");
     s.insert_container(&container(&a.replace("abc1", "0001"), &a, "x"))
         .expect("container");
     assert_eq!(s.find_container("00").expect("prefix").sandbox_id, a);

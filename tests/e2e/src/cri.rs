@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
-use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Code;
 
 use crate::env_path;
@@ -207,32 +204,16 @@ plain_http = true
     }
 }
 
-/// Both CRI services on one channel.
-pub struct Cri {
-    /// RuntimeService.
-    pub runtime: RuntimeServiceClient<Channel>,
-    /// ImageService.
-    pub image: ImageServiceClient<Channel>,
-}
+/// The `vessel` client's CRI connection (both services on one channel):
+/// the e2e suite drives vesseld through the same library as the client.
+pub use vessel_client::Cri;
 
 /// Connects to a CRI socket.
 pub async fn connect(socket: &Path) -> Cri {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://vessel.invalid")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
+    let endpoint = format!("unix://{}", socket.display());
+    vessel_client::connect_with_timeout(&endpoint, Duration::from_secs(30))
         .await
-        .expect("connect to the CRI socket");
-    Cri {
-        runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(40 << 20),
-        image: ImageServiceClient::new(channel),
-    }
+        .unwrap_or_else(|e| panic!("connect to the CRI socket {}: {e}", socket.display()))
 }
 
 /// A pod config as the kubelet builds one: metadata, hostname, DNS, a label `app=NAME`.

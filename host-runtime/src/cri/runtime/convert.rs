@@ -36,8 +36,18 @@ pub fn pod_sandbox(s: &SandboxRecord) -> PodSandbox {
     }
 }
 
+/// The namespace modes the pod asked for (RunPodSandbox refuses NODE; each
+/// is the VM's own, pid shared or per container as asked).
+fn namespace_options(s: &SandboxRecord) -> NamespaceOption {
+    use prost::Message;
+    k8s_cri::v1::PodSandboxConfig::decode(s.config.as_slice())
+        .ok()
+        .and_then(|c| c.linux?.security_context?.namespace_options)
+        .unwrap_or_default()
+}
+
 /// A sandbox for `PodSandboxStatus`: the pod's own network, pid and IPC
-/// namespaces (those of its VM).
+/// namespaces (those of its VM), in the modes it asked for.
 pub fn pod_sandbox_status(s: &SandboxRecord) -> PodSandboxStatus {
     let mut ips = s.ips.iter();
     PodSandboxStatus {
@@ -51,7 +61,7 @@ pub fn pod_sandbox_status(s: &SandboxRecord) -> PodSandboxStatus {
         }),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace {
-                options: Some(NamespaceOption::default()),
+                options: Some(namespace_options(s)),
             }),
         }),
         labels: map(&s.labels),

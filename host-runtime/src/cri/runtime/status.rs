@@ -23,11 +23,27 @@ pub fn version() -> VersionResponse {
     }
 }
 
-/// `Status`: RuntimeReady when the default handler's pieces are there,
-/// NetworkReady when a CNI config is.
+/// Why no guest can boot on this host, if none can: `/dev/kvm` missing or
+/// unusable, or a PVM host (the same checks as `vesseld check`).
+fn kvm_unusable() -> Option<String> {
+    use crate::check::{kvm_device, kvm_guests, Host, Status as Check};
+    let host = Host::default();
+    [
+        kvm_device(&host.dev_dir.join("kvm")),
+        kvm_guests(&host.sys_dir),
+    ]
+    .into_iter()
+    .find(|r| r.status == Check::Fail)
+    .map(|r| format!("{}: {} (fix: {})", r.name, r.detail, r.fix))
+}
+
+/// `Status`: RuntimeReady when guests can boot here and the default
+/// handler's pieces are there, NetworkReady when a CNI config is.
 pub fn status(rt: &Runtime, verbose: bool) -> StatusResponse {
-    let runtime = match rt.config.handler(&rt.config.default_runtime_handler) {
-        Some(h) => {
+    let handler = rt.config.handler(&rt.config.default_runtime_handler);
+    let runtime = match (kvm_unusable(), handler) {
+        (Some(why), _) => condition("RuntimeReady", false, "KVMUnusable", &why),
+        (None, Some(h)) => {
             let missing: Vec<String> = [&h.kernel, &h.initramfs, &h.vmm, &h.virtiofsd]
                 .iter()
                 .filter(|p| !Path::new(p).is_file())
@@ -44,7 +60,7 @@ pub fn status(rt: &Runtime, verbose: bool) -> StatusResponse {
                 )
             }
         }
-        None => condition(
+        (None, None) => condition(
             "RuntimeReady",
             false,
             "NoDefaultHandler",
