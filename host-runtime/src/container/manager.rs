@@ -457,6 +457,7 @@ impl Runtime {
                 }
             }
         };
+        let lost = reply.is_err();
         let (exit_code, oom, finished_at, message) = match reply {
             Ok(r) => (r.exit_code, r.oom_killed, r.finished_at, String::new()),
             // The VM went away under it (killed VMM, stopped pod).
@@ -471,12 +472,17 @@ impl Runtime {
             if r.state == ContainerState::Running {
                 r.state = ContainerState::Exited;
                 r.exit_code = exit_code;
+                // The guest's clock (its exit time, right also when vesseld
+                // learns of it late), never before the host saw it start:
+                // the guest's clock may lag the host's.
                 r.finished_at = if finished_at > 0 {
-                    finished_at
+                    finished_at.max(r.started_at)
                 } else {
                     now_nanos()
                 };
-                r.reason = if oom {
+                r.reason = if lost {
+                    crate::sandbox::manager::VM_EXITED
+                } else if oom {
                     "OOMKilled"
                 } else if exit_code == 0 {
                     "Completed"

@@ -46,6 +46,17 @@ impl Pod {
         if let Some(netns) = Netns::existing(&config.netns_name())? {
             made.push(Made::Netns(netns));
             if let Some(cri) = &config.cri {
+                // The network vesseld did not watch while it was down: CNI
+                // CHECK through the chain (a failure is reported, not fatal:
+                // the pod's VM and containers still run).
+                match cri.cni.check(&cri.attach).await {
+                    Ok(()) => {
+                        tracing::info!(pod = %config.name, "CNI CHECK of the adopted pod's network passed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(pod = %config.name, error = %e, "CNI CHECK of the adopted pod's network failed")
+                    }
+                }
                 made.push(Made::CniAttachment {
                     cni: Box::new(cri.cni.clone()),
                     attach: Box::new(cri.attach.clone()),

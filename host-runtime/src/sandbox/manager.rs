@@ -437,7 +437,8 @@ impl Runtime {
                 }
                 // The VMM's last word says whether the guest crashed (a
                 // triple fault), powered off or the VMM itself failed.
-                let last = last_line(&vmm_log).unwrap_or_else(|| "no log line".to_string());
+                let last =
+                    crate::vm::last_log_line(&vmm_log).unwrap_or_else(|| "no log line".to_string());
                 tracing::warn!(pod = %id, pid = vmm.pid, vmm_log = %last, "the pod's vessel-vmm exited; the sandbox is not ready");
                 let why = format!(
                     "the pod VM exited (vessel-vmm pid {} is gone; its log ends: {last})",
@@ -625,40 +626,5 @@ fn log_step(pod: &str, step: &Step<'_>) {
         Some(e) => {
             tracing::warn!(pod, took_ms = step.took.as_millis() as u64, error = %e, "{} failed", step.what)
         }
-    }
-}
-
-/// The last non-empty line of the file at `path`, from its last 4 KiB at
-/// most (the VMM writes its log; lines a guest triggers are rate-limited
-/// but a log can still be long).
-fn last_line(path: &std::path::Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    const TAIL: u64 = 4 << 10;
-    let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
-    let mut tail = Vec::with_capacity(TAIL as usize);
-    file.take(TAIL).read_to_end(&mut tail).ok()?;
-    let text = String::from_utf8_lossy(&tail);
-    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    Some(line.trim().chars().take(512).collect())
-}
-
-#[cfg(test)]
-mod last_line_tests {
-    use super::last_line;
-
-    #[test]
-    fn the_last_non_empty_line_of_a_long_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vmm.log");
-        let mut text = "x".repeat(10_000);
-        text.push_str("\nguest crashed: vCPU 0: triple fault\n\n");
-        std::fs::write(&path, text).unwrap();
-        assert_eq!(
-            last_line(&path).as_deref(),
-            Some("guest crashed: vCPU 0: triple fault")
-        );
-        assert_eq!(last_line(&dir.path().join("none")), None);
     }
 }

@@ -5,4 +5,6 @@ mod config;
 mod process;
 
 pub use config::{FsShare, JailConfig, NetDevice, VmConfig, VmConfigError};
-pub use process::{vmm_record_path, Isolation, VmError, VmExit, VmProcess, AGENT_VSOCK_PORT};
+pub use process::{
+    last_log_line, vmm_record_path, Isolation, VmError, VmExit, VmProcess, AGENT_VSOCK_PORT,
+};

@@ -35,10 +35,12 @@ pub enum VmError {
         source: std::io::Error,
     },
     /// The VMM exited before its agent answered.
-    #[error("vessel-vmm exited ({exit}) before the agent was ready; see {log}")]
+    #[error("vessel-vmm exited ({exit}) before the agent was ready: {last} (log: {log})")]
     ExitedEarly {
         /// How it exited.
         exit: VmExit,
+        /// Its log's last line (escaped: the guest may have written it).
+        last: String,
         /// Its log file.
         log: PathBuf,
     },
@@ -237,9 +239,15 @@ impl VmProcess {
         let mut last_err = None;
         while Instant::now() < deadline {
             if let Some(exit) = self.try_exit()? {
+                // Its log, or its stderr for what failed before the log opened.
+                let log = self.config.vmm_log_path();
+                let last = last_log_line(&log)
+                    .or_else(|| last_log_line(&self.config.vmm_stderr_path()))
+                    .unwrap_or_else(|| "it logged nothing".into());
                 return Err(VmError::ExitedEarly {
                     exit,
-                    log: self.config.vmm_log_path(),
+                    last: last.escape_debug().to_string(),
+                    log,
                 });
             }
             // Short attempts, so that a VMM that dies is noticed promptly.
@@ -336,5 +344,40 @@ impl Drop for VmProcess {
             p.kill_blocking();
             let _ = ProcessRecord::remove(&vmm_record_path(&self.config.state_dir));
         }
+    }
+}
+
+/// The last non-empty line of the file at `path`, from its last 4 KiB at
+/// most (the VMM writes its log; lines a guest triggers are rate-limited
+/// but a log can still be long).
+pub fn last_log_line(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 4 << 10;
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut tail = Vec::with_capacity(TAIL as usize);
+    file.take(TAIL).read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    Some(line.trim().chars().take(512).collect())
+}
+
+#[cfg(test)]
+mod last_log_line_tests {
+    use super::last_log_line;
+
+    #[test]
+    fn the_last_non_empty_line_of_a_long_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmm.log");
+        let mut text = "x".repeat(10_000);
+        text.push_str("\nguest crashed: vCPU 0: triple fault\n\n");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(
+            last_log_line(&path).as_deref(),
+            Some("guest crashed: vCPU 0: triple fault")
+        );
+        assert_eq!(last_log_line(&dir.path().join("none")), None);
     }
 }

@@ -316,16 +316,41 @@ pub async fn nothing_left(cri: &mut Cri, vesseld: &Vesseld, pod_id: &str) {
         .into_inner()
         .containers;
     assert!(containers.is_empty(), "{containers:?}");
-    assert_eq!(running_vmms(), Vec::<u32>::new(), "stray vessel-vmm");
     assert!(
         !netns_exists(&format!("vessel-{}", &pod_id[..16])),
         "the pod's netns is left"
     );
-    let pods = vesseld.run_dir().join("pods");
-    let left: Vec<_> = std::fs::read_dir(&pods)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
+    no_pod_leftovers(vesseld);
+}
+
+/// What no pod may leave on the node once none runs (also after a refused
+/// or failed RunPodSandbox): a VMM, a virtiofsd, a netns, its run or state
+/// dir (sockets, logs), a host-local allocation, a cgroup, a mount.
+pub fn no_pod_leftovers(vesseld: &Vesseld) {
+    assert_eq!(running_vmms(), Vec::<u32>::new(), "stray vessel-vmm");
+    assert_eq!(
+        crate::running_virtiofsds(),
+        Vec::<u32>::new(),
+        "stray virtiofsd"
+    );
+    let netns: Vec<_> = std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("vessel-"))
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(left.is_empty(), "pod state left: {left:?}");
+    assert!(netns.is_empty(), "pod netns left: {netns:?}");
+    for pods in [
+        vesseld.run_dir().join("pods"),
+        vesseld.dir.join("state").join("pods"),
+    ] {
+        let left: Vec<_> = std::fs::read_dir(&pods)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "pod state left: {left:?}");
+    }
     let ipam: Vec<_> = std::fs::read_dir(vesseld.ipam_dir.join("vessel-e2e"))
         .map(|d| {
             d.flatten()

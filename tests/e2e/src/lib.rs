@@ -63,15 +63,25 @@ pub fn vm_config(name: &str, cpus: u32, memory_mib: u32) -> VmConfig {
 
 /// Pids of live processes running the `vessel-vmm` binary.
 pub fn running_vmms() -> Vec<u32> {
-    let vmm = env_path("VESSEL_VMM");
-    let vmm = std::fs::canonicalize(&vmm).unwrap_or(vmm);
+    running("VESSEL_VMM")
+}
+
+/// The pids of running processes of the binary `$VESSEL_VIRTIOFSD` names.
+pub fn running_virtiofsds() -> Vec<u32> {
+    running("VESSEL_VIRTIOFSD")
+}
+
+/// The pids of running processes of the binary the variable `var` names.
+fn running(var: &str) -> Vec<u32> {
+    let bin = env_path(var);
+    let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == vmm))
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin))
         .collect()
 }
 

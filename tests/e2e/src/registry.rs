@@ -192,6 +192,25 @@ pub async fn push_busybox(host: &str) -> String {
     .await
 }
 
+/// Pushes `repo:latest`, an image of one layer holding the file `path`
+/// (relative) with `data`; returns its reference.
+pub async fn push_one_file(host: &str, repo: &str, path: &str, data: &[u8]) -> String {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(1_700_000_000);
+    h.set_path(path).expect("path");
+    h.set_cksum();
+    b.append(&h, data).expect("tar entry");
+    let tar = b.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    let blob = gz.finish().expect("gzip");
+    push_one_layer(host, repo, serde_json::json!({}), &tar, blob).await
+}
+
 /// Pushes `repo:latest`, an amd64 image of one gzip layer (`blob`, whose
 /// uncompressed form is `tar`) with the image config `config`; returns its
 /// reference.

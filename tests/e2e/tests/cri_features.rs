@@ -20,7 +20,7 @@ use vessel_e2e::cri::{
     code, container_config, nothing_left, pod_config, pull, remove_pod, run_pod, sh,
     start_container, status_of, wait_exited, Cri, Vesseld, POD_GATEWAY,
 };
-use vessel_e2e::registry::{push_busybox, scratch, Registry};
+use vessel_e2e::registry::{push_busybox, push_one_file, scratch, Registry};
 
 /// The bytes ContainerStats reports for a container's writable layer.
 async fn writable_bytes(cri: &mut Cri, id: &str) -> u64 {
@@ -136,6 +136,14 @@ fn collect_events(mut cri: Cri) -> tokio::task::JoinHandle<Vec<(String, Containe
         {
             let kind =
                 ContainerEventType::try_from(e.container_event_type).expect("a known event type");
+            // What the kubelet's evented PLEG reads instead of asking: the
+            // pod's status and its containers' (a deleted one is gone).
+            let own = e.containers_statuses.iter().any(|c| c.id == e.container_id);
+            assert!(
+                e.pod_sandbox_status.is_some()
+                    && (own || kind == ContainerEventType::ContainerDeletedEvent),
+                "an event without the pod's or the container's status: {e:?}"
+            );
             seen.push((e.container_id, kind));
         }
         seen
@@ -154,6 +162,15 @@ async fn containers_behave_as_critest_expects() {
     std::fs::create_dir_all(&logs).unwrap();
     let log_dir = logs.display().to_string();
     pull(&mut cri, &image).await;
+    // An image no pod here uses: its layer is on the node, in no pod's share.
+    let other = push_one_file(
+        &registry.host(),
+        "other",
+        "other-image-file",
+        b"not yours\n",
+    )
+    .await;
+    pull(&mut cri, &other).await;
 
     // The web pod: busybox httpd on port 80, published on the node's HOST_PORT.
     let mut web_pod = pod_config("web", &log_dir);
@@ -201,6 +218,31 @@ async fn containers_behave_as_critest_expects() {
         ),
     )
     .await;
+    // What the pod's virtiofsd exports (its share, with each container's
+    // rootfs mounted in it) holds its images' files and no other image's,
+    // although the other image's layer is unpacked on the node.
+    let find = |root: &std::path::Path, name: &str| {
+        let out = std::process::Command::new("find")
+            .arg(root)
+            .args(["-name", name])
+            .output()
+            .expect("find");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shares = vesseld.run_dir().join("pods");
+    assert!(
+        !find(&shares, "busybox").is_empty(),
+        "the pod's share has no busybox"
+    );
+    assert_eq!(
+        find(&shares, "other-image-file"),
+        "",
+        "a pod sees an image it does not use"
+    );
+    assert!(
+        !find(&vesseld.dir.join("state"), "other-image-file").is_empty(),
+        "the other image is not unpacked on the node"
+    );
 
     // The pod's server answers on the pod IP, and on the node's hostPort
     // (portmap's DNAT for local traffic).
