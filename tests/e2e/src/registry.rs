@@ -201,6 +201,8 @@ pub async fn push_one_file(host: &str, repo: &str, path: &str, data: &[u8]) -> S
     h.set_mode(0o644);
     h.set_size(data.len() as u64);
     h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_path(path).expect("path");
     h.set_cksum();
     b.append(&h, data).expect("tar entry");
