@@ -951,3 +951,38 @@ async fn rm_refuses_running_containers_without_force_and_removes_logs() {
     left.sort();
     assert_eq!(left, ["ab.log", "b.log"]);
 }
+
+#[tokio::test]
+async fn stop_resolves_prefixes_and_stops_each() {
+    let (_dir, fake, mut cri) = setup().await;
+    for id in ["aaa1", "bbb2"] {
+        fake.state().containers.push((
+            cri::Container {
+                id: id.into(),
+                state: cri::ContainerState::ContainerRunning as i32,
+                ..Default::default()
+            },
+            String::new(),
+        ));
+    }
+    let mut out = Vec::new();
+    verbs::stop(
+        &mut cri,
+        &["aa".into(), "bbb2".into()],
+        5,
+        DEADLINES,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(out), "aaa1\nbbb2\n");
+    assert!(fake
+        .state()
+        .containers
+        .iter()
+        .all(|(c, _)| c.state == cri::ContainerState::ContainerExited as i32));
+    let err = verbs::stop(&mut cri, &["zzz".into()], 5, DEADLINES, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("zzz"), "{err}");
+}
