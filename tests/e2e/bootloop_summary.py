@@ -35,7 +35,7 @@ l1_txt = out / "l1.txt"
 l1 = {f["boot"]: f["evidence"] for f in map(fields, l1_txt.read_text().splitlines())} if l1_txt.exists() else {}
 for r in results:
     if r["result"] != "ok" and r["boot"] in l1:
-        r["detail"] = f"{r['class']}, {l1[r['boot']]}"
+        r["detail"] = f"{r['class']}: {r.get('detail', '')}; {l1[r['boot']]}"
         r["class"] = "host-l1-fault"
 
 # The last phase each boot reached ("bootloop-phase boot N: what").

@@ -427,6 +427,7 @@ impl Runtime {
     /// pod that is gone (or an agent that keeps failing) counts as lost.
     async fn wait_exit(&self, channel: Channel, id: String, sandbox_id: String) {
         let mut failures = 0u32;
+        let mut vm_gone = false;
         let reply = loop {
             let reply = ContainersClient::new(channel.clone())
                 .wait(WaitContainerRequest {
@@ -451,6 +452,7 @@ impl Runtime {
                     };
                     tracing::warn!(pod = %sandbox_id, container = %id, code = ?status.code(), error = %status.message(), vm_runs, failures, "Containers.Wait failed");
                     if !vm_runs || failures >= WAIT_RETRIES {
+                        vm_gone = !vm_runs;
                         break Err(status);
                     }
                     tokio::time::sleep(WAIT_RETRY_PAUSE).await;
@@ -460,12 +462,30 @@ impl Runtime {
         let lost = reply.is_err();
         let (exit_code, oom, finished_at, message) = match reply {
             Ok(r) => (r.exit_code, r.oom_killed, r.finished_at, String::new()),
-            // The VM went away under it (killed VMM, stopped pod).
+            // The VM went away under it (killed VMM, crashed guest, stopped
+            // pod): its log's last line says how, if it is still there.
+            Err(status) if vm_gone => {
+                let log = match self.pod(&sandbox_id) {
+                    Some(pod) => pod.lock().await.vm().map(|vm| vm.config().vmm_log_path()),
+                    None => None,
+                };
+                let last = log.and_then(|l| crate::vm::last_log_line(&l));
+                let last = last.map_or_else(
+                    || status.message().to_string(),
+                    |l| l.escape_debug().to_string(),
+                );
+                (
+                    137,
+                    false,
+                    now_nanos(),
+                    format!("the pod VM exited: {last}"),
+                )
+            }
             Err(status) => (
                 137,
                 false,
                 now_nanos(),
-                format!("lost the pod VM: {}", status.message()),
+                format!("lost the pod's agent: {}", status.message()),
             ),
         };
         let updated = self.store.update_container(&id, |r| {
@@ -473,15 +493,17 @@ impl Runtime {
                 r.state = ContainerState::Exited;
                 r.exit_code = exit_code;
                 // The guest's clock (its exit time, right also when vesseld
-                // learns of it late), never before the host saw it start:
-                // the guest's clock may lag the host's.
+                // learns of it late), within [start, now] by the host's:
+                // the guest's clock may lag or lead it.
                 r.finished_at = if finished_at > 0 {
-                    finished_at.max(r.started_at)
+                    finished_at.max(r.started_at).min(now_nanos())
                 } else {
                     now_nanos()
                 };
-                r.reason = if lost {
+                r.reason = if lost && vm_gone {
                     crate::sandbox::manager::VM_EXITED
+                } else if lost {
+                    crate::sandbox::manager::AGENT_LOST
                 } else if oom {
                     "OOMKilled"
                 } else if exit_code == 0 {
@@ -718,11 +740,13 @@ impl Runtime {
             Ok(Ok(reply)) => {
                 let code = reply.into_inner().exit_code;
                 // A process the command left behind may hold its output
-                // open (as may a hostile guest): the rest of the timeout,
-                // or EXEC_DRAIN_TIMEOUT without one, as containerd's
-                // drain_exec_sync_io_timeout.
+                // open (as may a hostile guest): the rest of the timeout
+                // (at least EXEC_DRAIN_MIN, for output still in transit),
+                // or EXEC_DRAIN_TIMEOUT without one. Then an error, as
+                // containerd's drain_exec_sync_io_timeout gives.
+                let now = tokio::time::Instant::now();
                 let drain =
-                    deadline.unwrap_or_else(|| tokio::time::Instant::now() + EXEC_DRAIN_TIMEOUT);
+                    deadline.map_or(now + EXEC_DRAIN_TIMEOUT, |d| d.max(now + EXEC_DRAIN_MIN));
                 let (out_abort, err_abort) = (out.abort_handle(), err.abort_handle());
                 match tokio::time::timeout_at(drain, futures_util::future::join(out, err)).await {
                     Ok((stdout, stderr)) => {
@@ -737,10 +761,14 @@ impl Runtime {
                     }
                 }
             }
-            Ok(Err(status)) => Err(Status::new(
-                status.code(),
-                format!("Processes.Wait: {}", status.message()),
-            )),
+            Ok(Err(status)) => {
+                out.abort();
+                err.abort();
+                Err(Status::new(
+                    status.code(),
+                    format!("Processes.Wait: {}", status.message()),
+                ))
+            }
             Err(_) => {
                 out.abort();
                 err.abort();
@@ -763,6 +791,10 @@ impl Runtime {
 /// How long ExecSync without a timeout waits for the output of a command
 /// that has exited.
 const EXEC_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The least time ExecSync gives a command's output to arrive after it
+/// exited, even past its timeout (a probe that ends just in time).
+const EXEC_DRAIN_MIN: Duration = Duration::from_secs(2);
 
 /// The CRI log file of a container, if it has one.
 fn record_log_path(c: &ContainerRecord) -> Option<PathBuf> {

@@ -47,16 +47,21 @@ impl Pod {
             made.push(Made::Netns(netns));
             if let Some(cri) = &config.cri {
                 // The network vesseld did not watch while it was down: CNI
-                // CHECK through the chain (a failure is reported, not fatal:
+                // CHECK through the chain, in the background (start-up must
+                // not wait on plugins; a failure is reported, not acted on:
                 // the pod's VM and containers still run).
-                match cri.cni.check(&cri.attach).await {
-                    Ok(()) => {
-                        tracing::info!(pod = %config.name, "CNI CHECK of the adopted pod's network passed")
+                let (cni, attach) = (cri.cni.clone(), cri.attach.clone());
+                let pod = config.name.clone();
+                tokio::spawn(async move {
+                    match cni.check(&attach).await {
+                        Ok(()) => {
+                            tracing::info!(pod = %pod, "CNI CHECK of the adopted pod's network passed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod = %pod, error = %e, "CNI CHECK of the adopted pod's network failed")
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(pod = %config.name, error = %e, "CNI CHECK of the adopted pod's network failed")
-                    }
-                }
+                });
                 made.push(Made::CniAttachment {
                     cni: Box::new(cri.cni.clone()),
                     attach: Box::new(cri.attach.clone()),

@@ -47,6 +47,10 @@ pub fn host_name(sandbox_id: &str) -> &str {
 /// crashed guest); the message says how.
 pub const VM_EXITED: &str = "PodVMExited";
 
+/// The reason of a container whose pod's agent stopped answering while its
+/// VM still ran.
+pub const AGENT_LOST: &str = "PodAgentLost";
+
 impl Runtime {
     /// RunPodSandbox: checks the request, records the sandbox, boots its pod
     /// VM; on failure undoes everything and forgets it. Returns its id.
@@ -403,11 +407,7 @@ impl Runtime {
         match channel {
             Some(channel) => self.reattach_containers(&s.id, channel).await,
             None => {
-                self.mark_containers_gone(
-                    &s.id,
-                    "PodAgentLost",
-                    "the pod's agent does not answer",
-                )?;
+                self.mark_containers_gone(&s.id, AGENT_LOST, "the pod's agent does not answer")?;
                 self.store
                     .update_sandbox(&s.id, |r| r.state = SandboxState::NotReady)?;
             }

@@ -156,10 +156,7 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     assert!(listed.is_empty(), "a failed pod is listed: {listed:?}");
     no_pod_leftovers(&vesseld);
     // The error says why, although the VMM's log went with the rollback.
-    assert!(
-        failed.message().contains("vmlinux") || failed.message().contains("kernel"),
-        "{failed}"
-    );
+    assert!(failed.message().contains("not an ELF vmlinux"), "{failed}");
 
     // A pod.
     let config = pod_config("web", &log_dir);
@@ -600,11 +597,18 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     // CHECK ran on the adopted pod's network. Its outcome is logged, not
     // asserted: Debian's bridge plugin fails it now and then when udev has
     // given the host veth a new MAC after ADD (docs/architecture.md).
-    let log = vesseld.log();
-    assert!(
-        log.contains("CNI CHECK of the adopted pod's network"),
-        "no CNI CHECK after the restart:\n{log}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !vesseld
+        .log()
+        .contains("CNI CHECK of the adopted pod's network")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no CNI CHECK after the restart:\n{}",
+            vesseld.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let late = wait_exited(&mut cri, &late_id).await;
     assert_eq!(late.exit_code, 5, "{late:?}");
     // Its finish time is when it exited (about 4 s after vesseld was

@@ -120,7 +120,7 @@ impl RuntimeServiceImpl {
             status: Some(convert::pod_sandbox_status(&s)),
             info,
             containers_statuses: self.container_statuses(&s.id)?,
-            timestamp: now_nanos(),
+            timestamp: crate::daemon::runtime::now_nanos(),
         })
     }
 
@@ -155,14 +155,6 @@ impl RuntimeServiceImpl {
             info,
         })
     }
-}
-
-/// Now, in nanoseconds since the epoch (the CRI's timestamps).
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn unimplemented(what: &str, why: &str) -> Status {

@@ -533,11 +533,19 @@ fn env_num(name: &str, default: u64) -> u64 {
 
 /// Ends the run if one boot outlives [`BOOT_LIMIT`] (a stall in a blocking
 /// call would starve a timer on the runtime too, so a thread).
-fn watchdog(out_root: PathBuf, label: String, done: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+fn watchdog(
+    out_root: PathBuf,
+    out: PathBuf,
+    label: String,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     std::thread::spawn(move || {
         let start = Instant::now();
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
             if start.elapsed() > BOOT_LIMIT {
+                // A guest live-locked in the test host may have shut down
+                // since, or not: what the L1 probe saw goes with the stall.
+                save_l1_trace(&out);
                 let what = PHASE.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 record(
                     &out_root,
@@ -565,7 +573,7 @@ async fn main() {
         let out = out_root.join(format!("boot{n}"));
         record(&out_root, &format!("{label} start"));
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        watchdog(out_root.clone(), label.clone(), done.clone());
+        watchdog(out_root.clone(), out.clone(), label.clone(), done.clone());
         clear_l1_trace();
         let result = if v.qemu {
             boot_qemu(n, v, bytes, &out).await
