@@ -13,7 +13,7 @@ use k8s_cri::v1::*;
 use tonic::Code;
 use vessel_e2e::cri::{
     code, container_config, no_pod_leftovers, nothing_left, ping, pod_config, pull, remove_pod,
-    status_of, wait_exited, Vesseld, POD_GATEWAY,
+    start_container, status_of, wait_exited, Vesseld, POD_GATEWAY,
 };
 use vessel_e2e::registry::{push_busybox, scratch, Registry};
 use vessel_e2e::running_vmms;
@@ -689,31 +689,22 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
     assert_eq!(stopped.exit_code, 143, "{stopped:?}");
     eprintln!("StopContainer took {:?}", stopping.elapsed());
     // A container that ignores SIGTERM: SIGKILL once the timeout is over.
-    let stubborn = cri
-        .runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config(
-                "stubborn",
-                &image,
-                &[
-                    "sh",
-                    "-c",
-                    "trap '' TERM; echo ignoring TERM; while :; do sleep 1; done",
-                ],
-            )),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .expect("CreateContainer stubborn")
-        .into_inner()
-        .container_id;
-    cri.runtime
-        .start_container(StartContainerRequest {
-            container_id: stubborn.clone(),
-        })
-        .await
-        .expect("StartContainer stubborn");
+    let stubborn = start_container(
+        &mut cri,
+        &vesseld,
+        &pod_id,
+        &config,
+        container_config(
+            "stubborn",
+            &image,
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM; echo ignoring TERM; while :; do sleep 1; done",
+            ],
+        ),
+    )
+    .await;
     // Stopped only once its trap is set (a signal before would end it).
     let log_path = status_of(&mut cri, &stubborn).await.log_path;
     let deadline = Instant::now() + Duration::from_secs(30);
