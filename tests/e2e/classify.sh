@@ -45,6 +45,10 @@ stuck_vcpu() {
 # (error code 0x10) at a RIP in the guest kernel's image mapping, which a
 # running kernel never unmaps. A guest that triple-faults any other way (a
 # bad IDT, a fault in user space or past the kernel image) does not match.
+# The same fault also shows as a read of the IDT in the cpu_entry_area
+# page (a boot loop on 2026-12-03: a timer interrupt, vector 0xec, then
+# the #DF's entry at 0xfffffe0000000080), which a running kernel never
+# unmaps either.
 l1_fault() {
   [ -s "$1" ] || return 1
   awk '
@@ -62,6 +66,15 @@ l1_fault() {
       kernel_text = length(rip) == 18 && rip >= "0xffffffff80000000" && rip < "0xffffffffa0000000"
       if (v["intr_info"] == "0x80000b0e" && v["error_code"] == "0x10" && kernel_text) {
         printf "L1 signature: %s shut down delivering a #PF (intr_info %s, error code %s: fetch, not present) at kernel text %s (cr2 %s, cr3 %s)\n", task, v["intr_info"], v["error_code"], rip, v["cr2"], v["cr3"]
+        exit 0
+      }
+      # Its other shape: the fault is on the IDT itself, in the kernel'"'"'s
+      # cpu_entry_area (mapped read-only at boot, never unmapped), so
+      # delivering an event faulted, and so did the #DF after it.
+      cr2 = v["cr2"]
+      idt = length(cr2) == 18 && cr2 >= "0xfffffe0000000000" && cr2 < "0xfffffe0000001000"
+      if (idt && kernel_text) {
+        printf "L1 signature: %s shut down delivering an event (intr_info %s) at kernel text %s: reading the IDT at %s (cpu_entry_area) faulted (cr3 %s)\n", task, v["intr_info"], rip, cr2, v["cr3"]
         exit 0
       }
       printf "a guest shutdown without the L1 signature: %s intr_info %s error_code %s rip %s\n", task, v["intr_info"], v["error_code"], rip

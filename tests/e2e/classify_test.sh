@@ -66,13 +66,13 @@ expect 101 "" "a post-mortem with a vCPU stuck in the VMM (vessel's)"
 rm -f "$pm"
 
 # The L1 shutdown probe's trace (tests/kvm-host/guest-run).
-# l1_trace INTR ERR RIP: an earlier shutdown (a hand-made guest's), then
-# the last one, with INTR, ERR and RIP.
+# l1_trace INTR ERR RIP [CR2]: an earlier shutdown (a hand-made guest's),
+# then the last one, with INTR, ERR, RIP and CR2 (default: RIP).
 l1_trace() {
   local p=" (shutdown_interception+0x0/0x80 [kvm_amd]) exit_code=0x7f"
   {
     echo "  vcpu0-175 [000] ..... 18.67: shutdown:$p intr_info=0x80000306 error_code=0x0 rip=0x10000d cr2=0x0 cr3=0x0"
-    echo "  vcpu0-901 [001] ..... 100.2: shutdown:$p intr_info=$1 error_code=$2 rip=$3 cr2=$3 cr3=0x1c0a000"
+    echo "  vcpu0-901 [001] ..... 100.2: shutdown:$p intr_info=$1 error_code=$2 rip=$3 cr2=${4:-$3} cr3=0x1c0a000"
   } >"$rd/l1-shutdown.trace"
 }
 crash="Internal error: cannot connect to vsock.sock
@@ -87,6 +87,12 @@ l1_trace 0x80000b0e 0x14 0x7f0000001000
 expect 101 "" "a fetch fault in user space"
 l1_trace 0x80000b0e 0x10 0xffffffffa0001000
 expect 101 "" "a fetch fault past the kernel image mapping"
+l1_trace 0x800000ec 0x6 0xffffffff8158c85a 0xfffffe0000000080
+expect 101 host-l1-fault "a triple fault reading the IDT in cpu_entry_area (the L1 signature's other shape)"
+l1_trace 0x800000ec 0x6 0xffffffff8158c85a 0xfffffe0000002080
+expect 101 "" "a fault past the IDT page of cpu_entry_area"
+l1_trace 0x800000ec 0x6 0x401000 0xfffffe0000000080
+expect 101 "" "an IDT fault with a RIP outside the kernel image"
 l1_trace 0x80000b0e 0x10 0xffffffff8160a0b4
 runner_output nested "assertion failed: left == right"
 expect 101 "" "the L1 signature, but the test failed otherwise (no guest crash)"
