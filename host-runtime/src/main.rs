@@ -269,7 +269,7 @@ async fn run_pod(args: RunPod) -> Result<ExitCode> {
         memory_mib: args.vm.memory,
         addressing: args.subnet,
         boot_timeout: args.vm.timeout,
-        vmm_id: None,
+        ids: None,
         kernel_args: String::new(),
         pod_ids: vessel_host_runtime::config::IdRange::default(),
         cgroup_parent: vessel_host_runtime::cgroup::DEFAULT_PARENT.into(),

@@ -5,7 +5,8 @@
 //! the socket exists before virtiofsd runs and nothing waits for it to appear.
 //! virtiofsd runs in its own session (and the pod's cgroup), sandboxed in
 //! its own namespaces, without CAP_MKNOD (a guest cannot make device nodes
-//! in a host directory), and is supervised through a pidfd.
+//! in a host directory), translating the guest's uids and gids to the pod's
+//! own unprivileged host ids, and is supervised through a pidfd.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -32,14 +33,18 @@ pub struct VirtiofsdConfig {
     pub socket: PathBuf,
     /// Where its stderr goes.
     pub log: PathBuf,
+    /// The uid (and gid) translation between guest and host, as
+    /// `--translate-uid` values ([`crate::pod::ids::PodIds::translation`]);
+    /// `None` serves guest ids as host ids.
+    pub translation: Option<[String; 2]>,
 }
 
 impl VirtiofsdConfig {
     /// virtiofsd's arguments: the inherited socket, the directory,
     /// host-page-cache friendly caching, its own mount/pid namespace
-    /// sandbox, and no CAP_MKNOD.
+    /// sandbox, no CAP_MKNOD or CAP_SETFCAP, and the id translation if any.
     pub fn args(&self) -> Vec<OsString> {
-        vec![
+        let mut args: Vec<OsString> = vec![
             "--fd".into(),
             SOCKET_FD.to_string().into(),
             "--shared-dir".into(),
@@ -48,8 +53,18 @@ impl VirtiofsdConfig {
             "auto".into(),
             "--sandbox".into(),
             "namespace".into(),
-            "--modcaps=-mknod".into(),
-        ]
+            // No device nodes; no file capabilities (no xattrs are served).
+            "--modcaps=-mknod:-setfcap".into(),
+        ];
+        // virtiofsd's own translation, not a user namespace: the share holds
+        // image layers owned by host ids the pod's slot does not cover.
+        for map in self.translation.iter().flatten() {
+            for flag in ["--translate-uid", "--translate-gid"] {
+                args.push(flag.into());
+                args.push(map.into());
+            }
+        }
+        args
     }
 
     /// Where its process record is kept.
@@ -240,11 +255,12 @@ mod tests {
             shared_dir: dir.to_path_buf(),
             socket: dir.join("run/fs.sock"),
             log: dir.join("run/fs.log"),
+            translation: None,
         }
     }
 
     #[test]
-    fn args_name_the_socket_fd_the_directory_and_drop_mknod() {
+    fn args_name_the_socket_fd_the_directory_and_drop_mknod_and_setfcap() {
         let c = config(std::path::Path::new("/srv/pod"), "virtiofsd");
         let args: Vec<String> = c
             .args()
@@ -253,7 +269,24 @@ mod tests {
             .collect();
         assert_eq!(
             args.join(" "),
-            "--fd 3 --shared-dir /srv/pod --cache auto --sandbox namespace --modcaps=-mknod"
+            "--fd 3 --shared-dir /srv/pod --cache auto --sandbox namespace --modcaps=-mknod:-setfcap"
+        );
+    }
+
+    #[test]
+    fn a_pods_translation_covers_uids_and_gids() {
+        let mut c = config(std::path::Path::new("/srv/pod"), "virtiofsd");
+        c.translation = Some(crate::pod::ids::PodIds::at(300_000).translation());
+        let args: Vec<String> = c
+            .args()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args[9..].join(" "),
+            "--translate-uid map:0:300000:65535 --translate-gid map:0:300000:65535 \
+             --translate-uid forbid-guest:65535:4294901760 \
+             --translate-gid forbid-guest:65535:4294901760"
         );
     }
 

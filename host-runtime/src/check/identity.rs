@@ -158,7 +158,10 @@ mod tests {
         )
         .unwrap();
         std::fs::write(e.join("group"), "root:x:0:\n").unwrap();
-        let range = IdRange::default();
+        let range = IdRange {
+            start: 200_000,
+            count: 65_536,
+        };
         let ok = pod_ids(&range, e);
         assert_eq!(ok.status, Status::Ok, "{ok:?}");
         assert!(ok.detail.starts_with("200000-265535"));

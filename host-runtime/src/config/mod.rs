@@ -49,7 +49,7 @@ pub struct Config {
     pub images: ImageLimits,
     /// Registries: the default one, mirrors, plain HTTP, CA files.
     pub registry: vessel_image::RegistryConfig,
-    /// The host uids/gids the pods' VMMs and virtiofsds run as.
+    /// The host ids of the pods: their VMMs' uids and gids and their guests' ids on the share.
     pub pod_ids: IdRange,
     /// The host cgroup under which each pod's VMM and virtiofsd are placed.
     pub cgroup: CgroupConfig,
@@ -278,22 +278,26 @@ impl Default for ImageLimits {
     }
 }
 
-/// `[pod_ids]`: a block of host ids for the pods' host processes, so that a
-/// pod's VMM cannot touch another pod's files.
+/// `[pod_ids]`: a block of host ids for the pods, one 64Ki slot each (its
+/// guest's ids on the share and its VMM's id), so that no pod shares an id
+/// with the host's users or another pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdRange {
     /// The first uid (and gid) of the block.
     pub start: u32,
-    /// How many ids the block holds.
+    /// How many ids the block holds (a multiple of 65536).
     pub count: u32,
 }
 
 impl Default for IdRange {
     fn default() -> Self {
+        // Above systemd's container range (524288–1879048191) and below
+        // its dynamic user namespace ranges (0x7FFE0000 up) and 2^31, which
+        // some tools misread: room for 4094 pods.
         Self {
-            start: 200_000,
-            count: 65_536,
+            start: 0x7000_0000,
+            count: 4094 * crate::pod::ids::IDS_PER_POD,
         }
     }
 }
@@ -490,8 +494,12 @@ impl Config {
         if self.pod_ids.start == 0 {
             return bad("pod_ids.start", "must not be 0 (root)".into());
         }
-        if self.pod_ids.count == 0 {
-            return bad("pod_ids.count", "must be at least 1".into());
+        let slot = crate::pod::ids::IDS_PER_POD;
+        if self.pod_ids.count == 0 || !self.pod_ids.count.is_multiple_of(slot) {
+            return bad(
+                "pod_ids.count",
+                format!("must be a positive multiple of {slot} (each pod takes {slot} ids)"),
+            );
         }
         if self
             .pod_ids

@@ -26,7 +26,9 @@ impl Pod {
             return Ok(None);
         }
         // The VMM's id is the owner of its directory.
-        config.vmm_id = std::fs::metadata(config.vm_dir()).ok().map(|m| m.uid());
+        config.ids = std::fs::metadata(config.vm_dir())
+            .ok()
+            .and_then(|m| super::ids::PodIds::of_vmm(m.uid()));
         if let Some(parent) = super::recorded_cgroup_parent(&state) {
             config.cgroup_parent = parent;
         }

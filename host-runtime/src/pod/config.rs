@@ -99,12 +99,13 @@ pub struct PodConfig {
     pub addressing: PodAddressing,
     /// How long the agent may take to answer after the VMM starts.
     pub boot_timeout: Duration,
-    /// The unprivileged uid and gid the pod's VMM runs as (allocated when
-    /// the pod is made; `None` before).
-    pub vmm_id: Option<u32>,
+    /// The pod's host ids: its VMM's uid and gid, and the host ids of its
+    /// guest's files on the share (allocated when the pod is made; `None`
+    /// before).
+    pub ids: Option<super::ids::PodIds>,
     /// Appended to the guest kernel's command line (the handler's `kernel_args`).
     pub kernel_args: String,
-    /// The block of host ids pod VMMs run as, one per pod (`[pod_ids]`).
+    /// The block of host ids pods take their slot of ids from (`[pod_ids]`).
     pub pod_ids: crate::config::IdRange,
     /// Where the pod's cgroup goes, relative to the cgroup root
     /// (`cgroup.parent` through [`crate::cgroup::parent_path`]).
@@ -234,6 +235,7 @@ impl PodConfig {
             shared_dir: self.share_dir(),
             socket: dir.join(VIRTIOFSD_SOCKET),
             log: self.log_dir().join("virtiofsd.log"),
+            translation: self.ids.map(|i| i.translation()),
         }
     }
 
@@ -261,8 +263,8 @@ impl PodConfig {
             // Jailed: own mount and IPC namespaces, no capabilities, the
             // pod's own unprivileged uid and gid.
             jail: Some(JailConfig {
-                uid: self.vmm_id,
-                gid: self.vmm_id,
+                uid: self.ids.map(|i| i.vmm()),
+                gid: self.ids.map(|i| i.vmm()),
                 ..JailConfig::default()
             }),
             shutdown_grace_ms: None,
@@ -318,7 +320,7 @@ pub(crate) fn test_config(dir: &Path, name: &str) -> PodConfig {
         memory_mib: 256,
         addressing: PodAddressing::default(),
         boot_timeout: Duration::from_secs(60),
-        vmm_id: None,
+        ids: None,
         kernel_args: String::new(),
         pod_ids: crate::config::IdRange::default(),
         cgroup_parent: CGROUP_PARENT.into(),

@@ -5,6 +5,7 @@
 mod adopt;
 mod config;
 pub mod container;
+pub mod ids;
 mod leftovers;
 mod spec;
 mod sweep;
@@ -52,8 +53,8 @@ const VIRTIOFSD_GRACE: Duration = Duration::from_secs(5);
 /// Running, stopping or checking a pod failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
-    /// Every id of `[pod_ids]` is some running pod's.
-    #[error("no free pod id: all {count} ids from {start} ([pod_ids]) are in use")]
+    /// Every 64Ki slot of `[pod_ids]` is some running pod's.
+    #[error("no free pod ids: every 65536-id slot of the {count} ids from {start} ([pod_ids]) is a running pod's")]
     NoFreeId {
         /// The first id of the block.
         start: u32,
@@ -343,7 +344,8 @@ impl Pod {
         // The VMM's own directory, owned by the pod's unprivileged id: the
         // jailed VMM removes its sockets there at exit, and can touch
         // nothing else of the pod's (records stay in the root-owned parent).
-        let id = allocate_pod_id(&self.config.run_dir.join("pods"), self.config.pod_ids)?;
+        let ids = ids::allocate(&self.config.run_dir.join("pods"), self.config.pod_ids)?;
+        let id = ids.vmm();
         let vm_dir = self.config.vm_dir();
         let io = |source| PodError::StateDir {
             path: vm_dir.clone(),
@@ -353,7 +355,7 @@ impl Pod {
         std::fs::set_permissions(&vm_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(io)?;
         std::os::unix::fs::chown(&vm_dir, Some(id), Some(id)).map_err(io)?;
-        self.config.vmm_id = Some(id);
+        self.config.ids = Some(ids);
         if self.config.cri.is_some() {
             let source = self.config.share_source();
             std::fs::create_dir(&source).map_err(|source_err| PodError::StateDir {
@@ -376,8 +378,9 @@ impl Pod {
         std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(io)?;
         Ok(format!(
-            "created state dir {} (0700), the VMM's {VM_DIR}/ owned by uid/gid {id}",
-            dir.display()
+            "created state dir {} (0700), the VMM's {VM_DIR}/ owned by uid/gid {id}, guest ids from host id {}",
+            dir.display(),
+            ids.base()
         ))
     }
 
@@ -807,26 +810,6 @@ async fn undo(made: Made) -> (String, Result<(), PodError>) {
     }
 }
 
-/// The lowest id of `ids` no pod under `pods` uses (ids are the owners of
-/// the pods' VMM directories), so no two pods' VMMs share a uid.
-fn allocate_pod_id(pods: &std::path::Path, ids: crate::config::IdRange) -> Result<u32, PodError> {
-    use std::os::unix::fs::MetadataExt;
-    let used: std::collections::HashSet<u32> = std::fs::read_dir(pods)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::metadata(e.path().join(VM_DIR)).ok())
-        .map(|m| m.uid())
-        .collect();
-    (ids.start..=ids.last())
-        .find(|id| !used.contains(id))
-        // Never share an id: two pods' VMMs could then touch each other's files.
-        .ok_or(PodError::NoFreeId {
-            start: ids.start,
-            count: ids.count,
-        })
-}
-
 /// The record of this vesseld process, as the owner of the pods it makes.
 fn owner_record() -> Result<ProcessRecord, PodError> {
     let pid = std::process::id();
@@ -1066,31 +1049,6 @@ mod tests {
 
     fn config() -> PodConfig {
         test_config(std::path::Path::new("/srv"), "demo")
-    }
-
-    #[test]
-    fn pod_ids_are_never_shared() {
-        use std::os::unix::fs::chown;
-        let pods = tempfile::tempdir().unwrap();
-        let ids = crate::config::IdRange {
-            start: 300_000,
-            count: 2,
-        };
-        assert_eq!(allocate_pod_id(pods.path(), ids).unwrap(), 300_000);
-        for (pod, id) in [("a", 300_000), ("b", 300_001)] {
-            let vm = pods.path().join(pod).join(VM_DIR);
-            std::fs::create_dir_all(&vm).unwrap();
-            chown(&vm, Some(id), Some(id)).unwrap();
-        }
-        assert!(matches!(
-            allocate_pod_id(pods.path(), ids),
-            Err(PodError::NoFreeId {
-                start: 300_000,
-                count: 2
-            })
-        ));
-        std::fs::remove_dir_all(pods.path().join("a")).unwrap();
-        assert_eq!(allocate_pod_id(pods.path(), ids).unwrap(), 300_000);
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Runtime {
             memory_mib: u32::try_from(size.memory_mib).unwrap_or(u32::MAX),
             addressing: PodAddressing::default(),
             boot_timeout: BOOT_TIMEOUT,
-            vmm_id: None,
+            ids: None,
             kernel_args: handler.kernel_args.clone(),
             pod_ids: self.config.pod_ids,
             cgroup_parent: crate::cgroup::parent_path(&self.config.cgroup.parent)
@@ -610,7 +610,7 @@ fn vm_record(pod: &Pod) -> Option<VmRecord> {
             start_time: crate::process::start_time(pid).unwrap_or(0),
         },
         virtiofsd: None,
-        vmm_uid: pod.config().vmm_id,
+        vmm_uid: pod.config().ids.map(|i| i.vmm()),
         vsock_socket: config.vsock_path(),
         control_socket: None,
         virtiofsd_socket: Some(pod.config().virtiofsd_config().socket),

@@ -16,6 +16,7 @@ pub async fn start(shared: &Path, dir: &Path) -> Virtiofsd {
         shared_dir: shared.to_path_buf(),
         socket: dir.join("virtiofsd.sock"),
         log: dir.join("virtiofsd.log"),
+        translation: None,
     };
     Virtiofsd::start(config).unwrap_or_else(|e| panic!("virtiofsd: {e}"))
 }

@@ -368,6 +368,15 @@ async fn a_pod_runs_through_the_cri_and_leaves_nothing() {
         std::fs::read_to_string(dir.join("rw/from-guest")).unwrap(),
         "written\n"
     );
+    // Written by the container's root: on the node it belongs to the base
+    // of the pod's [pod_ids] slot (the default block), not to root.
+    let written = std::fs::metadata(dir.join("rw/from-guest")).unwrap();
+    let uid = std::os::unix::fs::MetadataExt::uid(&written);
+    let gid = std::os::unix::fs::MetadataExt::gid(&written);
+    assert!(
+        uid >= 0x7000_0000 && (uid - 0x7000_0000).is_multiple_of(65_536) && gid == uid,
+        "the guest's file on the hostPath is owned by {uid}:{gid}"
+    );
 
     // A long-running container: ExecSync, StopContainer.
     let long_id = cri

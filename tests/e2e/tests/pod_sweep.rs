@@ -3,7 +3,9 @@
 //! namespace inside the pod's cgroup, as the pod's unprivileged uid without
 //! capabilities, virtiofsd in that cgroup too, the
 //! state dir is 0700 and the share is mounted nosuid,nodev while virtiofsd
-//! has no CAP_MKNOD (the guest cannot make a device node there). Then
+//! has no CAP_MKNOD (the guest cannot make a device node there) and
+//! translates the guest's ids into the pod's slot (what guest root makes
+//! is owned by an unprivileged host id). Then
 //! `kill -9` of vesseld leaves the pod running (VMM and virtiofsd in their
 //! own sessions), and `vesseld sweep` finds it through the records in its
 //! state dir and removes all of it.
@@ -59,9 +61,13 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
     let log_dir = state_root.join("pods/sweep");
     let vesseld = env_path("VESSEL_VESSELD");
     // Guest root tries a set-uid-root copy of busybox and a serial device
-    // node on the share, then stays up.
+    // node on the share, gives a file to uid 1000 and tries an id past the
+    // pod's slot, then stays up.
     let script = "cp /bin/busybox /suid && chmod 4755 /suid && echo SUID-MADE; \
                   mknod /ttyS9 c 4 73 && echo MKNOD-WORKED || echo MKNOD-REFUSED; \
+                  echo x > /by-user && busybox chown 1000:1000 /by-user && echo CHOWNED; \
+                  echo y > /big-id && busybox chown 70000 /big-id && echo BIG-ID-TAKEN || echo BIG-ID-REFUSED; \
+                  echo GUEST-SEES $(busybox stat -c %u:%g /suid /by-user /bin/busybox); \
                   echo started; sleep 600";
     let mut child = Command::new(&vesseld)
         .args(["run-pod", "--name", "sweep", "--rootfs"])
@@ -98,7 +104,18 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
             }
         }
     }
-    assert!(seen.iter().any(|l| l.trim() == "SUID-MADE"), "{seen:#?}");
+    for line in ["SUID-MADE", "CHOWNED", "BIG-ID-REFUSED"] {
+        assert!(
+            seen.iter().any(|l| l.trim() == line),
+            "no {line}: {seen:#?}"
+        );
+    }
+    // The guest sees its own ids, and the host's root as root.
+    assert!(
+        seen.iter()
+            .any(|l| l.trim() == "GUEST-SEES 0:0 1000:1000 0:0"),
+        "{seen:#?}"
+    );
     assert!(
         seen.iter().any(|l| l.trim() == "MKNOD-REFUSED"),
         "guest root made a device node on the share: {seen:#?}"
@@ -119,8 +136,8 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
     let uid: u32 = uid_line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(
-        uid >= 200_000,
-        "the VMM runs as uid {uid}, not an unprivileged pod id"
+        uid >= 0x7000_0000 + 65_535,
+        "the VMM runs as uid {uid}, not the top of a [pod_ids] slot"
     );
     assert!(
         status.lines().any(|l| l == "CapEff:\t0000000000000000"),
@@ -141,6 +158,22 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
             .unwrap();
         assert_eq!(sid, pid, "pid {pid} leads its own session");
     }
+    // virtiofsd's worker (the sandbox's child) holds neither CAP_MKNOD (27)
+    // nor CAP_SETFCAP (31).
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", fs.pid)).expect("children");
+    let worker = children
+        .split_whitespace()
+        .next()
+        .expect("virtiofsd's worker");
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).expect("status");
+    let permitted = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).expect("CapPrm"))
+        .expect("CapPrm");
+    assert_ne!(permitted, 0, "the worker has its capabilities: {status}");
+    assert_eq!(permitted & (1 << 27 | 1 << 31), 0, "{status}");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&state_dir)
             .expect("state dir")
@@ -172,6 +205,23 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
         std::os::unix::fs::PermissionsExt::mode(&suid.permissions()) & 0o4000,
         0o4000,
         "the guest set the set-uid bit (the nosuid mount makes it inert)"
+    );
+    // ...on a file the pod's slot owns, not root: guest id g is host
+    // B + g, the VMM's id is B + 65535, and the slot is in [pod_ids].
+    use std::os::unix::fs::MetadataExt;
+    let base = uid - 65_535;
+    assert!(base >= 0x7000_0000, "guest root is host id {base}");
+    assert_eq!(
+        (suid.uid(), suid.gid()),
+        (base, base),
+        "owner of the set-uid file"
+    );
+    let by_user = std::fs::metadata(share.join("by-user")).expect("the chowned file");
+    assert_eq!((by_user.uid(), by_user.gid()), (base + 1000, base + 1000));
+    // The host's files keep their ids.
+    assert_eq!(
+        std::fs::metadata(share.join("bin/busybox")).unwrap().uid(),
+        0
     );
 
     // kill -9 of vesseld: the pod's processes live on.

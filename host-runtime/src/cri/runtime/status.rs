@@ -148,6 +148,10 @@ pub fn sandbox_info(rt: &Runtime, s: &SandboxRecord) -> String {
             "vcpus": vm.vcpus,
             "memoryMiB": vm.memory_mib,
             "uid": vm.vmm_uid,
+            // Guest uid/gid g is this host id plus g on the share.
+            "guestRootHostId": vm.vmm_uid
+                .and_then(crate::pod::ids::PodIds::of_vmm)
+                .map(|ids| ids.base()),
             "consoleLog": vm.console_log,
             "vsockSocket": vm.vsock_socket,
         })),
