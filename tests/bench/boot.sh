@@ -8,6 +8,7 @@
 # QEMU's place):
 #   VESSEL_BENCH_B_COMPRESS=lz4 tests/bench/boot.sh       # initramfs lz4 or none
 #   VESSEL_BENCH_B_CMDLINE='tsc=reliable' tests/bench/boot.sh
+#   VESSEL_BENCH_B_SMALL_AGENT=1 tests/bench/boot.sh      # agent built for size
 # Each test host first boots one warm-up guest with each VMM (reported apart
 # as "first boot of a host", never paired), then its pairs, alternating which
 # VMM goes first. A nested host fails more often the more guests it has
@@ -19,6 +20,14 @@ cd "$repo"
 eval "$(tests/artifacts.sh)"
 if [ -n "${VESSEL_BENCH_B_COMPRESS:-}" ]; then
   VESSEL_BENCH_B_INITRAMFS=$(COMPRESS=$VESSEL_BENCH_B_COMPRESS rootfs/build.sh | tail -n 1)
+  export VESSEL_BENCH_B_INITRAMFS
+elif [ -n "${VESSEL_BENCH_B_SMALL_AGENT:-}" ]; then
+  # The same agent optimized for size, whole-program: fewer bytes to load
+  # and inflate. Its own target dir, so the default build stays cached.
+  VESSEL_BENCH_B_INITRAMFS=$(
+    CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}/small-agent \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_LTO=fat \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 rootfs/build.sh | tail -n 1)
   export VESSEL_BENCH_B_INITRAMFS
 fi
 cargo build --release -q -p vessel-e2e --bin bench-boot
