@@ -47,20 +47,55 @@ pub fn handler_files(
             "install vessel-vmm there (`cargo build --release`: target/release/vessel-vmm)",
             versions,
         ),
-        binary(
+        virtiofsd_new_enough(binary(
             &format!("handler {name}: virtiofsd"),
             &handler.virtiofsd,
             &key("virtiofsd"),
-            "install virtiofsd there (Debian: `apt install virtiofsd`; or tests/tools/virtiofsd.sh)",
+            VIRTIOFSD_INSTALL,
             versions,
+        )),
+        kernel(
+            &format!("handler {name}: kernel"),
+            &handler.kernel,
+            &key("kernel"),
         ),
-        kernel(&format!("handler {name}: kernel"), &handler.kernel, &key("kernel")),
         initramfs(
             &format!("handler {name}: initramfs"),
             &handler.initramfs,
             &key("initramfs"),
         ),
     ]
+}
+
+/// Where a new enough virtiofsd comes from.
+const VIRTIOFSD_INSTALL: &str = "install virtiofsd 1.13 or later there (Debian 13: `apt install \
+     virtiofsd`; elsewhere tests/tools/virtiofsd.sh, which builds 1.14.0)";
+
+/// The oldest virtiofsd with `--translate-uid`, which pods' shares use.
+const VIRTIOFSD_MIN: (u32, u32) = (1, 13);
+
+/// A virtiofsd that runs but is older than [`VIRTIOFSD_MIN`] is a FAIL:
+/// every pod would fail to start.
+fn virtiofsd_new_enough(result: CheckResult) -> CheckResult {
+    if result.status != super::Status::Ok {
+        return result;
+    }
+    // The detail is "PATH: virtiofsd X.Y.Z".
+    let version = result.detail.rsplit(' ').next().and_then(|v| {
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+        Some((parts.next()??, parts.next()??))
+    });
+    match version {
+        Some(v) if v < VIRTIOFSD_MIN => CheckResult::fail(
+            &result.name,
+            format!(
+                "{}: older than {}.{}, which pods' id translation needs",
+                result.detail, VIRTIOFSD_MIN.0, VIRTIOFSD_MIN.1
+            ),
+            format!("{VIRTIOFSD_INSTALL}, or set [pod_ids] translate_share = false"),
+        ),
+        _ => result,
+    }
 }
 
 /// An executable file whose `--version` answers.
@@ -243,6 +278,24 @@ mod tests {
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
+    }
+
+    #[test]
+    fn a_virtiofsd_without_id_translation_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut versions = VersionCache::default();
+        for (version, ok) in [("1.5.0", false), ("1.13.0", true), ("1.14.0", true)] {
+            let bin = script(
+                dir.path(),
+                &format!("fs-{version}"),
+                &format!("echo 'virtiofsd {version}'"),
+            );
+            let r = virtiofsd_new_enough(binary("fs", &bin, "k", "i", &mut versions));
+            assert_eq!(r.status == Status::Ok, ok, "{version}: {r:?}");
+            if !ok {
+                assert!(r.fix.contains("translate_share = false"), "{r:?}");
+            }
+        }
     }
 
     #[test]

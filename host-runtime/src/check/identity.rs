@@ -161,6 +161,7 @@ mod tests {
         let range = IdRange {
             start: 200_000,
             count: 65_536,
+            ..IdRange::default()
         };
         let ok = pod_ids(&range, e);
         assert_eq!(ok.status, Status::Ok, "{ok:?}");

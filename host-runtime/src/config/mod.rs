@@ -288,6 +288,9 @@ pub struct IdRange {
     pub start: u32,
     /// How many ids the block holds (a multiple of 65536).
     pub count: u32,
+    /// Whether virtiofsd translates the guest's ids into the pod's slot
+    /// (off: guest ids are host ids on the share, as with runc).
+    pub translate_share: bool,
 }
 
 impl Default for IdRange {
@@ -298,6 +301,7 @@ impl Default for IdRange {
         Self {
             start: 0x7000_0000,
             count: 4094 * crate::pod::ids::IDS_PER_POD,
+            translate_share: true,
         }
     }
 }
@@ -501,16 +505,13 @@ impl Config {
                 format!("must be a positive multiple of {slot} (each pod takes {slot} ids)"),
             );
         }
-        if self
-            .pod_ids
-            .start
-            .checked_add(self.pod_ids.count - 1)
-            .is_none()
-        {
+        // The last id must stay below u32::MAX, which is -1 to chown and
+        // setresuid ("leave unchanged").
+        if self.pod_ids.start.checked_add(self.pod_ids.count).is_none() {
             return bad(
                 "pod_ids.count",
                 format!(
-                    "start {} + count {} passes the largest id {}",
+                    "start {} + count {} reaches {}, which is no id (-1)",
                     self.pod_ids.start,
                     self.pod_ids.count,
                     u32::MAX

@@ -136,6 +136,10 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         ),
         ("[pod_ids]\ncount = 1000", "pod_ids.count"),
         (
+            "[pod_ids]\nstart = 4294901760\ncount = 65536",
+            "pod_ids.count",
+        ),
+        (
             "[images]\nmax_unpacked_bytes = 0",
             "images.max_unpacked_bytes",
         ),

@@ -235,7 +235,10 @@ impl PodConfig {
             shared_dir: self.share_dir(),
             socket: dir.join(VIRTIOFSD_SOCKET),
             log: self.log_dir().join("virtiofsd.log"),
-            translation: self.ids.map(|i| i.translation()),
+            translation: self
+                .ids
+                .filter(|_| self.pod_ids.translate_share)
+                .map(|i| i.translation()),
         }
     }
 

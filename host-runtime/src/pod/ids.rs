@@ -57,19 +57,31 @@ impl PodIds {
     }
 }
 
-/// The first slot of `range` no pod under `pods` holds (a pod holds the
-/// slot its VMM directory's owner belongs to), so no two pods share an id.
+/// Held from choosing a slot until the VMM directory that claims it is
+/// chowned, so two pods this process makes at once never get one slot.
+pub(crate) static ALLOCATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The first slot of `range` no pod under `pods` holds, so no two pods share
+/// an id. A pod holds the slot ending at its VMM directory's owner, which
+/// may not be one of `range`'s if the block changed while it ran: a slot
+/// overlapping it is taken too. Call with [`ALLOCATING`] held.
 pub fn allocate(pods: &Path, range: IdRange) -> Result<PodIds, PodError> {
-    let used: std::collections::HashSet<u32> = std::fs::read_dir(pods)
+    let vmms: Vec<u64> = std::fs::read_dir(pods)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| std::fs::metadata(e.path().join(VM_DIR)).ok())
-        .map(|m| m.uid())
+        .map(|m| u64::from(m.uid()))
         .collect();
+    let overlaps = |ids: &PodIds| {
+        // Slot [b, b + 65535] and a pod's [v - 65535, v] overlap.
+        let b = u64::from(ids.base());
+        vmms.iter()
+            .any(|&v| v >= b && v <= b + 2 * u64::from(GUEST_IDS))
+    };
     (0..range.count / IDS_PER_POD)
         .map(|slot| PodIds::at(range.start + slot * IDS_PER_POD))
-        .find(|ids| !used.contains(&ids.vmm()))
+        .find(|ids| !overlaps(ids))
         .ok_or(PodError::NoFreeId {
             start: range.start,
             count: range.count,
@@ -92,8 +104,6 @@ mod tests {
                 "forbid-guest:65535:4294901760".to_string()
             ]
         );
-        // The refused range ends at the last id, without overflowing.
-        assert_eq!(65_535u64 + 4_294_901_760, u64::from(u32::MAX));
     }
 
     #[test]
@@ -103,15 +113,19 @@ mod tests {
         let range = IdRange {
             start: 300_000,
             count: 2 * IDS_PER_POD,
+            ..IdRange::default()
         };
-        let first = allocate(pods.path(), range).unwrap();
-        assert_eq!(first.base(), 300_000);
-        let second = PodIds::at(300_000 + IDS_PER_POD);
-        for (pod, ids) in [("a", first), ("b", second)] {
+        let hold = |pod: &str, ids: PodIds| {
             let vm = pods.path().join(pod).join(VM_DIR);
             std::fs::create_dir_all(&vm).unwrap();
             chown(&vm, Some(ids.vmm()), Some(ids.vmm())).unwrap();
-        }
+        };
+        let first = allocate(pods.path(), range).unwrap();
+        assert_eq!(first.base(), 300_000);
+        hold("a", first);
+        let second = allocate(pods.path(), range).unwrap();
+        assert_eq!(second.base(), 300_000 + IDS_PER_POD);
+        hold("b", second);
         assert!(matches!(
             allocate(pods.path(), range),
             Err(PodError::NoFreeId {
@@ -121,5 +135,9 @@ mod tests {
         ));
         std::fs::remove_dir_all(pods.path().join("a")).unwrap();
         assert_eq!(allocate(pods.path(), range).unwrap(), first);
+        // A pod of an older block whose slot straddles the first slot's
+        // end holds that slot too.
+        hold("old", PodIds::at(300_000 + 100));
+        assert!(allocate(pods.path(), range).is_err());
     }
 }

@@ -344,6 +344,10 @@ impl Pod {
         // The VMM's own directory, owned by the pod's unprivileged id: the
         // jailed VMM removes its sockets there at exit, and can touch
         // nothing else of the pod's (records stay in the root-owned parent).
+        // Poisoned only by a panic elsewhere; the slot scan is still sound.
+        let _allocating = ids::ALLOCATING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let ids = ids::allocate(&self.config.run_dir.join("pods"), self.config.pod_ids)?;
         let id = ids.vmm();
         let vm_dir = self.config.vm_dir();

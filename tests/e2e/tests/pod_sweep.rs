@@ -56,6 +56,15 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
     let rootfs = scratch.join("sweep-rootfs");
     let _ = std::fs::remove_dir_all(&rootfs);
     build_rootfs(&rootfs);
+    // A directory of host uid 1000, where guest uid 1000 may write.
+    let user_dir = rootfs.join("u1000");
+    std::fs::create_dir(&user_dir).expect("u1000");
+    std::os::unix::fs::chown(&user_dir, Some(1000), Some(1000)).expect("chown u1000");
+    let mut passwd = std::fs::OpenOptions::new()
+        .append(true)
+        .open(rootfs.join("etc/passwd"))
+        .expect("passwd");
+    std::io::Write::write_all(&mut passwd, b"u:x:1000:1000::/:/bin/sh\n").expect("user u");
     let state_dir = run_dir.join("pods/sweep");
     let state_root = scratch.join("state");
     let log_dir = state_root.join("pods/sweep");
@@ -67,6 +76,7 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
                   mknod /ttyS9 c 4 73 && echo MKNOD-WORKED || echo MKNOD-REFUSED; \
                   echo x > /by-user && busybox chown 1000:1000 /by-user && echo CHOWNED; \
                   echo y > /big-id && busybox chown 70000 /big-id && echo BIG-ID-TAKEN || echo BIG-ID-REFUSED; \
+                  busybox su -s /bin/sh -c 'busybox touch /u1000/mine' u && echo USER-CREATED; \
                   echo GUEST-SEES $(busybox stat -c %u:%g /suid /by-user /bin/busybox); \
                   echo started; sleep 600";
     let mut child = Command::new(&vesseld)
@@ -104,7 +114,7 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
             }
         }
     }
-    for line in ["SUID-MADE", "CHOWNED", "BIG-ID-REFUSED"] {
+    for line in ["SUID-MADE", "CHOWNED", "BIG-ID-REFUSED", "USER-CREATED"] {
         assert!(
             seen.iter().any(|l| l.trim() == line),
             "no {line}: {seen:#?}"
@@ -218,6 +228,12 @@ fn a_pod_is_isolated_on_the_host_survives_kill_9_of_vesseld_and_is_swept() {
     );
     let by_user = std::fs::metadata(share.join("by-user")).expect("the chowned file");
     assert_eq!((by_user.uid(), by_user.gid()), (base + 1000, base + 1000));
+    // The refused chown left the file guest root made.
+    let big = std::fs::metadata(share.join("big-id")).expect("the big-id file");
+    assert_eq!((big.uid(), big.gid()), (base, base));
+    // Guest uid 1000 made a file in host uid 1000's directory.
+    let mine = std::fs::metadata(share.join("u1000/mine")).expect("guest user's file");
+    assert_eq!((mine.uid(), mine.gid()), (base + 1000, base + 1000));
     // The host's files keep their ids.
     assert_eq!(
         std::fs::metadata(share.join("bin/busybox")).unwrap().uid(),
