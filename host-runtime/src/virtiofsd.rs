@@ -259,16 +259,18 @@ mod tests {
         }
     }
 
+    fn args_of(c: &VirtiofsdConfig) -> Vec<String> {
+        c.args()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
     #[test]
     fn args_name_the_socket_fd_the_directory_and_drop_mknod_and_setfcap() {
         let c = config(std::path::Path::new("/srv/pod"), "virtiofsd");
-        let args: Vec<String> = c
-            .args()
-            .into_iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
         assert_eq!(
-            args.join(" "),
+            args_of(&c).join(" "),
             "--fd 3 --shared-dir /srv/pod --cache auto --sandbox namespace --modcaps=-mknod:-setfcap"
         );
     }
@@ -277,13 +279,8 @@ mod tests {
     fn a_pods_translation_covers_uids_and_gids() {
         let mut c = config(std::path::Path::new("/srv/pod"), "virtiofsd");
         c.translation = Some(crate::pod::ids::PodIds::at(300_000).translation());
-        let args: Vec<String> = c
-            .args()
-            .into_iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
         assert_eq!(
-            args[9..].join(" "),
+            args_of(&c)[9..].join(" "),
             "--translate-uid map:0:300000:65535 --translate-gid map:0:300000:65535 \
              --translate-uid forbid-guest:65535:4294901760 \
              --translate-gid forbid-guest:65535:4294901760"
