@@ -306,13 +306,6 @@ impl Default for IdRange {
     }
 }
 
-impl IdRange {
-    /// The last id of the block.
-    pub fn last(&self) -> u32 {
-        self.start + (self.count - 1)
-    }
-}
-
 /// `[cgroup]`: where the pods' host processes are placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
