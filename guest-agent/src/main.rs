@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     tracing::info!(version = %AGENT_VERSION, pid1 = true, "vessel-agent starting");
     init::install_panic_hook();
     let switched = init::switch_root::leave_initramfs();
-    tracing::info!(switched_root = switched, "root mount ready");
+    tracing::debug!(switched_root = switched, "root mount ready");
     init::boot_mark::mark(BootMark::RootReady);
     // Before the runtime: setup changes the environment, which is unsound with threads.
     init::setup();
@@ -135,13 +135,10 @@ async fn serve(args: Args, pid1: bool) -> anyhow::Result<()> {
         }
     }
     let reaper = Reaper::start()?;
-    let engine = match cgroup::Hierarchy::setup(&args.cgroup_root) {
-        Ok(hierarchy) => Engine::new(reaper).with_cgroups(hierarchy),
-        Err(err) => {
-            tracing::warn!(error = %err, "containers get no cgroups");
-            Engine::new(reaper)
-        }
-    };
+    let engine = Engine::new(reaper).with_cgroup_root(args.cgroup_root.clone());
+    // Set up while the agent starts serving; what needs cgroups waits for it.
+    let setup = engine.clone();
+    tokio::spawn(async move { setup.cgroups().await });
     let workloads = Workloads::new(engine);
     let shutdown = ShutdownSignal::new();
     shutdown_on_signals(&shutdown)?;

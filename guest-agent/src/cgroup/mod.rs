@@ -13,6 +13,7 @@ mod container;
 pub mod devices;
 mod error;
 pub mod files;
+mod lazy;
 mod notify;
 pub mod resources;
 
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use container::{ContainerCgroup, PendingCgroup};
 pub use error::CgroupError;
+pub use lazy::LazyHierarchy;
 pub use notify::FileWatch;
 
 /// Where PID 1 mounts the unified hierarchy.
@@ -78,6 +80,27 @@ impl fmt::Display for Controller {
     }
 }
 
+/// Enables `controllers` for the children of `dir` in one write, which the
+/// kernel applies at once: each write to `cgroup.subtree_control` waits for
+/// RCU grace periods, so one write per controller cost a booting guest
+/// hundreds of milliseconds. If the whole set is refused, each controller is
+/// tried alone, so one the kernel refuses does not take the others with it.
+fn enable(dir: &Path, controllers: &BTreeSet<Controller>, failed: &str) {
+    if controllers.is_empty() {
+        return;
+    }
+    let control = dir.join("cgroup.subtree_control");
+    let all: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
+    if files::write(&control, &all.join(" ")).is_ok() {
+        return;
+    }
+    for c in controllers {
+        if let Err(err) = files::write(&control, &format!("+{c}")) {
+            tracing::warn!(controller = %c, error = %err, "{failed}");
+        }
+    }
+}
+
 fn names(set: &BTreeSet<Controller>) -> String {
     if set.is_empty() {
         return "none".to_owned();
@@ -117,27 +140,25 @@ impl Hierarchy {
             }
         }
         let offered = Self::read_controllers(&root.join("cgroup.controllers"))?;
+        let wanted: BTreeSet<Controller> = Controller::ALL
+            .into_iter()
+            .filter(|c| offered.contains(c))
+            .collect();
         for dir in [root, &vessel] {
-            for c in Controller::ALL.into_iter().filter(|c| offered.contains(c)) {
-                let control = dir.join("cgroup.subtree_control");
-                if let Err(err) = files::write(&control, &format!("+{c}")) {
-                    tracing::warn!(controller = %c, error = %err, "cannot enable a cgroup controller");
-                }
-            }
+            enable(dir, &wanted, "cannot enable a cgroup controller");
         }
         for c in Controller::ALL {
             if !offered.contains(&c) {
                 tracing::warn!(controller = %c, root = %root.display(), "cgroup controller not offered by the kernel here");
             }
         }
-        let controllers = Self::read_controllers(&pod.join("cgroup.controllers"))?;
         // The pod passes everything it has on to the containers.
-        for c in &controllers {
-            let control = pod.join("cgroup.subtree_control");
-            if let Err(err) = files::write(&control, &format!("+{c}")) {
-                tracing::warn!(controller = %c, error = %err, "cannot enable a cgroup controller for containers");
-            }
-        }
+        let controllers = Self::read_controllers(&pod.join("cgroup.controllers"))?;
+        enable(
+            &pod,
+            &controllers,
+            "cannot enable a cgroup controller for containers",
+        );
         let controllers = Self::read_controllers(&pod.join("cgroup.subtree_control"))?;
         tracing::info!(root = %root.display(), controllers = %names(&controllers), "cgroups ready");
         Ok(Self {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use super::state::{unix_nanos, watch_exit, Container, ContainerState, ExitInfo, 
 use super::stdio;
 use super::sync::SyncMessage;
 use super::validate::{validate_id, CreateSpec};
-use crate::cgroup::{self, ContainerCgroup, Hierarchy};
+use crate::cgroup::{self, ContainerCgroup, Hierarchy, LazyHierarchy};
 use crate::events::EventBus;
 use crate::reaper::Reaper;
 
@@ -79,8 +80,8 @@ pub struct Engine {
     containers: Arc<Mutex<HashMap<String, Slot>>>,
     /// The pod's namespaces once the sandbox is set up.
     pod: Arc<RwLock<Option<PodNamespaces>>>,
-    /// The pod's cgroup v2 hierarchy; `None` where there is none (containers get no cgroups).
-    cgroups: Option<Arc<Hierarchy>>,
+    /// The pod's cgroup v2 hierarchy, set up in the background; none by default.
+    cgroups: Arc<LazyHierarchy>,
     /// Exit and OOM events of the containers.
     events: EventBus,
 }
@@ -92,20 +93,21 @@ impl Engine {
             reaper,
             containers: Arc::default(),
             pod: Arc::default(),
-            cgroups: None,
+            cgroups: Arc::default(),
             events: EventBus::default(),
         }
     }
 
-    /// Gives later containers cgroups under `hierarchy`.
-    pub fn with_cgroups(mut self, hierarchy: Hierarchy) -> Self {
-        self.cgroups = Some(Arc::new(hierarchy));
+    /// Gives containers cgroups under the cgroup2 mount `root`, set up by
+    /// the first call of [`Engine::cgroups`].
+    pub fn with_cgroup_root(mut self, root: PathBuf) -> Self {
+        self.cgroups = Arc::new(LazyHierarchy::under(root));
         self
     }
 
-    /// The cgroup hierarchy, if containers get cgroups.
-    pub fn cgroups(&self) -> Option<&Hierarchy> {
-        self.cgroups.as_deref()
+    /// The cgroup hierarchy, if containers get cgroups (waits for its setup).
+    pub async fn cgroups(&self) -> Option<Arc<Hierarchy>> {
+        self.cgroups.get().await
     }
 
     /// The bus the containers' exit and OOM events go to.
@@ -174,7 +176,7 @@ impl Engine {
         let oom_score_adj = oom_score::from_spec(&create.spec, "oci_spec_json.process")?
             .unwrap_or(oom_score::DEFAULT);
         // Dropped unkept (any failure below), the cgroup is emptied and removed.
-        let cgroup = cgroup::for_container(self.cgroups(), &id, &create.spec)?;
+        let cgroup = cgroup::for_container(self.cgroups().await.as_deref(), &id, &create.spec)?;
         let procs = match &cgroup {
             Some(c) => Some(c.cgroup().procs_writer()?),
             None => None,

@@ -86,11 +86,11 @@ impl Resources for ResourcesService {
             ))
             .into());
         }
-        let Some(hierarchy) = self.engine.cgroups() else {
+        let Some(hierarchy) = self.engine.cgroups().await else {
             return Err(Status::failed_precondition("no cgroup v2 hierarchy"));
         };
         cgroup
-            .update(hierarchy, &resources)
+            .update(&hierarchy, &resources)
             .map_err(|e| EngineError::from(e.in_field("resources_json: ")))?;
         tracing::info!(container_id = %req.container_id, "resources updated");
         Ok(Response::new(UpdateResourcesResponse {}))
@@ -149,7 +149,7 @@ impl Stats for ResourcesService {
                 cgroup,
             });
         }
-        let pod = match self.engine.cgroups() {
+        let pod = match self.engine.cgroups().await {
             Some(h) => stats_of(h.pod())?,
             None => None,
         };
