@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         return host_main(Args::parse());
     }
     init::boot_mark::mark(BootMark::InitStarted);
+    init::fill_standard_fds();
     logging::init();
     // First line on the serial console: proves the kernel reached init.
     tracing::info!(version = %AGENT_VERSION, pid1 = true, "vessel-agent starting");

@@ -442,6 +442,7 @@ async fn boot_vm(args: BootVm) -> Result<()> {
         memory_mib: args.vm.memory,
         hugepages: false,
         extra_cmdline: None,
+        serial_console: true,
         state_dir: state_dir.clone(),
         api_socket: false,
         nets: Vec::new(),

@@ -9,6 +9,7 @@
 #   VESSEL_BENCH_B_COMPRESS=lz4 tests/bench/boot.sh       # initramfs lz4 or none
 #   VESSEL_BENCH_B_CMDLINE='tsc=reliable' tests/bench/boot.sh
 #   VESSEL_BENCH_B_SMALL_AGENT=1 tests/bench/boot.sh      # agent built for size
+#   VESSEL_BENCH_B_CONSOLE=none tests/bench/boot.sh        # no serial console
 # Each test host first boots one warm-up guest with each VMM (reported apart
 # as "first boot of a host", never paired), then its pairs, alternating which
 # VMM goes first. A nested host fails more often the more guests it has

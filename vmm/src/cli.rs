@@ -52,7 +52,8 @@ pub struct Cli {
     pub vsock: Option<PathBuf>,
 
     /// Where the guest's serial console (ttyS0) goes: a file path (created or
-    /// truncated), `-` for stdout, or `none` to drop it (and `console=ttyS0`).
+    /// truncated), `-` for stdout, or `none` for no console (the guest
+    /// gets `8250.nr_uarts=0` instead of `console=ttyS0`, so it writes nothing).
     #[arg(long, value_name = "PATH|-|none", default_value = "-")]
     pub console: String,
 

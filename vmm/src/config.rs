@@ -83,7 +83,7 @@ pub enum Console {
     Stdout,
     /// A file, opened (created or truncated) at configuration time, capped.
     File(CappedFile),
-    /// Nowhere; the guest gets no `console=ttyS0`.
+    /// Nowhere; the guest gets no `console=ttyS0` and no serial port driver (`8250.nr_uarts=0`).
     None,
 }
 

@@ -19,6 +19,33 @@ pub fn is_pid1() -> bool {
     nix::unistd::getpid().as_raw() == 1
 }
 
+/// Opens `/dev/null` on each of descriptors 0, 1 and 2 that is closed.
+///
+/// The kernel gives init the console on them, but with no console (a VM
+/// booted without `console=`) they are closed, and the next files the agent
+/// opens would get them: its log lines on stderr would then go into a socket
+/// or a file. Call first, before anything opens a file.
+pub fn fill_standard_fds() {
+    use std::os::fd::IntoRawFd;
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only asks whether `fd` is open; it touches no memory.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+            continue;
+        }
+        // The lowest free descriptor: `fd` itself, as the ones below are open.
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            Ok(null) => {
+                let _ = null.into_raw_fd();
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// Mounts the pseudo filesystems and sets up the environment.
 ///
 /// Must run before any thread is started: it changes the process environment.

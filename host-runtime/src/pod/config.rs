@@ -252,6 +252,7 @@ impl PodConfig {
             memory_mib: self.memory_mib,
             hugepages: false,
             extra_cmdline: (!self.kernel_args.is_empty()).then(|| self.kernel_args.clone()),
+            serial_console: true,
             state_dir: self.vm_dir(),
             api_socket: false,
             nets: vec![NetDevice {

@@ -24,6 +24,9 @@ pub struct VmConfig {
     pub hugepages: bool,
     /// Extra guest kernel command-line arguments.
     pub extra_cmdline: Option<String>,
+    /// Whether the guest has a serial console, written to
+    /// [`VmConfig::console_path`]; without one its kernel and agent log nowhere.
+    pub serial_console: bool,
     /// Directory that holds the VM's sockets and logs; created if missing.
     /// A jailed VMM with its own uid needs it owned by that uid (it removes
     /// its sockets there on exit).
@@ -161,7 +164,11 @@ impl VmConfig {
         c.memory_mib = self.memory_mib.into();
         c.hugepages = self.hugepages;
         c.vsock = Some(self.vsock_path());
-        c.console = Console::File(LogFile::new(self.console_path()));
+        c.console = if self.serial_console {
+            Console::File(LogFile::new(self.console_path()))
+        } else {
+            Console::None
+        };
         c.log = Some(LogFile::new(self.vmm_log_path()));
         c.api = self.api_socket.then(|| self.api_path());
         c.nets = self
@@ -230,6 +237,7 @@ mod tests {
             memory_mib: 256,
             hugepages: false,
             extra_cmdline: Some("loglevel=4".into()),
+            serial_console: true,
             state_dir: dir.join("state"),
             api_socket: true,
             nets: vec![NetDevice {

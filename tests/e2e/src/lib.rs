@@ -49,6 +49,7 @@ pub fn vm_config(name: &str, cpus: u32, memory_mib: u32) -> VmConfig {
         memory_mib,
         hugepages: false,
         extra_cmdline: None,
+        serial_console: true,
         state_dir: fresh_state_dir(name),
         // So a failing test can ask for the VMM's post-mortem.
         api_socket: true,

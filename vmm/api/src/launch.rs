@@ -70,7 +70,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> LaunchError {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Console {
-    /// Nowhere; the guest gets no `console=ttyS0`.
+    /// Nowhere; the guest gets no `console=ttyS0` and no serial port driver (`8250.nr_uarts=0`).
     None,
     /// The VMM's stdout.
     #[default]

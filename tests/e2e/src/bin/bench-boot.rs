@@ -88,12 +88,14 @@ fn env_path(name: &str) -> PathBuf {
 
 /// A vessel-vmm guest set up otherwise, to measure a change on and off in
 /// the same hosts: `VESSEL_BENCH_B_INITRAMFS` (another initramfs, e.g.
-/// compressed otherwise) and `VESSEL_BENCH_B_CMDLINE` (kernel arguments
-/// added). With either set, the variant takes QEMU's place as the peer.
+/// compressed otherwise), `VESSEL_BENCH_B_CMDLINE` (kernel arguments
+/// added) and `VESSEL_BENCH_B_CONSOLE=none` (no serial console). With any
+/// set, the variant takes QEMU's place as the peer.
 #[derive(Debug, Clone, Default)]
 struct Variant {
     initramfs: Option<PathBuf>,
     cmdline: Option<String>,
+    no_console: bool,
 }
 
 impl Variant {
@@ -101,8 +103,9 @@ impl Variant {
         let v = Self {
             initramfs: std::env::var_os("VESSEL_BENCH_B_INITRAMFS").map(PathBuf::from),
             cmdline: std::env::var("VESSEL_BENCH_B_CMDLINE").ok(),
+            no_console: std::env::var("VESSEL_BENCH_B_CONSOLE").is_ok_and(|v| v == "none"),
         };
-        (v.initramfs.is_some() || v.cmdline.is_some()).then_some(v)
+        (v.initramfs.is_some() || v.cmdline.is_some() || v.no_console).then_some(v)
     }
 }
 
@@ -116,6 +119,7 @@ async fn boot_vessel(kind: &'static str, round: usize, variant: Option<Variant>)
     if let Some(v) = variant {
         config.initramfs = v.initramfs.unwrap_or(config.initramfs);
         config.extra_cmdline = v.cmdline;
+        config.serial_console = !v.no_console;
     }
     let state_dir = config.state_dir.clone();
     phase(format!("{kind} {round}: vessel-vmm boot"));
