@@ -357,7 +357,7 @@ mod tests {
             vmm: script(d, "vmm", "echo vessel-vmm 0.1.0"),
             virtiofsd: d.join("virtiofsd"),
             kernel: d.join("vmlinux"),
-            initramfs: d.join("initramfs.cpio.gz"),
+            initramfs: d.join("initramfs.cpio.lz4"),
             ..RuntimeHandler::default()
         };
         std::fs::write(&handler.virtiofsd, b"#!/bin/sh\n").unwrap();

@@ -32,7 +32,7 @@ impl Default for RuntimeHandler {
     fn default() -> Self {
         Self {
             kernel: "/usr/share/vessel/vmlinux".into(),
-            initramfs: "/usr/share/vessel/initramfs.cpio.gz".into(),
+            initramfs: "/usr/share/vessel/initramfs.cpio.lz4".into(),
             vmm: "/usr/local/bin/vessel-vmm".into(),
             virtiofsd: "/usr/libexec/virtiofsd".into(),
             default_vcpus: 1,
