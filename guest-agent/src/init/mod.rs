@@ -62,3 +62,45 @@ pub fn setup() {
     std::env::set_var("HOME", "/root");
     tracing::debug!(failed = failed.len(), "guest init done");
 }
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    /// In a child (its descriptors are its own): with 0-2 closed, each ends
+    /// up on /dev/null.
+    #[test]
+    fn closed_standard_fds_get_dev_null() {
+        // SAFETY: the child only makes syscalls and allocates (glibc's malloc
+        // is fork-safe), then leaves with _exit, never returning to the harness.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let ok = (|| {
+                    for fd in 0..=2 {
+                        // SAFETY: closes the child's own copies.
+                        unsafe { libc::close(fd) };
+                    }
+                    super::fill_standard_fds();
+                    for fd in 0..=2 {
+                        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+                        if target != std::path::Path::new("/dev/null") {
+                            return None;
+                        }
+                    }
+                    Some(())
+                })()
+                .is_some();
+                // SAFETY: ends the child without running the harness's exit path.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                assert_eq!(
+                    waitpid(child, None).expect("waitpid"),
+                    WaitStatus::Exited(child, 0),
+                    "fds 0-2 not all on /dev/null"
+                );
+            }
+        }
+    }
+}

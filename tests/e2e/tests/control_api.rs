@@ -4,7 +4,8 @@
 //! order (ctrl-alt-del → SIGINT to the agent → reset, exit code 0), and a
 //! guest that cannot answer (paused) is stopped hard after the grace (exit
 //! code 4), leaving no socket behind; `postmortem` and SIGUSR1 describe a
-//! running Linux guest.
+//! running Linux guest; a guest booted without a console writes nothing and
+//! still serves.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -407,4 +408,50 @@ fn guest_ram_pmd_kib(pid: u32) -> u64 {
         }
     }
     kib
+}
+
+/// `--console none` (host-runtime's `serial_console: false`): the guest gets
+/// no serial port, writes not one byte, and its agent, which then starts
+/// without descriptors 0-2, still serves and shuts down in order even when
+/// it logs every debug line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_without_a_console_writes_nothing_and_serves() {
+    let mut config = vm_config("api-no-console", 1, 256);
+    config.api_socket = true;
+    config.serial_console = false;
+    config.extra_cmdline = Some("VESSEL_AGENT_LOG=debug".into());
+    let api = config.api_path();
+    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
+    let channel = match vm.connect_agent(BOOT_TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
+    };
+    let cmdline = ask(&api, Request::Info)["config"]["cmdline"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cmdline.contains("8250.nr_uarts=0"), "{cmdline}");
+    assert!(!cmdline.contains("console="), "{cmdline}");
+    // Several calls, each logged at debug by the agent: a log line that
+    // reached one of these connections would break its HTTP/2 stream.
+    let mut agent = vessel_agent_api::proto::agent_client::AgentClient::new(channel.clone());
+    for _ in 0..3 {
+        assert!(healthy(&channel).await, "health check");
+        let version = agent
+            .version(vessel_agent_api::proto::VersionRequest {})
+            .await
+            .expect("Agent.Version")
+            .into_inner();
+        assert!(version.pid1, "{version:?}");
+    }
+    let pm = ask(&api, Request::Postmortem);
+    assert_eq!(pm["console"]["bytes_total"], 0, "{}", pm["console"]);
+    assert!(
+        !vm.config().console_path().exists(),
+        "a console file without a console"
+    );
+    assert_eq!(ask(&api, Request::Shutdown)["state"], "shutting_down");
+    let exit = vm.wait_exit(SHUTDOWN_TIMEOUT).await.expect("VMM exits");
+    assert_eq!(exit, VmExit::Code(0), "the guest did not reset in order");
+    assert_cleaned_up(&vm);
 }
