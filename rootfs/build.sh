@@ -10,7 +10,7 @@
 #                      gzip -9 about 40 ms slower on a real host (9.4 MB:
 #                      50 ms against under 10 ms natively) for 14% fewer
 #                      bytes, which come from the page cache there
-#                      (docs/benchmarks.md, "Cheap cuts").
+#                      (docs/benchmarks.md, "Cheap cuts, the rest").
 #   SOURCE_DATE_EPOCH  mtime of every archive entry (default 0)
 #
 # The archive is written by a small newc writer below rather than by `cpio -o`

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vessel_agent_api::client::Channel;
 use vessel_agent_api::proto::health_client::HealthClient;
 use vessel_agent_api::proto::CheckRequest;
 use vessel_e2e::{console_tail, running_vmms, vm_config, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
-use vessel_host_runtime::vm::{VmExit, VmProcess};
+use vessel_host_runtime::vm::{VmConfig, VmExit, VmProcess};
 use vessel_vmm_api::{ApiClient, Request};
 
 /// How long a health check may take before we call the agent silent.
@@ -35,11 +36,16 @@ fn console(vm: &VmProcess) -> String {
 async fn boot(name: &str) -> VmProcess {
     let mut config = vm_config(name, 1, 256);
     config.api_socket = true;
+    boot_with(config).await.0
+}
+
+/// Boots `config` and waits for its agent; the VM and a channel to the agent.
+async fn boot_with(config: VmConfig) -> (VmProcess, Channel) {
     let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
-    if let Err(e) = vm.connect_agent(BOOT_TIMEOUT).await {
-        panic!("agent not reachable: {e}\n{}", console_tail(&vm));
+    match vm.connect_agent(BOOT_TIMEOUT).await {
+        Ok(channel) => (vm, channel),
+        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
     }
-    vm
 }
 
 /// The VM is gone, with its sockets and state directory.
@@ -421,11 +427,7 @@ async fn a_guest_without_a_console_writes_nothing_and_serves() {
     config.serial_console = false;
     config.extra_cmdline = Some("VESSEL_AGENT_LOG=debug".into());
     let api = config.api_path();
-    let mut vm = VmProcess::spawn(config).expect("vessel-vmm starts");
-    let channel = match vm.connect_agent(BOOT_TIMEOUT).await {
-        Ok(c) => c,
-        Err(e) => panic!("agent not reachable: {e}\n{}", console_tail(&vm)),
-    };
+    let (mut vm, channel) = boot_with(config).await;
     let cmdline = ask(&api, Request::Info)["config"]["cmdline"]
         .as_str()
         .unwrap_or_default()

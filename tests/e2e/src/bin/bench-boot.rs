@@ -103,7 +103,11 @@ impl Variant {
         let v = Self {
             initramfs: std::env::var_os("VESSEL_BENCH_B_INITRAMFS").map(PathBuf::from),
             cmdline: std::env::var("VESSEL_BENCH_B_CMDLINE").ok(),
-            no_console: std::env::var("VESSEL_BENCH_B_CONSOLE").is_ok_and(|v| v == "none"),
+            no_console: match std::env::var("VESSEL_BENCH_B_CONSOLE").as_deref() {
+                Ok("none") => true,
+                Ok(other) => panic!("VESSEL_BENCH_B_CONSOLE must be none, not {other:?}"),
+                Err(_) => false,
+            },
         };
         (v.initramfs.is_some() || v.cmdline.is_some() || v.no_console).then_some(v)
     }
